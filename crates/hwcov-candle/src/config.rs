@@ -1,0 +1,33 @@
+//! Model configs deserialised straight from config.json, with errors that name the field.
+
+use hwcov_core::{Error, ModelFiles, Result};
+use serde::de::DeserializeOwned;
+
+/// Deserialises the whole config.json (or the sub-config at `key`, such as `text_config`).
+pub fn parse<T: DeserializeOwned>(files: &ModelFiles, key: Option<&str>) -> Result<T> {
+    let value = match key {
+        None => &files.config,
+        Some(k) => files
+            .config
+            .get(k)
+            .ok_or_else(|| Error::config(&files.config_path, k, "missing"))?,
+    };
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let field = match key {
+            Some(k) if path == "." => k.to_string(),
+            Some(k) => format!("{k}.{path}"),
+            None => path,
+        };
+        Error::config(&files.config_path, field, e.into_inner())
+    })
+}
+
+/// Fails with a config error unless `cond` holds.
+pub fn check(files: &ModelFiles, cond: bool, field: &str, message: impl ToString) -> Result<()> {
+    if cond {
+        Ok(())
+    } else {
+        Err(Error::config(&files.config_path, field, message))
+    }
+}

@@ -1,0 +1,110 @@
+//! Moving named host tensors in and out of candle, with the checks that name the tensor at fault.
+
+use candle_core::{DType, Device, Tensor};
+use hwcov_core::{Error, HostTensor, NamedTensors, Result, TensorData};
+
+/// Wraps a candle error raised while running a model.
+pub fn run_error(context: &str) -> impl Fn(candle_core::Error) -> Error + '_ {
+    move |e| {
+        let msg = e.to_string();
+        Error::runtime(context, msg.lines().next().unwrap_or_default())
+    }
+}
+
+/// The inputs of one forward call, read by name.
+pub struct Inputs<'a> {
+    tensors: &'a NamedTensors,
+    device: &'a Device,
+}
+
+impl<'a> Inputs<'a> {
+    pub fn new(tensors: &'a NamedTensors, device: &'a Device) -> Self {
+        Inputs { tensors, device }
+    }
+
+    fn host(&self, name: &str) -> Result<&'a HostTensor> {
+        self.tensors.get(name).ok_or_else(|| Error::tensor(name, "missing input"))
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    /// An integer input (token ids, masks), as u32 on the device, with the given rank.
+    pub fn ids(&self, name: &str, rank: usize) -> Result<Tensor> {
+        let t = self.host(name)?;
+        check_rank(name, t, rank)?;
+        let values = t
+            .to_i64_vec()
+            .ok_or_else(|| Error::tensor(name, format!("dtype {} where an integer tensor is needed", t.dtype())))?;
+        let values = values
+            .into_iter()
+            .map(|v| u32::try_from(v).map_err(|_| Error::tensor(name, format!("value {v} is not a valid index"))))
+            .collect::<Result<Vec<u32>>>()?;
+        Tensor::from_vec(values, t.shape(), self.device).map_err(|e| Error::tensor(name, e))
+    }
+
+    /// An optional integer input.
+    pub fn opt_ids(&self, name: &str, rank: usize) -> Result<Option<Tensor>> {
+        if self.has(name) { self.ids(name, rank).map(Some) } else { Ok(None) }
+    }
+
+    /// A float input, as `dtype` on the device, with the given rank.
+    pub fn float(&self, name: &str, rank: usize, dtype: DType) -> Result<Tensor> {
+        let t = self.host(name)?;
+        check_rank(name, t, rank)?;
+        if !t.dtype().is_float() {
+            return Err(Error::tensor(name, format!("dtype {} where a float tensor is needed", t.dtype())));
+        }
+        let values: Vec<f32> = t.to_f64_vec().into_iter().map(|v| v as f32).collect();
+        Tensor::from_vec(values, t.shape(), self.device)
+            .and_then(|x| x.to_dtype(dtype))
+            .map_err(|e| Error::tensor(name, e))
+    }
+}
+
+fn check_rank(name: &str, t: &HostTensor, rank: usize) -> Result<()> {
+    if t.shape().len() != rank {
+        return Err(Error::tensor(
+            name,
+            format!("has shape {:?}; a rank-{rank} tensor is needed", t.shape()),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that a dimension of an input has the size the model needs.
+pub fn check_dim(name: &str, t: &Tensor, dim: usize, want: usize, what: &str) -> Result<()> {
+    let got = t.dims()[dim];
+    if got != want {
+        return Err(Error::tensor(
+            name,
+            format!("has shape {:?}: dimension {dim} must be {want} ({what})", t.dims()),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that two inputs have the same shape (input_ids and attention_mask, ...).
+pub fn check_same_shape(a: (&str, &Tensor), b: (&str, &Tensor)) -> Result<()> {
+    if a.1.dims() != b.1.dims() {
+        return Err(Error::tensor(
+            b.0,
+            format!("has shape {:?} but `{}` has shape {:?}", b.1.dims(), a.0, a.1.dims()),
+        ));
+    }
+    Ok(())
+}
+
+/// Copies a model output back to the host as f32 (or i64 for integer tensors).
+pub fn to_host(name: &str, t: &Tensor) -> Result<HostTensor> {
+    let shape = t.dims().to_vec();
+    let flat = t.flatten_all().map_err(run_error(name))?;
+    let data = match t.dtype() {
+        DType::U8 | DType::U32 | DType::I64 => {
+            TensorData::I64(flat.to_dtype(DType::I64).and_then(|x| x.to_vec1::<i64>()).map_err(run_error(name))?)
+        }
+        _ => TensorData::F32(flat.to_dtype(DType::F32).and_then(|x| x.to_vec1::<f32>()).map_err(run_error(name))?),
+    };
+    HostTensor::new(shape, data).map_err(|e| Error::tensor(name, e))
+}

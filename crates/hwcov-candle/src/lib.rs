@@ -1,0 +1,27 @@
+//! hwcov-candle: the model graphs on candle, generic over candle's `Device`. The eager platform
+//! crates (cpu, cuda, metal) pick a device and hand it here.
+//!
+//! - [`models`]: one file per model, mirroring the transformers file it ports.
+//! - [`handler`]: the `Handler` that checks named inputs, runs a model and names its outputs.
+//! - [`weights`], [`config`]: reading a `save_pretrained` folder.
+
+pub mod activation;
+pub mod config;
+pub mod handler;
+pub mod io;
+pub mod models;
+pub mod weights;
+
+pub use handler::CandleHandler;
+
+use hwcov_core::{ModelClass, Support};
+
+/// The classes with a candle port. Every platform on candle claims exactly these.
+pub fn support(class: ModelClass) -> Support {
+    match class {
+        ModelClass::Bert | ModelClass::Vit => Support::Implemented,
+        other => Support::NotImplemented {
+            reason: format!("no candle port of {} yet", other.name()),
+        },
+    }
+}

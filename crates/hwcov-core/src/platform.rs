@@ -1,0 +1,154 @@
+//! The two traits every platform crate implements: `Platform` (probe, claim, load) and `Handler`
+//! (named tensors in, named tensors out).
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::class::{ModelClass, ModelFiles};
+use crate::error::{Error, Result};
+use crate::tensor::NamedTensors;
+
+/// The seven hardware platforms of the matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlatformId {
+    Cpu,
+    Cuda,
+    Openvino,
+    Mps,
+    Rocm,
+    Webnn,
+    Webgpu,
+}
+
+impl PlatformId {
+    pub const ALL: [PlatformId; 7] = [
+        PlatformId::Cpu,
+        PlatformId::Cuda,
+        PlatformId::Openvino,
+        PlatformId::Mps,
+        PlatformId::Rocm,
+        PlatformId::Webnn,
+        PlatformId::Webgpu,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlatformId::Cpu => "cpu",
+            PlatformId::Cuda => "cuda",
+            PlatformId::Openvino => "openvino",
+            PlatformId::Mps => "mps",
+            PlatformId::Rocm => "rocm",
+            PlatformId::Webnn => "webnn",
+            PlatformId::Webgpu => "webgpu",
+        }
+    }
+}
+
+impl fmt::Display for PlatformId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for PlatformId {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        PlatformId::ALL.into_iter().find(|p| p.as_str() == s).ok_or_else(|| {
+            let all: Vec<_> = PlatformId::ALL.iter().map(|p| p.as_str()).collect();
+            Error::Usage(format!("unknown platform `{s}`; the platforms are {}", all.join(", ")))
+        })
+    }
+}
+
+/// Whether the hardware and runtime of a platform are present on this machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Availability {
+    /// Usable; `device` names what runs the model ("Intel Xeon ... (2 threads)").
+    Available { device: String },
+    /// Not usable here, and why ("no CUDA device here").
+    Unavailable { reason: String },
+}
+
+/// What a platform claims for a model class. `cargo xtask validate` checks the claims against
+/// measured results.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Support {
+    /// The platform has code for this class.
+    Implemented,
+    /// No code yet; the reason says what is missing.
+    NotImplemented { reason: String },
+    /// The platform will not run this class, and why.
+    Unsupported { reason: String },
+}
+
+/// Numeric precision the weights and activations run in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    F16,
+    BF16,
+}
+
+impl Precision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+            Precision::BF16 => "bf16",
+        }
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Precision {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f32" | "float32" => Ok(Precision::F32),
+            "f16" | "float16" => Ok(Precision::F16),
+            "bf16" | "bfloat16" => Ok(Precision::BF16),
+            _ => Err(Error::Usage(format!("unknown precision `{s}`; use f32, f16 or bf16"))),
+        }
+    }
+}
+
+/// How to load a model on a platform.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    pub precision: Precision,
+    /// Which device of the platform (cuda:N); 0 where there is one.
+    pub device_index: usize,
+}
+
+pub trait Platform: Send + Sync {
+    fn id(&self) -> PlatformId;
+
+    /// Is the hardware and its runtime here? Never panics; says why not.
+    fn probe(&self) -> Availability;
+
+    /// What this platform claims for a model class.
+    fn support(&self, class: ModelClass) -> Support;
+
+    /// Loads a model folder for this platform's device.
+    fn load(&self, model: &ModelFiles, opts: &LoadOptions) -> Result<Box<dyn Handler>>;
+}
+
+pub trait Handler: Send {
+    /// Named tensors in (transformers `forward()` argument names), named tensors out (transformers
+    /// output field names).
+    fn forward(&mut self, inputs: &NamedTensors) -> Result<NamedTensors>;
+
+    /// The `forward()` arguments this handler reads, required ones first.
+    fn input_names(&self) -> Vec<&'static str>;
+
+    /// The output fields this handler can produce.
+    fn output_names(&self) -> Vec<&'static str>;
+}

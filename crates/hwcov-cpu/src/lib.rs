@@ -1,0 +1,39 @@
+//! hwcov-cpu: the CPU platform, candle's CPU device running the models of hwcov-candle.
+
+use candle_core::Device;
+use hwcov_core::{Availability, Handler, LoadOptions, ModelClass, ModelFiles, Platform, PlatformId, Result, Support};
+
+pub struct CpuPlatform;
+
+impl Platform for CpuPlatform {
+    fn id(&self) -> PlatformId {
+        PlatformId::Cpu
+    }
+
+    fn probe(&self) -> Availability {
+        Availability::Available { device: cpu_name() }
+    }
+
+    fn support(&self, class: ModelClass) -> Support {
+        hwcov_candle::support(class)
+    }
+
+    fn load(&self, model: &ModelFiles, opts: &LoadOptions) -> Result<Box<dyn Handler>> {
+        Ok(Box::new(hwcov_candle::CandleHandler::load(model, opts.precision, &Device::Cpu)?))
+    }
+}
+
+/// The processor's model name and the threads candle may use, e.g. "AMD EPYC 9354 (2 threads)".
+pub fn cpu_name() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    format!("{model} ({threads} threads)")
+}

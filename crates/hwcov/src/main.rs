@@ -1,0 +1,144 @@
+//! The `hwcov` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use hwcov::coverage::run_all;
+use hwcov::platforms::{self, Build};
+use hwcov::verify::{VerifyOptions, verify};
+use hwcov::{Availability, Error, LoadOptions, PlatformId, Precision, Tolerance};
+
+#[derive(Parser)]
+#[command(name = "hwcov", version, about = "Run Hugging Face models on every hardware platform, and prove it")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a model folder on a platform with the inputs of an io file; compare every `out_*` tensor.
+    /// Exit status: 0 all outputs within tolerance, 1 some are not, 2 nothing could be compared.
+    Verify {
+        /// A save_pretrained folder (config.json + model.safetensors).
+        #[arg(long)]
+        model_dir: PathBuf,
+        /// A safetensors file of `in_<arg>` inputs and `out_<field>` reference outputs.
+        #[arg(long)]
+        io: PathBuf,
+        #[arg(long, default_value = "cpu")]
+        platform: PlatformId,
+        /// f32 (default), f16 or bf16; the default tolerance follows the precision.
+        #[arg(long, default_value = "f32")]
+        precision: Precision,
+        /// Device index of the platform (cuda:N).
+        #[arg(long, default_value_t = 0)]
+        device: usize,
+        /// Absolute tolerance (default: the precision's).
+        #[arg(long, requires = "rtol")]
+        atol: Option<f64>,
+        /// Relative tolerance (default: the precision's).
+        #[arg(long, requires = "atol")]
+        rtol: Option<f64>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the platforms of this build, available or not, with the device or the reason.
+    Platforms {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run every cell of models.toml this build and machine can run; write the run as JSON (to merge
+    /// with `cargo xtask coverage`, for machines without a Rust toolchain).
+    Coverage {
+        /// The workspace root holding models.toml and fixtures/.
+        #[arg(long, default_value = ".")]
+        root: PathBuf,
+        /// Where to write the run (JSON).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode, Error> {
+    match cli.command {
+        Command::Verify { model_dir, io, platform, precision, device, atol, rtol, json } => {
+            let opts = VerifyOptions {
+                load: LoadOptions { precision, device_index: device },
+                tolerance: atol.zip(rtol).map(|(atol, rtol)| Tolerance { atol, rtol }),
+            };
+            let report = verify(&model_dir, &io, platform, &opts)?;
+            if json {
+                println!("{}", to_json(&report)?);
+            } else {
+                for o in &report.outputs {
+                    println!("{o}");
+                }
+                println!("{}", report.summary());
+            }
+            Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Command::Platforms { json } => {
+            let rows: Vec<(PlatformId, bool, String)> = PlatformId::ALL
+                .into_iter()
+                .map(|id| match platforms::build(id) {
+                    Build::Compiled(p) => match p.probe() {
+                        Availability::Available { device } => (id, true, device),
+                        Availability::Unavailable { reason } => (id, false, reason),
+                    },
+                    Build::NotCompiled { feature } => {
+                        (id, false, format!("not compiled in (rebuild with `--features {feature}`)"))
+                    }
+                    Build::NoCrate => (id, false, "not implemented in hwcov yet".to_string()),
+                })
+                .collect();
+            if json {
+                let v: Vec<_> = rows
+                    .iter()
+                    .map(|(id, ok, what)| {
+                        serde_json::json!({
+                            "platform": id,
+                            "available": ok,
+                            if *ok { "device" } else { "reason" }: what,
+                        })
+                    })
+                    .collect();
+                println!("{}", to_json(&v)?);
+            } else {
+                for (id, ok, what) in rows {
+                    println!("{:<9} {:<13} {what}", id.as_str(), if ok { "available" } else { "unavailable" });
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Coverage { root, out } => {
+            let specs = hwcov::spec::load_models(&root.join("models.toml"))?;
+            let run = run_all(&root, &specs);
+            for c in &run.cells {
+                if c.status != hwcov::Status::NotImplemented {
+                    println!("{:<12} {:<9} {}", c.model, c.platform, c.status);
+                }
+            }
+            std::fs::write(&out, to_json(&run)? + "\n").map_err(|e| Error::io(&out, e))?;
+            println!("wrote {}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String, Error> {
+    serde_json::to_string_pretty(v).map_err(|e| Error::Usage(format!("cannot encode JSON: {e}")))
+}

@@ -1,0 +1,55 @@
+//! The platforms compiled into this build, one Cargo feature each.
+
+use hwcov_core::{Error, Platform, PlatformId, Result};
+
+/// Where a platform stands in this build.
+pub enum Build {
+    /// Compiled in.
+    Compiled(Box<dyn Platform>),
+    /// The crate exists but this build left its feature out.
+    NotCompiled { feature: &'static str },
+    /// hwcov has no crate for this platform yet.
+    NoCrate,
+}
+
+/// What this build has for a platform.
+pub fn build(id: PlatformId) -> Build {
+    match id {
+        #[cfg(feature = "cpu")]
+        PlatformId::Cpu => Build::Compiled(Box::new(hwcov_cpu::CpuPlatform)),
+        #[cfg(not(feature = "cpu"))]
+        PlatformId::Cpu => Build::NotCompiled { feature: "cpu" },
+        PlatformId::Cuda
+        | PlatformId::Openvino
+        | PlatformId::Mps
+        | PlatformId::Rocm
+        | PlatformId::Webnn
+        | PlatformId::Webgpu => Build::NoCrate,
+    }
+}
+
+/// Every platform compiled into this build.
+pub fn compiled() -> Vec<Box<dyn Platform>> {
+    PlatformId::ALL
+        .into_iter()
+        .filter_map(|id| match build(id) {
+            Build::Compiled(p) => Some(p),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The platform `id`, or an error that says how to get it.
+pub fn get(id: PlatformId) -> Result<Box<dyn Platform>> {
+    match build(id) {
+        Build::Compiled(p) => Ok(p),
+        Build::NotCompiled { feature } => Err(Error::Unavailable {
+            platform: id.to_string(),
+            reason: format!("not compiled into this hwcov (rebuild with `--features {feature}`)"),
+        }),
+        Build::NoCrate => Err(Error::NotImplemented {
+            platform: id.to_string(),
+            what: "this platform".to_string(),
+        }),
+    }
+}

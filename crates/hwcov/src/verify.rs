@@ -1,0 +1,94 @@
+//! `hwcov verify`: run a model folder on a platform with the inputs of an io file and compare every
+//! reference output with what the platform produced.
+
+use std::path::Path;
+use std::time::Instant;
+
+use hwcov_core::{
+    Availability, Error, IoFile, LoadOptions, ModelFiles, OutputComparison, Result, Support, Tolerance, VerifyReport,
+    compare,
+};
+
+use crate::platforms;
+use hwcov_core::PlatformId;
+
+/// What to verify, and how strictly.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    pub load: LoadOptions,
+    /// Overrides the precision's default tolerance.
+    pub tolerance: Option<Tolerance>,
+}
+
+/// Runs `io`'s inputs through the model in `model_dir` on `platform` and compares every `out_*`.
+/// An `Err` means nothing could be compared (bad input, platform absent); a report with
+/// `passed == false` means the outputs disagree.
+pub fn verify(model_dir: &Path, io_path: &Path, platform: PlatformId, opts: &VerifyOptions) -> Result<VerifyReport> {
+    let files = ModelFiles::open(model_dir)?;
+    let io = IoFile::read(io_path)?;
+    let platform_impl = platforms::get(platform)?;
+    let device = match platform_impl.probe() {
+        Availability::Available { device } => device,
+        Availability::Unavailable { reason } => {
+            return Err(Error::Unavailable { platform: platform.to_string(), reason });
+        }
+    };
+    match platform_impl.support(files.class) {
+        Support::Implemented => {}
+        Support::NotImplemented { reason } => {
+            return Err(Error::NotImplemented { platform: platform.to_string(), what: reason });
+        }
+        Support::Unsupported { reason } => {
+            return Err(Error::Unsupported {
+                platform: platform.to_string(),
+                what: files.class.name().to_string(),
+                reason,
+            });
+        }
+    }
+
+    let started = Instant::now();
+    let mut handler = platform_impl.load(&files, &opts.load)?;
+    let load_seconds = started.elapsed().as_secs_f64();
+
+    let started = Instant::now();
+    let produced = handler.forward(&io.inputs).map_err(|e| name_io_tensor(e, io_path))?;
+    let run_seconds = started.elapsed().as_secs_f64();
+
+    let tolerance = opts.tolerance.unwrap_or_else(|| Tolerance::for_precision(opts.load.precision));
+    let outputs: Vec<OutputComparison> = io
+        .outputs
+        .iter()
+        .map(|(name, expected)| match produced.get(name) {
+            Some(actual) => compare(name, expected, actual, tolerance),
+            None => OutputComparison::missing(name, expected),
+        })
+        .collect();
+    let passed = outputs.iter().all(|o| o.passed);
+    Ok(VerifyReport {
+        model_dir: model_dir.display().to_string(),
+        io: io_path.display().to_string(),
+        model_type: files.class.model_type().to_string(),
+        platform,
+        device,
+        precision: opts.load.precision,
+        tolerance,
+        outputs,
+        passed,
+        load_seconds,
+        run_seconds,
+    })
+}
+
+/// A handler names its inputs as forward() arguments; the user knows them as `in_*` entries of the
+/// io file.
+fn name_io_tensor(err: Error, io_path: &Path) -> Error {
+    match err {
+        Error::Tensor { name, origin: None, message } => Error::Tensor {
+            name: format!("in_{name}"),
+            origin: Some(io_path.to_path_buf()),
+            message,
+        },
+        other => other,
+    }
+}
