@@ -1,0 +1,40 @@
+//! `cargo xtask coverage`: run the matrix on this machine, merge other machines' runs, write the docs.
+
+use std::path::Path;
+
+use anyhow::{Result, bail};
+use hwcov::spec::load_models;
+
+use crate::matrix::{COVERAGE_JSON, COVERAGE_MD, COVERAGE_SVG, imported_runs, merge};
+use crate::render;
+
+pub fn run(root: &Path) -> Result<()> {
+    let specs = load_models(&root.join("models.toml"))?;
+    let here = hwcov::coverage::run_all(root, &specs);
+    for c in here.cells.iter().filter(|c| c.status != hwcov::Status::NotImplemented) {
+        println!(
+            "{:<11} {:<9} {:<18} {}",
+            c.model,
+            c.platform.as_str(),
+            c.status.as_str(),
+            c.max_abs_err().map(|e| format!("max abs err {e:.2e}")).unwrap_or_else(|| c.reason.clone().unwrap_or_default())
+        );
+    }
+    let mut runs = vec![("this run".to_string(), here)];
+    runs.extend(imported_runs(root)?);
+    let matrix = merge(&specs, &runs);
+    crate::write(root, COVERAGE_JSON, &matrix.to_json()?)?;
+    crate::write(root, COVERAGE_MD, &render::markdown(&specs, &matrix))?;
+    crate::write(root, COVERAGE_SVG, &render::svg(&specs, &matrix))?;
+
+    let contradictions = crate::validate::contradictions(&specs, &matrix);
+    for c in &contradictions {
+        eprintln!("contradiction: {c}");
+    }
+    if !contradictions.is_empty() {
+        bail!("{} cells contradict models.toml", contradictions.len());
+    }
+    let verified = matrix.cells.iter().filter(|c| c.status == hwcov::Status::Verified).count();
+    println!("{verified} of {} cells verified; every cell agrees with models.toml", matrix.cells.len());
+    Ok(())
+}

@@ -1,0 +1,101 @@
+//! `cargo xtask validate`: everything that must agree with models.toml, checked without running a
+//! model: the generated files, the fixtures, and the measured matrix.
+
+use std::path::Path;
+
+use anyhow::{Result, bail};
+use hwcov::spec::{Category, ModelSpec, load_models};
+use hwcov::{IoFile, ModelFiles, PlatformId};
+
+use crate::generate::{MATRIX_TESTS, expected_matrix_tests};
+use crate::matrix::{COVERAGE_MD, COVERAGE_SVG, Matrix};
+use crate::render;
+
+/// The cells whose measured status contradicts their expectation.
+pub fn contradictions(specs: &[ModelSpec], matrix: &Matrix) -> Vec<String> {
+    let mut out = Vec::new();
+    for spec in specs {
+        for p in PlatformId::ALL {
+            match matrix.cell(&spec.name, p) {
+                None => out.push(format!("{} on {p}: not in the measured matrix (run `cargo xtask coverage`)", spec.name)),
+                Some(cell) => {
+                    if let Err(why) = spec.platforms.get(p).judge(cell.status) {
+                        out.push(format!("{} on {p} ({} on {}): {why}", spec.name, cell.host, cell.date));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Problems with a model's fixture folder, or nothing.
+fn fixture_problems(root: &Path, spec: &ModelSpec) -> Vec<String> {
+    let dir = root.join(&spec.fixture);
+    let mut out = Vec::new();
+    let files = match ModelFiles::open(&dir) {
+        Ok(f) => f,
+        Err(e) => return vec![format!("{}: {e}", spec.name)],
+    };
+    if files.class != spec.model_type {
+        out.push(format!("{}: config.json says model_type {}, models.toml {}", spec.name, files.class, spec.model_type));
+    }
+    if files.architecture.as_deref() != Some(spec.architecture.as_str()) {
+        out.push(format!(
+            "{}: config.json architectures[0] is {:?}, models.toml says {}",
+            spec.name, files.architecture, spec.architecture
+        ));
+    }
+    let mut need = vec!["model.safetensors", "io.safetensors", "meta.json"];
+    let takes_text = !matches!(spec.category, Category::Vision | Category::Audio);
+    if takes_text {
+        need.push("tokenizer.json");
+    }
+    if spec.category != Category::Text {
+        need.push("preprocessor_config.json");
+    }
+    for f in need {
+        if !dir.join(f).is_file() {
+            out.push(format!("{}: {} is missing from {}", spec.name, f, spec.fixture.display()));
+        }
+    }
+    if let Err(e) = IoFile::read(&dir.join("io.safetensors")) {
+        out.push(format!("{}: {e}", spec.name));
+    }
+    out
+}
+
+pub fn run(root: &Path) -> Result<()> {
+    let specs = load_models(&root.join("models.toml"))?;
+    let mut problems = Vec::new();
+
+    let want = expected_matrix_tests(root)?;
+    if std::fs::read_to_string(root.join(MATRIX_TESTS)).ok().as_deref() != Some(want.as_str()) {
+        problems.push(format!("{MATRIX_TESTS} is stale: run `cargo xtask gen`"));
+    }
+    for spec in &specs {
+        problems.extend(fixture_problems(root, spec));
+    }
+    match Matrix::read(root) {
+        Err(e) => problems.push(format!("{e:#}")),
+        Ok(matrix) => {
+            problems.extend(contradictions(&specs, &matrix));
+            for (path, want) in [
+                (COVERAGE_MD, render::markdown(&specs, &matrix)),
+                (COVERAGE_SVG, render::svg(&specs, &matrix)),
+            ] {
+                if std::fs::read_to_string(root.join(path)).ok().as_deref() != Some(want.as_str()) {
+                    problems.push(format!("{path} does not match docs/coverage.json: run `cargo xtask coverage`"));
+                }
+            }
+        }
+    }
+    for p in &problems {
+        eprintln!("- {p}");
+    }
+    if !problems.is_empty() {
+        bail!("validate found {} problems", problems.len());
+    }
+    println!("validate: {} models, generated files current, fixtures complete, no contradictions", specs.len());
+    Ok(())
+}
