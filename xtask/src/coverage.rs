@@ -17,7 +17,9 @@ pub fn run(root: &Path) -> Result<()> {
             c.model,
             c.platform.as_str(),
             c.status.as_str(),
-            c.max_abs_err().map(|e| format!("max abs err {e:.2e}")).unwrap_or_else(|| c.reason.clone().unwrap_or_default())
+            c.max_abs_err()
+                .map(|e| format!("max abs err {e:.2e}"))
+                .unwrap_or_else(|| c.reason.clone().unwrap_or_default())
         );
     }
     let mut runs = vec![("this run".to_string(), here)];
@@ -34,7 +36,14 @@ pub fn run(root: &Path) -> Result<()> {
     if !contradictions.is_empty() {
         bail!("{} cells contradict models.toml", contradictions.len());
     }
-    let verified = matrix.cells.iter().filter(|c| c.status == hwcov::Status::Verified).count();
-    println!("{verified} of {} cells verified; every cell agrees with models.toml", matrix.cells.len());
+    let verified = matrix
+        .cells
+        .iter()
+        .filter(|c| c.status == hwcov::Status::Verified)
+        .count();
+    println!(
+        "{verified} of {} cells verified; every cell agrees with models.toml",
+        matrix.cells.len()
+    );
     Ok(())
 }

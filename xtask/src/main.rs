@@ -1,10 +1,10 @@
 //! `cargo xtask`: the tasks that keep the matrix honest.
 //!
-//! - `gen`       writes crates/hwcov/tests/matrix.rs (one test per model x platform) from models.toml
-//! - `validate`  fails on stale generated files, fixtures that are missing or disagree with models.toml,
-//!               and measured results that contradict models.toml
-//! - `coverage`  runs every cell this machine can run, merges the runs other machines left in
-//!               docs/coverage/runs/, writes docs/coverage.{md,json,svg}
+//! - `gen` writes crates/hwcov/tests/matrix.rs (one test per model x platform) from models.toml.
+//! - `validate` fails on stale generated files, fixtures that are missing or disagree with
+//!   models.toml, and measured results that contradict models.toml.
+//! - `coverage` runs every cell this machine can run, merges the runs other machines left in
+//!   docs/coverage/runs/, and writes docs/coverage.{md,json,svg}.
 
 mod coverage;
 mod generate;

@@ -83,7 +83,11 @@ pub fn markdown(specs: &[ModelSpec], m: &Matrix) -> String {
     for c in m.cells.iter().filter(|c| c.status.is_measured()) {
         let (rel, secs) = match &c.report {
             Some(r) => (
-                r.outputs.iter().filter(|o| !o.exact).map(|o| o.max_rel_err).fold(0.0, f64::max),
+                r.outputs
+                    .iter()
+                    .filter(|o| !o.exact)
+                    .map(|o| o.max_rel_err)
+                    .fold(0.0, f64::max),
                 r.load_seconds + r.run_seconds,
             ),
             None => (f64::NAN, f64::NAN),
@@ -107,7 +111,13 @@ pub fn markdown(specs: &[ModelSpec], m: &Matrix) -> String {
     if !failures.is_empty() {
         s.push_str("\n## Failures\n\n");
         for c in failures {
-            let _ = writeln!(s, "- **{} on {}**: {}", c.model, c.platform, escape_md(c.reason.as_deref().unwrap_or("")));
+            let _ = writeln!(
+                s,
+                "- **{} on {}**: {}",
+                c.model,
+                c.platform,
+                escape_md(c.reason.as_deref().unwrap_or(""))
+            );
         }
     }
 
@@ -120,13 +130,27 @@ pub fn markdown(specs: &[ModelSpec], m: &Matrix) -> String {
     }
     s.push_str("| status | reason | cells |\n|---|---|---|\n");
     for ((status, reason), cells) in why {
-        let _ = writeln!(s, "| {} {} | {} | {} |", mark(status), status, escape_md(&reason), cells.join(", "));
+        let _ = writeln!(
+            s,
+            "| {} {} | {} | {} |",
+            mark(status),
+            status,
+            escape_md(&reason),
+            cells.join(", ")
+        );
     }
 
     s.push_str("\n## Runs merged\n\n| source | host | date | platforms compiled in |\n|---|---|---|---|\n");
     for r in &m.runs {
         let compiled: Vec<_> = r.platforms_compiled.iter().map(|p| p.as_str()).collect();
-        let _ = writeln!(s, "| {} | {} | {} | {} |", r.source, r.host, r.date, compiled.join(", "));
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} |",
+            r.source,
+            r.host,
+            r.date,
+            compiled.join(", ")
+        );
     }
     s
 }
@@ -142,7 +166,10 @@ fn color(s: Status) -> (&'static str, &'static str) {
 }
 
 fn xml(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// A heatmap: one row per model, one column per platform, coloured by status, with the max error.
@@ -191,7 +218,13 @@ pub fn svg(specs: &[ModelSpec], m: &Matrix) -> String {
                 Some(c) => (
                     c.status,
                     format!("{}{}", c.status, short_err(c)),
-                    format!("{} on {}: {}{}", c.model, c.platform, c.status, c.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()),
+                    format!(
+                        "{} on {}: {}{}",
+                        c.model,
+                        c.platform,
+                        c.status,
+                        c.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+                    ),
                 ),
                 None => (Status::NotImplemented, "not measured".to_string(), String::new()),
             };
@@ -210,7 +243,13 @@ pub fn svg(specs: &[ModelSpec], m: &Matrix) -> String {
         }
     }
     let mut x = 10;
-    for st in [Status::Verified, Status::Failed, Status::Unsupported, Status::NotVerifiedHere, Status::NotImplemented] {
+    for st in [
+        Status::Verified,
+        Status::Failed,
+        Status::Unsupported,
+        Status::NotVerifiedHere,
+        Status::NotImplemented,
+    ] {
         let (bg, _) = color(st);
         let _ = writeln!(
             s,

@@ -17,7 +17,10 @@ pub fn contradictions(specs: &[ModelSpec], matrix: &Matrix) -> Vec<String> {
     for spec in specs {
         for p in PlatformId::ALL {
             match matrix.cell(&spec.name, p) {
-                None => out.push(format!("{} on {p}: not in the measured matrix (run `cargo xtask coverage`)", spec.name)),
+                None => out.push(format!(
+                    "{} on {p}: not in the measured matrix (run `cargo xtask coverage`)",
+                    spec.name
+                )),
                 Some(cell) => {
                     if let Err(why) = spec.platforms.get(p).judge(cell.status) {
                         out.push(format!("{} on {p} ({} on {}): {why}", spec.name, cell.host, cell.date));
@@ -38,7 +41,10 @@ fn fixture_problems(root: &Path, spec: &ModelSpec) -> Vec<String> {
         Err(e) => return vec![format!("{}: {e}", spec.name)],
     };
     if files.class != spec.model_type {
-        out.push(format!("{}: config.json says model_type {}, models.toml {}", spec.name, files.class, spec.model_type));
+        out.push(format!(
+            "{}: config.json says model_type {}, models.toml {}",
+            spec.name, files.class, spec.model_type
+        ));
     }
     if files.architecture.as_deref() != Some(spec.architecture.as_str()) {
         out.push(format!(
@@ -56,7 +62,12 @@ fn fixture_problems(root: &Path, spec: &ModelSpec) -> Vec<String> {
     }
     for f in need {
         if !dir.join(f).is_file() {
-            out.push(format!("{}: {} is missing from {}", spec.name, f, spec.fixture.display()));
+            out.push(format!(
+                "{}: {} is missing from {}",
+                spec.name,
+                f,
+                spec.fixture.display()
+            ));
         }
     }
     if let Err(e) = IoFile::read(&dir.join("io.safetensors")) {
@@ -85,7 +96,9 @@ pub fn run(root: &Path) -> Result<()> {
                 (COVERAGE_SVG, render::svg(&specs, &matrix)),
             ] {
                 if std::fs::read_to_string(root.join(path)).ok().as_deref() != Some(want.as_str()) {
-                    problems.push(format!("{path} does not match docs/coverage.json: run `cargo xtask coverage`"));
+                    problems.push(format!(
+                        "{path} does not match docs/coverage.json: run `cargo xtask coverage`"
+                    ));
                 }
             }
         }
@@ -96,6 +109,9 @@ pub fn run(root: &Path) -> Result<()> {
     if !problems.is_empty() {
         bail!("validate found {} problems", problems.len());
     }
-    println!("validate: {} models, generated files current, fixtures complete, no contradictions", specs.len());
+    println!(
+        "validate: {} models, generated files current, fixtures complete, no contradictions",
+        specs.len()
+    );
     Ok(())
 }

@@ -31,3 +31,13 @@ pub fn check(files: &ModelFiles, cond: bool, field: &str, message: impl ToString
         Err(Error::config(&files.config_path, field, message))
     }
 }
+
+/// Attention heads must split the hidden size evenly (and exist).
+pub fn check_heads(files: &ModelFiles, hidden_size: usize, num_attention_heads: usize) -> Result<()> {
+    check(
+        files,
+        num_attention_heads > 0 && hidden_size.is_multiple_of(num_attention_heads),
+        "num_attention_heads",
+        format!("{num_attention_heads} heads do not divide hidden_size {hidden_size}"),
+    )
+}

@@ -11,9 +11,18 @@ use crate::models::vit::{ViTConfig, ViTForImageClassification, ViTModel};
 use crate::weights::{load_error, var_builder};
 
 enum Model {
-    Bert { model: BertModel, cfg: BertConfig },
-    Vit { model: ViTModel, cfg: ViTConfig },
-    VitForImageClassification { model: ViTForImageClassification, cfg: ViTConfig },
+    Bert {
+        model: BertModel,
+        cfg: BertConfig,
+    },
+    Vit {
+        model: ViTModel,
+        cfg: ViTConfig,
+    },
+    VitForImageClassification {
+        model: ViTForImageClassification,
+        cfg: ViTConfig,
+    },
 }
 
 pub struct CandleHandler {
@@ -36,7 +45,11 @@ fn num_labels(files: &ModelFiles) -> Result<usize> {
         Some(serde_json::Value::Object(m)) if !m.is_empty() => Ok(m.len()),
         _ => match files.config.get("num_labels").and_then(|v| v.as_u64()) {
             Some(n) => Ok(n as usize),
-            None => Err(Error::config(&files.config_path, "id2label", "missing: a classification head needs its labels")),
+            None => Err(Error::config(
+                &files.config_path,
+                "id2label",
+                "missing: a classification head needs its labels",
+            )),
         },
     }
 }
@@ -47,12 +60,7 @@ impl CandleHandler {
         let model = match files.class {
             ModelClass::Bert => {
                 let cfg: BertConfig = config::parse(files, None)?;
-                config::check(
-                    files,
-                    cfg.hidden_size % cfg.num_attention_heads == 0,
-                    "num_attention_heads",
-                    format!("hidden_size {} is not a multiple of {}", cfg.hidden_size, cfg.num_attention_heads),
-                )?;
+                config::check_heads(files, cfg.hidden_size, cfg.num_attention_heads)?;
                 config::check(
                     files,
                     cfg.position_embedding_type == "absolute",
@@ -60,18 +68,17 @@ impl CandleHandler {
                     format!("`{}` is not supported (only \"absolute\")", cfg.position_embedding_type),
                 )?;
                 let vb = var_builder(files, dtype, device)?;
-                let vb = if vb.contains_tensor("bert.embeddings.word_embeddings.weight") { vb.pp("bert") } else { vb };
+                let vb = if vb.contains_tensor("bert.embeddings.word_embeddings.weight") {
+                    vb.pp("bert")
+                } else {
+                    vb
+                };
                 let model = BertModel::new(&cfg, vb).map_err(|e| load_error(files, e))?;
                 Model::Bert { model, cfg }
             }
             ModelClass::Vit => {
                 let cfg: ViTConfig = config::parse(files, None)?;
-                config::check(
-                    files,
-                    cfg.hidden_size % cfg.num_attention_heads == 0,
-                    "num_attention_heads",
-                    format!("hidden_size {} is not a multiple of {}", cfg.hidden_size, cfg.num_attention_heads),
-                )?;
+                config::check_heads(files, cfg.hidden_size, cfg.num_attention_heads)?;
                 config::check(files, cfg.patch_size > 0, "patch_size", "must be positive")?;
                 let vb = var_builder(files, dtype, device)?;
                 if files.architecture.as_deref() == Some("ViTForImageClassification") {
@@ -79,7 +86,11 @@ impl CandleHandler {
                         .map_err(|e| load_error(files, e))?;
                     Model::VitForImageClassification { model, cfg }
                 } else {
-                    let vb = if vb.contains_tensor("vit.embeddings.cls_token") { vb.pp("vit") } else { vb };
+                    let vb = if vb.contains_tensor("vit.embeddings.cls_token") {
+                        vb.pp("vit")
+                    } else {
+                        vb
+                    };
                     let model = ViTModel::new(&cfg, vb).map_err(|e| load_error(files, e))?;
                     Model::Vit { model, cfg }
                 }
@@ -87,11 +98,15 @@ impl CandleHandler {
             other => {
                 return Err(Error::NotImplemented {
                     platform: format!("candle ({})", device_name(device)),
-                    what: format!("model type `{other}`"),
+                    reason: format!("no candle port of model type `{other}` yet"),
                 });
             }
         };
-        Ok(CandleHandler { model, device: device.clone(), dtype })
+        Ok(CandleHandler {
+            model,
+            device: device.clone(),
+            dtype,
+        })
     }
 }
 
@@ -105,7 +120,11 @@ fn device_name(d: &Device) -> &'static str {
 
 /// Checks that every id of `ids` is below `limit` (an embedding table's size), naming the input.
 fn check_ids_below(name: &str, ids: &Tensor, limit: usize, what: &str) -> Result<()> {
-    let max = ids.flatten_all().and_then(|t| t.max(0)).and_then(|t| t.to_scalar::<u32>()).map_err(run_error(name))?;
+    let max = ids
+        .flatten_all()
+        .and_then(|t| t.max(0))
+        .and_then(|t| t.to_scalar::<u32>())
+        .map_err(run_error(name))?;
     if max as usize >= limit {
         return Err(Error::tensor(name, format!("holds id {max}, but {what} is {limit}")));
     }
@@ -121,7 +140,10 @@ fn bert_forward(model: &BertModel, cfg: &BertConfig, inputs: &Inputs) -> Result<
     if seq_len > cfg.max_position_embeddings {
         return Err(Error::tensor(
             "input_ids",
-            format!("has {seq_len} tokens; the model takes at most max_position_embeddings = {}", cfg.max_position_embeddings),
+            format!(
+                "has {seq_len} tokens; the model takes at most max_position_embeddings = {}",
+                cfg.max_position_embeddings
+            ),
         ));
     }
     check_ids_below("input_ids", &input_ids, cfg.vocab_size, "vocab_size")?;
@@ -137,10 +159,20 @@ fn bert_forward(model: &BertModel, cfg: &BertConfig, inputs: &Inputs) -> Result<
         None => zeros().map_err(run_error("token_type_ids"))?,
     };
     check_same_shape(("input_ids", &input_ids), ("token_type_ids", &token_type_ids))?;
-    check_ids_below("token_type_ids", &token_type_ids, cfg.type_vocab_size, "type_vocab_size")?;
-    let out = model.forward(&input_ids, &attention_mask, &token_type_ids).map_err(run_error("BertModel.forward"))?;
+    check_ids_below(
+        "token_type_ids",
+        &token_type_ids,
+        cfg.type_vocab_size,
+        "type_vocab_size",
+    )?;
+    let out = model
+        .forward(&input_ids, &attention_mask, &token_type_ids)
+        .map_err(run_error("BertModel.forward"))?;
     let mut named = NamedTensors::new();
-    named.insert("last_hidden_state".into(), to_host("last_hidden_state", &out.last_hidden_state)?);
+    named.insert(
+        "last_hidden_state".into(),
+        to_host("last_hidden_state", &out.last_hidden_state)?,
+    );
     if let Some(p) = out.pooler_output {
         named.insert("pooler_output".into(), to_host("pooler_output", &p)?);
     }
@@ -164,7 +196,10 @@ impl Handler for CandleHandler {
                 let px = pixel_values(cfg, &inputs, self.dtype)?;
                 let out = model.forward(&px).map_err(run_error("ViTModel.forward"))?;
                 let mut named = NamedTensors::new();
-                named.insert("last_hidden_state".into(), to_host("last_hidden_state", &out.last_hidden_state)?);
+                named.insert(
+                    "last_hidden_state".into(),
+                    to_host("last_hidden_state", &out.last_hidden_state)?,
+                );
                 if let Some(p) = out.pooler_output {
                     named.insert("pooler_output".into(), to_host("pooler_output", &p)?);
                 }
@@ -172,10 +207,15 @@ impl Handler for CandleHandler {
             }
             Model::VitForImageClassification { model, cfg } => {
                 let px = pixel_values(cfg, &inputs, self.dtype)?;
-                let (logits, out) = model.forward(&px).map_err(run_error("ViTForImageClassification.forward"))?;
+                let (logits, out) = model
+                    .forward(&px)
+                    .map_err(run_error("ViTForImageClassification.forward"))?;
                 let mut named = NamedTensors::new();
                 named.insert("logits".into(), to_host("logits", &logits)?);
-                named.insert("last_hidden_state".into(), to_host("last_hidden_state", &out.last_hidden_state)?);
+                named.insert(
+                    "last_hidden_state".into(),
+                    to_host("last_hidden_state", &out.last_hidden_state)?,
+                );
                 Ok(named)
             }
         }

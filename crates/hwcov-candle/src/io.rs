@@ -23,7 +23,9 @@ impl<'a> Inputs<'a> {
     }
 
     fn host(&self, name: &str) -> Result<&'a HostTensor> {
-        self.tensors.get(name).ok_or_else(|| Error::tensor(name, "missing input"))
+        self.tensors
+            .get(name)
+            .ok_or_else(|| Error::tensor(name, "missing input"))
     }
 
     pub fn has(&self, name: &str) -> bool {
@@ -46,7 +48,11 @@ impl<'a> Inputs<'a> {
 
     /// An optional integer input.
     pub fn opt_ids(&self, name: &str, rank: usize) -> Result<Option<Tensor>> {
-        if self.has(name) { self.ids(name, rank).map(Some) } else { Ok(None) }
+        if self.has(name) {
+            self.ids(name, rank).map(Some)
+        } else {
+            Ok(None)
+        }
     }
 
     /// A float input, as `dtype` on the device, with the given rank.
@@ -54,7 +60,10 @@ impl<'a> Inputs<'a> {
         let t = self.host(name)?;
         check_rank(name, t, rank)?;
         if !t.dtype().is_float() {
-            return Err(Error::tensor(name, format!("dtype {} where a float tensor is needed", t.dtype())));
+            return Err(Error::tensor(
+                name,
+                format!("dtype {} where a float tensor is needed", t.dtype()),
+            ));
         }
         let values: Vec<f32> = t.to_f64_vec().into_iter().map(|v| v as f32).collect();
         Tensor::from_vec(values, t.shape(), self.device)
@@ -101,10 +110,16 @@ pub fn to_host(name: &str, t: &Tensor) -> Result<HostTensor> {
     let shape = t.dims().to_vec();
     let flat = t.flatten_all().map_err(run_error(name))?;
     let data = match t.dtype() {
-        DType::U8 | DType::U32 | DType::I64 => {
-            TensorData::I64(flat.to_dtype(DType::I64).and_then(|x| x.to_vec1::<i64>()).map_err(run_error(name))?)
-        }
-        _ => TensorData::F32(flat.to_dtype(DType::F32).and_then(|x| x.to_vec1::<f32>()).map_err(run_error(name))?),
+        DType::U8 | DType::U32 | DType::I64 => TensorData::I64(
+            flat.to_dtype(DType::I64)
+                .and_then(|x| x.to_vec1::<i64>())
+                .map_err(run_error(name))?,
+        ),
+        _ => TensorData::F32(
+            flat.to_dtype(DType::F32)
+                .and_then(|x| x.to_vec1::<f32>())
+                .map_err(run_error(name))?,
+        ),
     };
     HostTensor::new(shape, data).map_err(|e| Error::tensor(name, e))
 }

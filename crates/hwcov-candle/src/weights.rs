@@ -28,7 +28,11 @@ pub fn weight_files(files: &ModelFiles) -> Result<Vec<PathBuf>> {
             let p = files.file(name);
             if !shards.contains(&p) {
                 if !p.is_file() {
-                    return Err(Error::config(&index, "weight_map", format!("names {name}, which is not in the folder")));
+                    return Err(Error::config(
+                        &index,
+                        "weight_map",
+                        format!("names {name}, which is not in the folder"),
+                    ));
                 }
                 shards.push(p);
             }

@@ -154,11 +154,19 @@ impl ModelFiles {
                 None => None,
                 Some(Value::String(s)) => Some(s.clone()),
                 Some(other) => {
-                    return Err(Error::config(&config_path, "architectures", format!("expected strings, got {other}")));
+                    return Err(Error::config(
+                        &config_path,
+                        "architectures",
+                        format!("expected strings, got {other}"),
+                    ));
                 }
             },
             Some(other) => {
-                return Err(Error::config(&config_path, "architectures", format!("expected a list, got {other}")));
+                return Err(Error::config(
+                    &config_path,
+                    "architectures",
+                    format!("expected a list, got {other}"),
+                ));
             }
         };
         let class = match config.get("model_type") {
@@ -171,15 +179,22 @@ impl ModelFiles {
                 )
             })?,
             Some(other) => {
-                return Err(Error::config(&config_path, "model_type", format!("expected a string, got {other}")));
-            }
-            None => architecture.as_deref().and_then(ModelClass::from_architecture).ok_or_else(|| {
-                Error::config(
+                return Err(Error::config(
                     &config_path,
                     "model_type",
-                    "missing, and `architectures` names no class hwcov knows",
-                )
-            })?,
+                    format!("expected a string, got {other}"),
+                ));
+            }
+            None => architecture
+                .as_deref()
+                .and_then(ModelClass::from_architecture)
+                .ok_or_else(|| {
+                    Error::config(
+                        &config_path,
+                        "model_type",
+                        "missing, and `architectures` names no class hwcov knows",
+                    )
+                })?,
         };
         Ok(ModelFiles {
             dir: dir.to_path_buf(),
@@ -206,7 +221,10 @@ mod tests {
             ModelClass::from_architecture("LlavaNextForConditionalGeneration"),
             Some(ModelClass::LlavaNext)
         );
-        assert_eq!(ModelClass::from_architecture("LlavaForConditionalGeneration"), Some(ModelClass::Llava));
+        assert_eq!(
+            ModelClass::from_architecture("LlavaForConditionalGeneration"),
+            Some(ModelClass::Llava)
+        );
         assert_eq!(ModelClass::from_architecture("BertForMaskedLM"), Some(ModelClass::Bert));
         assert_eq!(ModelClass::from_architecture("GPT2LMHeadModel"), None);
     }

@@ -107,7 +107,11 @@ pub fn compare(name: &str, expected: &HostTensor, actual: &HostTensor, tol: Tole
             name,
             expected,
             Some(actual.shape().to_vec()),
-            format!("shape {:?} differs from the reference {:?}", actual.shape(), expected.shape()),
+            format!(
+                "shape {:?} differs from the reference {:?}",
+                actual.shape(),
+                expected.shape()
+            ),
         );
     }
     if !expected.dtype().is_float() {
@@ -116,7 +120,11 @@ pub fn compare(name: &str, expected: &HostTensor, actual: &HostTensor, tol: Tole
                 name,
                 expected,
                 Some(actual.shape().to_vec()),
-                format!("dtype {} where the reference is the integer dtype {}", actual.dtype(), expected.dtype()),
+                format!(
+                    "dtype {} where the reference is the integer dtype {}",
+                    actual.dtype(),
+                    expected.dtype()
+                ),
             );
         };
         let mismatched = e.iter().zip(&a).filter(|(x, y)| x != y).count();
@@ -231,8 +239,21 @@ mod tests {
     #[test]
     fn integers_must_match_exactly() {
         let e = HostTensor::i64(vec![3], vec![1, 2, 3]).unwrap();
-        assert!(compare("g", &e, &HostTensor::i64(vec![3], vec![1, 2, 3]).unwrap(), Tolerance::F32).passed);
-        let c = compare("g", &e, &HostTensor::i64(vec![3], vec![1, 2, 4]).unwrap(), Tolerance::F32);
+        assert!(
+            compare(
+                "g",
+                &e,
+                &HostTensor::i64(vec![3], vec![1, 2, 3]).unwrap(),
+                Tolerance::F32
+            )
+            .passed
+        );
+        let c = compare(
+            "g",
+            &e,
+            &HostTensor::i64(vec![3], vec![1, 2, 4]).unwrap(),
+            Tolerance::F32,
+        );
         assert!(!c.passed && c.mismatched == 1);
         let c = compare("g", &e, &t(&[1.0, 2.0, 3.0]), Tolerance::F32);
         assert!(!c.passed && c.problem.unwrap().contains("dtype"));

@@ -8,10 +8,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
 
     /// A file exists but its content is malformed (JSON, TOML, safetensors header, ...).
     #[error("{}: {message}", path.display())]
@@ -37,9 +34,9 @@ pub enum Error {
     #[error("platform {platform} is not available: {reason}")]
     Unavailable { platform: String, reason: String },
 
-    /// The platform has no code for this model class (yet).
-    #[error("{what} is not implemented on platform {platform}")]
-    NotImplemented { platform: String, what: String },
+    /// The platform has no code for this (yet); `reason` says what is missing.
+    #[error("not implemented on platform {platform}: {reason}")]
+    NotImplemented { platform: String, reason: String },
 
     /// The platform will never run this model class, with the reason.
     #[error("{what} is unsupported on platform {platform}: {reason}")]

@@ -4,8 +4,8 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 use crate::class::ModelClass;
 use crate::compare::Tolerance;
@@ -83,7 +83,9 @@ impl<'de> Deserialize<'de> for Expectation {
                     return Err(de::Error::custom(format!("empty table; use {WANT}")));
                 };
                 if map.next_key::<String>()?.is_some() {
-                    return Err(de::Error::custom(format!("give one of xfail or unsupported, not both; use {WANT}")));
+                    return Err(de::Error::custom(format!(
+                        "give one of xfail or unsupported, not both; use {WANT}"
+                    )));
                 }
                 if reason.trim().is_empty() {
                     return Err(de::Error::custom(format!("`{key}` needs a reason")));
@@ -188,7 +190,11 @@ pub fn parse_models(path: &Path, text: &str) -> Result<Vec<ModelSpec>> {
     let mut seen = std::collections::BTreeSet::new();
     for m in &file.model {
         if !seen.insert(m.name.as_str()) {
-            return Err(Error::config(path, "name", format!("model `{}` is listed twice", m.name)));
+            return Err(Error::config(
+                path,
+                "name",
+                format!("model `{}` is listed twice", m.name),
+            ));
         }
         if ModelClass::from_architecture(&m.architecture) != Some(m.model_type) {
             return Err(Error::config(
@@ -255,12 +261,17 @@ webgpu = { xfail = "no code yet" }
     #[test]
     fn misspelt_field_names_line_and_field() {
         let err = parse(&GOOD.replace("hub_id", "hub_idd")).unwrap_err().to_string();
-        assert!(err.contains("models.toml") && err.contains("line 6") && err.contains("hub_idd"), "{err}");
+        assert!(
+            err.contains("models.toml") && err.contains("line 6") && err.contains("hub_idd"),
+            "{err}"
+        );
     }
 
     #[test]
     fn bad_expectation_names_line_and_value() {
-        let err = parse(&GOOD.replace("cpu = \"expected\"", "cpu = \"expectd\"")).unwrap_err().to_string();
+        let err = parse(&GOOD.replace("cpu = \"expected\"", "cpu = \"expectd\""))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 13") && err.contains("expectd"), "{err}");
         let err = parse(&GOOD.replace("xfail = \"no code yet\" }\nopenvino", "xfial = \"x\" }\nopenvino"))
             .unwrap_err()
@@ -270,13 +281,17 @@ webgpu = { xfail = "no code yet" }
 
     #[test]
     fn missing_platform_is_an_error() {
-        let err = parse(&GOOD.replace("webgpu = { xfail = \"no code yet\" }\n", "")).unwrap_err().to_string();
+        let err = parse(&GOOD.replace("webgpu = { xfail = \"no code yet\" }\n", ""))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("webgpu"), "{err}");
     }
 
     #[test]
     fn unknown_model_type_and_wrong_architecture_are_errors() {
-        let err = parse(&GOOD.replace("model_type = \"bert\"", "model_type = \"gpt2\"")).unwrap_err().to_string();
+        let err = parse(&GOOD.replace("model_type = \"bert\"", "model_type = \"gpt2\""))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 5") && err.contains("gpt2"), "{err}");
         let err = parse(&GOOD.replace("BertModel", "ViTModel")).unwrap_err().to_string();
         assert!(err.contains("architecture") && err.contains("ViTModel"), "{err}");

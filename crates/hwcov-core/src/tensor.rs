@@ -286,9 +286,16 @@ mod tests {
         m.insert("b".into(), HostTensor::i64(vec![1, 2], vec![7, -9]).unwrap());
         m.insert(
             "c".into(),
-            HostTensor::new(vec![2], TensorData::BF16(vec![bf16::from_f32(0.5), bf16::from_f32(3.0)])).unwrap(),
+            HostTensor::new(
+                vec![2],
+                TensorData::BF16(vec![bf16::from_f32(0.5), bf16::from_f32(3.0)]),
+            )
+            .unwrap(),
         );
-        m.insert("d".into(), HostTensor::new(vec![3], TensorData::Bool(vec![true, false, true])).unwrap());
+        m.insert(
+            "d".into(),
+            HostTensor::new(vec![3], TensorData::Bool(vec![true, false, true])).unwrap(),
+        );
         write_safetensors(&path, &m).unwrap();
         let back = read_safetensors(&path).unwrap();
         assert_eq!(back, m);
@@ -302,7 +309,10 @@ mod tests {
         let path = dir.join("broken.safetensors");
         std::fs::write(&path, b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}").unwrap();
         let err = read_safetensors(&path).unwrap_err().to_string();
-        assert!(err.contains("broken.safetensors") && err.contains("not a valid safetensors"), "{err}");
+        assert!(
+            err.contains("broken.safetensors") && err.contains("not a valid safetensors"),
+            "{err}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

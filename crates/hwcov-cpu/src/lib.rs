@@ -19,7 +19,11 @@ impl Platform for CpuPlatform {
     }
 
     fn load(&self, model: &ModelFiles, opts: &LoadOptions) -> Result<Box<dyn Handler>> {
-        Ok(Box::new(hwcov_candle::CandleHandler::load(model, opts.precision, &Device::Cpu)?))
+        Ok(Box::new(hwcov_candle::CandleHandler::load(
+            model,
+            opts.precision,
+            &Device::Cpu,
+        )?))
     }
 }
 

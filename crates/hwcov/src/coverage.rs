@@ -57,12 +57,24 @@ pub fn run_cell(root: &Path, spec: &ModelSpec, platform: PlatformId) -> CellResu
         }
     }
     let dir = root.join(&spec.fixture);
-    let opts = VerifyOptions { tolerance: Some(spec.tolerance.tolerance()), ..Default::default() };
+    let opts = VerifyOptions {
+        tolerance: Some(spec.tolerance.tolerance()),
+        ..Default::default()
+    };
     match verify(&dir, &dir.join("io.safetensors"), platform, &opts) {
         Ok(report) => {
-            cell.status = if report.passed { Status::Verified } else { Status::Failed };
+            cell.status = if report.passed {
+                Status::Verified
+            } else {
+                Status::Failed
+            };
             if !report.passed {
-                let bad: Vec<String> = report.outputs.iter().filter(|o| !o.passed).map(|o| o.to_string()).collect();
+                let bad: Vec<String> = report
+                    .outputs
+                    .iter()
+                    .filter(|o| !o.passed)
+                    .map(|o| o.to_string())
+                    .collect();
                 cell.reason = Some(bad.join("; "));
             }
             cell.report = Some(report);
@@ -107,7 +119,10 @@ pub fn check_cell(root: &Path, model: &str, platform: PlatformId) -> Result<Cell
     spec.platforms.get(platform).judge(cell.status).map_err(|why| {
         format!(
             "{model} on {platform}: {why}{}",
-            cell.reason.as_deref().map(|r| format!("\n  reason: {r}")).unwrap_or_default()
+            cell.reason
+                .as_deref()
+                .map(|r| format!("\n  reason: {r}"))
+                .unwrap_or_default()
         )
     })?;
     Ok(cell)

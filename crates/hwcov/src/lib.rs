@@ -12,6 +12,7 @@
 
 pub mod coverage;
 pub mod platforms;
+pub mod run;
 pub mod verify;
 
 pub use hwcov_core::*;

@@ -6,11 +6,16 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use hwcov::coverage::run_all;
 use hwcov::platforms::{self, Build};
+use hwcov::run::{Pooling, embed};
 use hwcov::verify::{VerifyOptions, verify};
 use hwcov::{Availability, Error, LoadOptions, PlatformId, Precision, Tolerance};
 
 #[derive(Parser)]
-#[command(name = "hwcov", version, about = "Run Hugging Face models on every hardware platform, and prove it")]
+#[command(
+    name = "hwcov",
+    version,
+    about = "Run Hugging Face models on every hardware platform, and prove it"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -45,6 +50,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a model folder on user input. Today: sentence embeddings of --text with BERT models.
+    Run {
+        #[arg(long)]
+        model_dir: PathBuf,
+        /// A text to embed (repeat for several).
+        #[arg(long, required = true)]
+        text: Vec<String>,
+        /// mean (default), cls or pooler.
+        #[arg(long, default_value = "mean")]
+        pooling: Pooling,
+        #[arg(long, default_value = "cpu")]
+        platform: PlatformId,
+        #[arg(long, default_value = "f32")]
+        precision: Precision,
+        /// Print every value, as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the platforms of this build, available or not, with the device or the reason.
     Platforms {
         #[arg(long)]
@@ -75,9 +98,21 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode, Error> {
     match cli.command {
-        Command::Verify { model_dir, io, platform, precision, device, atol, rtol, json } => {
+        Command::Verify {
+            model_dir,
+            io,
+            platform,
+            precision,
+            device,
+            atol,
+            rtol,
+            json,
+        } => {
             let opts = VerifyOptions {
-                load: LoadOptions { precision, device_index: device },
+                load: LoadOptions {
+                    precision,
+                    device_index: device,
+                },
                 tolerance: atol.zip(rtol).map(|(atol, rtol)| Tolerance { atol, rtol }),
             };
             let report = verify(&model_dir, &io, platform, &opts)?;
@@ -89,7 +124,34 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                 }
                 println!("{}", report.summary());
             }
-            Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if report.passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Run {
+            model_dir,
+            text,
+            pooling,
+            platform,
+            precision,
+            json,
+        } => {
+            let opts = LoadOptions {
+                precision,
+                device_index: 0,
+            };
+            let embeddings = embed(&model_dir, &text, pooling, platform, &opts)?;
+            if json {
+                println!("{}", to_json(&embeddings)?);
+            } else {
+                for (t, e) in text.iter().zip(&embeddings) {
+                    let head: Vec<String> = e.iter().take(6).map(|x| format!("{x:.4}")).collect();
+                    println!("{t:?}: {} values [{}, ...]", e.len(), head.join(", "));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Platforms { json } => {
             let rows: Vec<(PlatformId, bool, String)> = PlatformId::ALL
@@ -99,9 +161,11 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                         Availability::Available { device } => (id, true, device),
                         Availability::Unavailable { reason } => (id, false, reason),
                     },
-                    Build::NotCompiled { feature } => {
-                        (id, false, format!("not compiled in (rebuild with `--features {feature}`)"))
-                    }
+                    Build::NotCompiled { feature } => (
+                        id,
+                        false,
+                        format!("not compiled in (rebuild with `--features {feature}`)"),
+                    ),
                     Build::NoCrate => (id, false, "not implemented in hwcov yet".to_string()),
                 })
                 .collect();
@@ -119,7 +183,11 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                 println!("{}", to_json(&v)?);
             } else {
                 for (id, ok, what) in rows {
-                    println!("{:<9} {:<13} {what}", id.as_str(), if ok { "available" } else { "unavailable" });
+                    println!(
+                        "{:<9} {:<13} {what}",
+                        id.as_str(),
+                        if ok { "available" } else { "unavailable" }
+                    );
                 }
             }
             Ok(ExitCode::SUCCESS)

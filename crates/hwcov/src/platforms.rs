@@ -49,7 +49,7 @@ pub fn get(id: PlatformId) -> Result<Box<dyn Platform>> {
         }),
         Build::NoCrate => Err(Error::NotImplemented {
             platform: id.to_string(),
-            what: "this platform".to_string(),
+            reason: format!("hwcov has no {id} platform yet"),
         }),
     }
 }

@@ -30,13 +30,19 @@ pub fn verify(model_dir: &Path, io_path: &Path, platform: PlatformId, opts: &Ver
     let device = match platform_impl.probe() {
         Availability::Available { device } => device,
         Availability::Unavailable { reason } => {
-            return Err(Error::Unavailable { platform: platform.to_string(), reason });
+            return Err(Error::Unavailable {
+                platform: platform.to_string(),
+                reason,
+            });
         }
     };
     match platform_impl.support(files.class) {
         Support::Implemented => {}
         Support::NotImplemented { reason } => {
-            return Err(Error::NotImplemented { platform: platform.to_string(), what: reason });
+            return Err(Error::NotImplemented {
+                platform: platform.to_string(),
+                reason,
+            });
         }
         Support::Unsupported { reason } => {
             return Err(Error::Unsupported {
@@ -55,7 +61,9 @@ pub fn verify(model_dir: &Path, io_path: &Path, platform: PlatformId, opts: &Ver
     let produced = handler.forward(&io.inputs).map_err(|e| name_io_tensor(e, io_path))?;
     let run_seconds = started.elapsed().as_secs_f64();
 
-    let tolerance = opts.tolerance.unwrap_or_else(|| Tolerance::for_precision(opts.load.precision));
+    let tolerance = opts
+        .tolerance
+        .unwrap_or_else(|| Tolerance::for_precision(opts.load.precision));
     let outputs: Vec<OutputComparison> = io
         .outputs
         .iter()
@@ -84,7 +92,11 @@ pub fn verify(model_dir: &Path, io_path: &Path, platform: PlatformId, opts: &Ver
 /// io file.
 fn name_io_tensor(err: Error, io_path: &Path) -> Error {
     match err {
-        Error::Tensor { name, origin: None, message } => Error::Tensor {
+        Error::Tensor {
+            name,
+            origin: None,
+            message,
+        } => Error::Tensor {
             name: format!("in_{name}"),
             origin: Some(io_path.to_path_buf()),
             message,

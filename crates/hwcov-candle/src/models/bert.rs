@@ -57,7 +57,11 @@ impl BertEmbeddings {
     pub fn new(cfg: &BertConfig, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
             word_embeddings: embedding(cfg.vocab_size, cfg.hidden_size, vb.pp("word_embeddings"))?,
-            position_embeddings: embedding(cfg.max_position_embeddings, cfg.hidden_size, vb.pp("position_embeddings"))?,
+            position_embeddings: embedding(
+                cfg.max_position_embeddings,
+                cfg.hidden_size,
+                vb.pp("position_embeddings"),
+            )?,
             token_type_embeddings: embedding(cfg.type_vocab_size, cfg.hidden_size, vb.pp("token_type_embeddings"))?,
             layer_norm: layer_norm(cfg.hidden_size, cfg.layer_norm_eps, vb.pp("LayerNorm"))?,
         })
@@ -123,7 +127,8 @@ impl BertResidualOutput {
     }
 
     pub fn forward(&self, hidden_states: &Tensor, input_tensor: &Tensor) -> Result<Tensor> {
-        self.layer_norm.forward(&(self.dense.forward(hidden_states)? + input_tensor)?)
+        self.layer_norm
+            .forward(&(self.dense.forward(hidden_states)? + input_tensor)?)
     }
 }
 
@@ -160,7 +165,9 @@ pub struct BertPooler {
 
 impl BertPooler {
     pub fn new(cfg: &BertConfig, vb: VarBuilder) -> Result<Self> {
-        Ok(Self { dense: linear(cfg.hidden_size, cfg.hidden_size, vb.pp("dense"))? })
+        Ok(Self {
+            dense: linear(cfg.hidden_size, cfg.hidden_size, vb.pp("dense"))?,
+        })
     }
 
     /// Pools by taking the hidden state of the first token.
@@ -213,6 +220,9 @@ impl BertModel {
             Some(p) => Some(p.forward(&hidden_states)?),
             None => None,
         };
-        Ok(BertOutput { last_hidden_state: hidden_states, pooler_output })
+        Ok(BertOutput {
+            last_hidden_state: hidden_states,
+            pooler_output,
+        })
     }
 }

@@ -86,7 +86,10 @@ pub struct ViTEmbeddings {
 
 impl ViTEmbeddings {
     pub fn new(cfg: &ViTConfig, vb: VarBuilder) -> Result<Self> {
-        let conv_cfg = Conv2dConfig { stride: cfg.patch_size, ..Default::default() };
+        let conv_cfg = Conv2dConfig {
+            stride: cfg.patch_size,
+            ..Default::default()
+        };
         Ok(Self {
             cls_token: vb.get((1, 1, cfg.hidden_size), "cls_token")?,
             projection: conv2d(
@@ -103,7 +106,11 @@ impl ViTEmbeddings {
     pub fn forward(&self, pixel_values: &Tensor) -> Result<Tensor> {
         let b = pixel_values.dim(0)?;
         // ViTPatchEmbeddings: conv, then flatten(2).transpose(1, 2).
-        let patches = self.projection.forward(pixel_values)?.flatten_from(2)?.transpose(1, 2)?;
+        let patches = self
+            .projection
+            .forward(pixel_values)?
+            .flatten_from(2)?
+            .transpose(1, 2)?;
         let cls = self.cls_token.broadcast_as((b, 1, self.cls_token.dim(2)?))?;
         Tensor::cat(&[&cls, &patches], 1)?.broadcast_add(&self.position_embeddings)
     }
@@ -137,7 +144,9 @@ impl ViTSelfAttention {
         let k = heads(self.key.forward(hidden_states)?)?;
         let v = heads(self.value.forward(hidden_states)?)?;
         let scaling = (self.attention_head_size as f64).powf(-0.5);
-        eager_attention(&q, &k, &v, None, scaling)?.transpose(1, 2)?.reshape((b, l, ()))
+        eager_attention(&q, &k, &v, None, scaling)?
+            .transpose(1, 2)?
+            .reshape((b, l, ()))
     }
 }
 
@@ -169,7 +178,11 @@ impl ViTLayer {
     pub fn forward(&self, hidden_states: &Tensor) -> Result<Tensor> {
         let attention_output = self.attention.forward(&self.layernorm_before.forward(hidden_states)?)?;
         let hidden_states = (self.attention_output.forward(&attention_output)? + hidden_states)?;
-        let layer_output = self.act.forward(&self.intermediate.forward(&self.layernorm_after.forward(&hidden_states)?)?)?;
+        let layer_output = self.act.forward(
+            &self
+                .intermediate
+                .forward(&self.layernorm_after.forward(&hidden_states)?)?,
+        )?;
         self.output.forward(&layer_output)? + hidden_states
     }
 }
@@ -217,7 +230,10 @@ impl ViTModel {
             Some((dense, act)) => Some(act.forward(&dense.forward(&sequence_output.narrow(1, 0, 1)?.squeeze(1)?)?)?),
             None => None,
         };
-        Ok(ViTOutput { last_hidden_state: sequence_output, pooler_output })
+        Ok(ViTOutput {
+            last_hidden_state: sequence_output,
+            pooler_output,
+        })
     }
 }
 
@@ -237,7 +253,9 @@ impl ViTForImageClassification {
     /// Returns (logits, the base model's output). The classifier reads the [CLS] token.
     pub fn forward(&self, pixel_values: &Tensor) -> Result<(Tensor, ViTOutput)> {
         let out = self.vit.forward(pixel_values)?;
-        let logits = self.classifier.forward(&out.last_hidden_state.narrow(1, 0, 1)?.squeeze(1)?)?;
+        let logits = self
+            .classifier
+            .forward(&out.last_hidden_state.narrow(1, 0, 1)?.squeeze(1)?)?;
         Ok((logits, out))
     }
 }
