@@ -41,3 +41,18 @@ pub fn check_heads(files: &ModelFiles, hidden_size: usize, num_attention_heads: 
         format!("{num_attention_heads} heads do not divide hidden_size {hidden_size}"),
     )
 }
+
+/// The number of labels of a classification head: the size of `id2label`, as transformers counts it.
+pub fn num_labels(files: &ModelFiles) -> Result<usize> {
+    match files.config.get("id2label") {
+        Some(serde_json::Value::Object(m)) if !m.is_empty() => Ok(m.len()),
+        _ => match files.config.get("num_labels").and_then(|v| v.as_u64()) {
+            Some(n) => Ok(n as usize),
+            None => Err(Error::config(
+                &files.config_path,
+                "id2label",
+                "missing: a classification head needs its labels",
+            )),
+        },
+    }
+}

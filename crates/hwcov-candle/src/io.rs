@@ -123,3 +123,16 @@ pub fn to_host(name: &str, t: &Tensor) -> Result<HostTensor> {
     };
     HostTensor::new(shape, data).map_err(|e| Error::tensor(name, e))
 }
+
+/// Checks that every id of `ids` is below `limit` (an embedding table's size), naming the input.
+pub fn check_ids_below(name: &str, ids: &Tensor, limit: usize, what: &str) -> Result<()> {
+    let max = ids
+        .flatten_all()
+        .and_then(|t| t.max(0))
+        .and_then(|t| t.to_scalar::<u32>())
+        .map_err(run_error(name))?;
+    if max as usize >= limit {
+        return Err(Error::tensor(name, format!("holds id {max}, but {what} is {limit}")));
+    }
+    Ok(())
+}

@@ -2,10 +2,12 @@
 //! crates (cpu, cuda, metal) pick a device and hand it here.
 //!
 //! - [`models`]: one file per model, mirroring the transformers file it ports.
-//! - [`handler`]: the `Handler` that checks named inputs, runs a model and names its outputs.
+//! - [`adapters`]: one per model family, between named tensors and the model's forward().
+//! - [`handler`]: the `Handler`, which picks the adapter of the model's class.
 //! - [`weights`], [`config`]: reading a `save_pretrained` folder.
 
 pub mod activation;
+pub mod adapters;
 pub mod config;
 pub mod handler;
 pub mod io;
@@ -18,10 +20,11 @@ use hwcov_core::{ModelClass, Support};
 
 /// The classes with a candle port. Every platform on candle claims exactly these.
 pub fn support(class: ModelClass) -> Support {
-    match class {
-        ModelClass::Bert | ModelClass::Vit => Support::Implemented,
-        other => Support::NotImplemented {
-            reason: format!("no candle port of {} yet", other.name()),
-        },
+    if handler::has_port(class) {
+        Support::Implemented
+    } else {
+        Support::NotImplemented {
+            reason: format!("no candle port of {} yet", class.name()),
+        }
     }
 }
