@@ -3,7 +3,7 @@
 use candle_core::{DType, Device};
 use hwcov_core::{Error, Handler, ModelClass, ModelFiles, NamedTensors, Precision, Result};
 
-use crate::adapters::{self, CandleModel, LoadContext};
+use crate::adapters::{self, CandleModel, LoadContext, Loader};
 use crate::io::Inputs;
 
 pub struct CandleHandler {
@@ -20,7 +20,7 @@ pub fn candle_dtype(p: Precision) -> DType {
 }
 
 /// The adapter that loads each class; `None` where there is no candle port yet.
-fn loader(class: ModelClass) -> Option<fn(&LoadContext) -> Result<Box<dyn CandleModel>>> {
+fn loader(class: ModelClass) -> Option<Loader> {
     match class {
         ModelClass::Bert => Some(adapters::bert::load),
         ModelClass::Vit => Some(adapters::vit::load),

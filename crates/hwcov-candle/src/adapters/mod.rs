@@ -19,6 +19,9 @@ pub trait CandleModel: Send {
     fn output_names(&self) -> Vec<&'static str>;
 }
 
+/// An adapter's constructor.
+pub type Loader = fn(&LoadContext) -> Result<Box<dyn CandleModel>>;
+
 /// What every adapter's `load` receives.
 pub struct LoadContext<'a> {
     pub files: &'a ModelFiles,
