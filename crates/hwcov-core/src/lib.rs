@@ -19,7 +19,7 @@ pub mod tensor;
 pub use class::{ModelClass, ModelFiles};
 pub use compare::{OutputComparison, Tolerance, compare};
 pub use error::{Error, Result};
-pub use platform::{Availability, Handler, LoadOptions, Platform, PlatformId, Precision, Support};
+pub use platform::{Availability, Decoder, Handler, LoadOptions, Platform, PlatformId, Precision, Support};
 pub use report::{CellResult, CoverageRun, Status, VerifyReport};
 pub use spec::{Expectation, ModelSpec};
 pub use tensor::{DType, HostTensor, IoFile, NamedTensors, TensorData};

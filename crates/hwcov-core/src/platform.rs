@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use crate::class::{ModelClass, ModelFiles};
 use crate::error::{Error, Result};
-use crate::tensor::NamedTensors;
+use crate::tensor::{HostTensor, NamedTensors};
 
 /// The seven hardware platforms of the matrix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
@@ -151,4 +151,23 @@ pub trait Handler: Send {
 
     /// The output fields this handler can produce.
     fn output_names(&self) -> Vec<&'static str>;
+
+    /// Token-by-token decoding, for generative models; `None` for the rest.
+    fn decoder(&mut self) -> Option<&mut dyn Decoder> {
+        None
+    }
+}
+
+/// Token-by-token decoding of a generative model (decoder-only, encoder-decoder, vision-language).
+/// The state between calls (KV cache, encoder output, image features) lives in the implementation;
+/// the generation loop (greedy or sampling, stopping, padding) lives once above it, so that every
+/// platform decodes the same way. A platform without a KV cache may re-run the whole sequence.
+pub trait Decoder {
+    /// Starts a batch from the model's forward() arguments (`input_ids`, `attention_mask`,
+    /// `decoder_input_ids`, `pixel_values`, `input_features`, ...), dropping any earlier state.
+    /// Returns the logits of the next token of each row: shape (batch, vocab).
+    fn start(&mut self, inputs: &NamedTensors) -> Result<HostTensor>;
+
+    /// Appends one token to each row and returns the logits of the next: shape (batch, vocab).
+    fn step(&mut self, tokens: &[u32]) -> Result<HostTensor>;
 }
