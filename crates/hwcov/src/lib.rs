@@ -13,6 +13,7 @@
 pub mod coverage;
 pub mod platforms;
 pub mod run;
+pub mod tasks;
 pub mod verify;
 
 pub use hwcov_core::*;

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use hwcov::coverage::run_all;
 use hwcov::platforms::{self, Build};
-use hwcov::run::{Pooling, embed};
+use hwcov::run::{RunRequest, run as run_task};
+use hwcov::tasks::embed::Pooling;
 use hwcov::verify::{VerifyOptions, verify};
 use hwcov::{Availability, Error, LoadOptions, PlatformId, Precision, Tolerance};
 
@@ -50,21 +51,33 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Run a model folder on user input. Today: sentence embeddings of --text with BERT models.
+    /// Run a model folder on user input, with the task of its class (BERT: sentence embeddings).
     Run {
         #[arg(long)]
         model_dir: PathBuf,
-        /// A text to embed (repeat for several).
-        #[arg(long, required = true)]
+        /// A text: to embed, a prompt, or a candidate label (repeat for several).
+        #[arg(long)]
         text: Vec<String>,
-        /// mean (default), cls or pooler.
+        /// An image file (PNG, JPEG, ...).
+        #[arg(long)]
+        image: Option<PathBuf>,
+        /// A video: a folder of frames or an animated GIF.
+        #[arg(long)]
+        video: Option<PathBuf>,
+        /// An audio file (WAV, FLAC, MP3).
+        #[arg(long)]
+        audio: Option<PathBuf>,
+        /// Embedding pooling: mean (default), cls or pooler.
         #[arg(long, default_value = "mean")]
         pooling: Pooling,
+        /// The most new tokens to generate.
+        #[arg(long)]
+        max_new_tokens: Option<usize>,
         #[arg(long, default_value = "cpu")]
         platform: PlatformId,
         #[arg(long, default_value = "f32")]
         precision: Precision,
-        /// Print every value, as JSON.
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -133,7 +146,11 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Run {
             model_dir,
             text,
+            image,
+            video,
+            audio,
             pooling,
+            max_new_tokens,
             platform,
             precision,
             json,
@@ -142,14 +159,19 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                 precision,
                 device_index: 0,
             };
-            let embeddings = embed(&model_dir, &text, pooling, platform, &opts)?;
+            let request = RunRequest {
+                texts: text,
+                image,
+                video,
+                audio,
+                pooling,
+                max_new_tokens,
+            };
+            let out = run_task(&model_dir, &request, platform, &opts)?;
             if json {
-                println!("{}", to_json(&embeddings)?);
+                println!("{}", to_json(&out.json)?);
             } else {
-                for (t, e) in text.iter().zip(&embeddings) {
-                    let head: Vec<String> = e.iter().take(6).map(|x| format!("{x:.4}")).collect();
-                    println!("{t:?}: {} values [{}, ...]", e.len(), head.join(", "));
-                }
+                print!("{}", out.text);
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use hwcov::run::{Pooling, embed};
+use hwcov::tasks::embed::{Pooling, embed};
 use hwcov::{IoFile, LoadOptions, PlatformId};
 
 #[test]

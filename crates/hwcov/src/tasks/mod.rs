@@ -1,0 +1,3 @@
+//! The user-facing tasks of `hwcov run`, one module each.
+
+pub mod embed;
