@@ -10,6 +10,10 @@ use crate::render;
 
 pub fn run(root: &Path) -> Result<()> {
     let specs = load_models(&root.join("models.toml"))?;
+    // Every platform this machine can set up; one that cannot be says why in its cells.
+    if let Err(e) = crate::setup::setup_openvino(root) {
+        eprintln!("warning: OpenVINO could not be set up ({e:#}); its cells will say why");
+    }
     let here = hwcov::coverage::run_all(root, &specs);
     for c in here.cells.iter().filter(|c| c.status != hwcov::Status::NotImplemented) {
         println!(

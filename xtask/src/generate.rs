@@ -40,7 +40,15 @@ pub fn matrix_tests(specs: &[ModelSpec], platforms: &[PlatformId]) -> String {
          fn check(model: &str, platform: PlatformId) {\n\
          \x20   let root = Path::new(env!(\"CARGO_MANIFEST_DIR\")).join(\"../..\");\n\
          \x20   match hwcov::coverage::check_cell(&root, model, platform) {\n\
-         \x20       Ok(cell) => eprintln!(\"{model} on {platform}: {}\", cell.status),\n\
+         \x20       Ok(cell) => {\n\
+         \x20           eprintln!(\"{model} on {platform}: {}\", cell.status);\n\
+         \x20           // `cargo xtask test` names the platforms this machine must run: no silent skip.\n\
+         \x20           let required = std::env::var(\"HWCOV_REQUIRE_PLATFORMS\").unwrap_or_default();\n\
+         \x20           if cell.status == hwcov::Status::NotVerifiedHere && required.split(',').any(|p| p == platform.as_str()) {\n\
+         \x20               let reason = cell.reason.unwrap_or_default();\n\
+         \x20               panic!(\"{model} on {platform} is required here but not verified: {reason}\");\n\
+         \x20           }\n\
+         \x20       }\n\
          \x20       Err(why) => panic!(\"{why}\"),\n\
          \x20   }\n\
          }\n",

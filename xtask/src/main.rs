@@ -1,25 +1,31 @@
 //! `cargo xtask`: the tasks that keep the matrix honest.
 //!
+//! - `test` installs the runtimes of the local platforms and runs the test suite, requiring them.
 //! - `gen` writes crates/hwcov/tests/matrix.rs (one test per model x platform) from models.toml.
 //! - `validate` fails on stale generated files, fixtures that are missing or disagree with
 //!   models.toml, and measured results that contradict models.toml.
 //! - `coverage` runs every cell this machine can run, merges the runs other machines left in
 //!   docs/coverage/runs/, and writes docs/coverage.{md,json,svg}.
+//! - `setup` / `build` install a platform's toolchain or runtime into `.hwcov/` and build for it.
 
 mod coverage;
 mod generate;
 mod matrix;
 mod render;
+mod setup;
 mod validate;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask <gen | validate | coverage>
+const USAGE: &str = "usage: cargo xtask <test | gen | validate | coverage | setup --platform P | build --platform P>
 
+  test       install the local platforms' runtimes (OpenVINO), run `cargo test --workspace` requiring them
   gen        write crates/hwcov/tests/matrix.rs from models.toml
   validate   check generated files, fixtures and measured results against models.toml
-  coverage   run the matrix here, merge docs/coverage/runs/*.json, write docs/coverage.{md,json,svg}";
+  coverage   run the matrix here, merge docs/coverage/runs/*.json, write docs/coverage.{md,json,svg}
+  setup      install what platform P needs into .hwcov/ (cuda: the CUDA 13.0 toolchain wheels)
+  build      build the hwcov binary for platform P (cuda: target/cuda/release/hwcov)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -28,6 +34,9 @@ fn main() -> ExitCode {
         Some("gen") => generate::run(&root),
         Some("validate") => validate::run(&root),
         Some("coverage") => coverage::run(&root),
+        Some("setup") => setup::setup(&root, &args[1..]),
+        Some("test") => setup::test(&root, &args[1..]),
+        Some("build") => setup::build(&root, &args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -64,11 +64,11 @@ impl Handler for CandleHandler {
         self.model.forward(&Inputs::new(tensors, &self.device))
     }
 
-    fn input_names(&self) -> Vec<&'static str> {
-        self.model.input_names()
+    fn input_names(&self) -> Vec<String> {
+        self.model.input_names().into_iter().map(String::from).collect()
     }
 
-    fn output_names(&self) -> Vec<&'static str> {
-        self.model.output_names()
+    fn output_names(&self) -> Vec<String> {
+        self.model.output_names().into_iter().map(String::from).collect()
     }
 }

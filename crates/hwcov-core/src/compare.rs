@@ -38,6 +38,24 @@ impl fmt::Display for Tolerance {
     }
 }
 
+/// JSON has no NaN (nor infinity): a number that could not be computed is written as null and read
+/// back as NaN.
+mod nan_as_null {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_finite() {
+            s.serialize_f64(*v)
+        } else {
+            s.serialize_none()
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+    }
+}
+
 /// The comparison of one output with its reference.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct OutputComparison {
@@ -45,10 +63,13 @@ pub struct OutputComparison {
     pub expected_shape: Vec<usize>,
     /// `None` when the handler did not produce this output.
     pub actual_shape: Option<Vec<usize>>,
+    #[serde(with = "nan_as_null")]
     pub max_abs_err: f64,
     /// Max of |a - e| / |e| over elements whose reference is at least `atol` in magnitude (elements
     /// near zero are judged by atol alone and would make this number meaningless).
+    #[serde(with = "nan_as_null")]
     pub max_rel_err: f64,
+    #[serde(with = "nan_as_null")]
     pub nmse: f64,
     /// Elements outside the tolerance (or unequal, for integer outputs).
     pub mismatched: usize,
@@ -234,6 +255,13 @@ mod tests {
     fn nan_where_reference_is_finite_fails() {
         let c = compare("x", &t(&[1.0]), &t(&[f32::NAN]), Tolerance::F32);
         assert!(!c.passed);
+    }
+
+    #[test]
+    fn json_round_trip_keeps_missing_numbers() {
+        let c = OutputComparison::missing("x", &t(&[1.0]));
+        let back: OutputComparison = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        assert!(back.max_abs_err.is_nan() && !back.passed);
     }
 
     #[test]

@@ -139,6 +139,11 @@ pub trait Platform: Send + Sync {
 
     /// Loads a model folder for this platform's device.
     fn load(&self, model: &ModelFiles, opts: &LoadOptions) -> Result<Box<dyn Handler>>;
+
+    /// Bytes of device memory in use (the whole device), where the platform can tell.
+    fn memory_in_use(&self, _device_index: usize) -> Option<u64> {
+        None
+    }
 }
 
 pub trait Handler: Send {
@@ -147,10 +152,10 @@ pub trait Handler: Send {
     fn forward(&mut self, inputs: &NamedTensors) -> Result<NamedTensors>;
 
     /// The `forward()` arguments this handler reads, required ones first.
-    fn input_names(&self) -> Vec<&'static str>;
+    fn input_names(&self) -> Vec<String>;
 
     /// The output fields this handler can produce.
-    fn output_names(&self) -> Vec<&'static str>;
+    fn output_names(&self) -> Vec<String>;
 
     /// Token-by-token decoding, for generative models; `None` for the rest.
     fn decoder(&mut self) -> Option<&mut dyn Decoder> {

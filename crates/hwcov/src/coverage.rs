@@ -94,9 +94,14 @@ pub fn run_cell(root: &Path, spec: &ModelSpec, platform: PlatformId) -> CellResu
 
 /// Runs every cell of `specs` on every platform, in models.toml order.
 pub fn run_all(root: &Path, specs: &[ModelSpec]) -> CoverageRun {
+    run_platforms(root, specs, &PlatformId::ALL)
+}
+
+/// Runs the cells of `specs` on `platforms` only (a GPU host measures its GPU column).
+pub fn run_platforms(root: &Path, specs: &[ModelSpec], platforms: &[PlatformId]) -> CoverageRun {
     let cells = specs
         .iter()
-        .flat_map(|spec| PlatformId::ALL.into_iter().map(move |p| run_cell(root, spec, p)))
+        .flat_map(|spec| platforms.iter().map(move |&p| run_cell(root, spec, p)))
         .collect();
     CoverageRun {
         host: host_name(),

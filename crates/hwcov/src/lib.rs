@@ -10,6 +10,7 @@
 //! # Ok::<(), hwcov::Error>(())
 //! ```
 
+pub mod bench;
 pub mod coverage;
 pub mod platforms;
 pub mod run;

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use hwcov::coverage::run_all;
+use hwcov::bench::{BenchShape, bench};
+use hwcov::coverage::run_platforms;
 use hwcov::platforms::{self, Build};
 use hwcov::run::{RunRequest, run as run_task};
 use hwcov::tasks::embed::Pooling;
@@ -81,6 +82,29 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Time forward() on synthetic inputs made from the model's config (for random-weight checkpoints
+    /// at real sizes; compare with tools/bench/pytorch_bench.py in the same run).
+    Bench {
+        #[arg(long)]
+        model_dir: PathBuf,
+        #[arg(long, default_value = "cpu")]
+        platform: PlatformId,
+        #[arg(long, default_value = "f32")]
+        precision: Precision,
+        #[arg(long, default_value_t = 0)]
+        device: usize,
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Tokens per sequence (text models).
+        #[arg(long, default_value_t = 128)]
+        seq: usize,
+        #[arg(long, default_value_t = 5)]
+        warmup: usize,
+        #[arg(long, default_value_t = 30)]
+        iters: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// List the platforms of this build, available or not, with the device or the reason.
     Platforms {
         #[arg(long)]
@@ -95,6 +119,9 @@ enum Command {
         /// Where to write the run (JSON).
         #[arg(long)]
         out: PathBuf,
+        /// Only these platforms (repeat; default: all seven).
+        #[arg(long)]
+        platform: Vec<PlatformId>,
     },
 }
 
@@ -175,6 +202,47 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Bench {
+            model_dir,
+            platform,
+            precision,
+            device,
+            batch,
+            seq,
+            warmup,
+            iters,
+            json,
+        } => {
+            let opts = LoadOptions {
+                precision,
+                device_index: device,
+            };
+            let r = bench(&model_dir, platform, &opts, BenchShape { batch, seq }, warmup, iters)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&r).map_err(|e| Error::Usage(e.to_string()))?
+                );
+            } else {
+                println!(
+                    "{} on {} ({}, {}) batch {}{}: mean {:.3} ms  p50 {:.3}  p90 {:.3}  p99 {:.3}  stdev {:.3}  {:.1}/s  load {:.2} s",
+                    r.model_type,
+                    r.platform,
+                    r.device,
+                    r.precision,
+                    r.batch,
+                    r.seq.map(|s| format!(" seq {s}")).unwrap_or_default(),
+                    r.mean_ms,
+                    r.p50_ms,
+                    r.p90_ms,
+                    r.p99_ms,
+                    r.stdev_ms,
+                    r.throughput_per_s,
+                    r.load_seconds
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Platforms { json } => {
             let rows: Vec<(PlatformId, bool, String)> = PlatformId::ALL
                 .into_iter()
@@ -214,9 +282,14 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Coverage { root, out } => {
+        Command::Coverage { root, out, platform } => {
             let specs = hwcov::spec::load_models(&root.join("models.toml"))?;
-            let run = run_all(&root, &specs);
+            let platforms = if platform.is_empty() {
+                PlatformId::ALL.to_vec()
+            } else {
+                platform
+            };
+            let run = run_platforms(&root, &specs, &platforms);
             for c in &run.cells {
                 if c.status != hwcov::Status::NotImplemented {
                     println!("{:<12} {:<9} {}", c.model, c.platform, c.status);

@@ -19,12 +19,15 @@ pub fn build(id: PlatformId) -> Build {
         PlatformId::Cpu => Build::Compiled(Box::new(hwcov_cpu::CpuPlatform)),
         #[cfg(not(feature = "cpu"))]
         PlatformId::Cpu => Build::NotCompiled { feature: "cpu" },
-        PlatformId::Cuda
-        | PlatformId::Openvino
-        | PlatformId::Mps
-        | PlatformId::Rocm
-        | PlatformId::Webnn
-        | PlatformId::Webgpu => Build::NoCrate,
+        #[cfg(feature = "cuda")]
+        PlatformId::Cuda => Build::Compiled(Box::new(hwcov_cuda::CudaPlatform)),
+        #[cfg(not(feature = "cuda"))]
+        PlatformId::Cuda => Build::NotCompiled { feature: "cuda" },
+        #[cfg(feature = "openvino")]
+        PlatformId::Openvino => Build::Compiled(Box::new(hwcov_openvino::OpenVinoPlatform)),
+        #[cfg(not(feature = "openvino"))]
+        PlatformId::Openvino => Build::NotCompiled { feature: "openvino" },
+        PlatformId::Mps | PlatformId::Rocm | PlatformId::Webnn | PlatformId::Webgpu => Build::NoCrate,
     }
 }
 

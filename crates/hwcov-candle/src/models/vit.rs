@@ -227,7 +227,9 @@ impl ViTModel {
         }
         let sequence_output = self.layernorm.forward(&hidden_states)?;
         let pooler_output = match &self.pooler {
-            Some((dense, act)) => Some(act.forward(&dense.forward(&sequence_output.narrow(1, 0, 1)?.squeeze(1)?)?)?),
+            Some((dense, act)) => {
+                Some(act.forward(&dense.forward(&sequence_output.narrow(1, 0, 1)?.squeeze(1)?.contiguous()?)?)?)
+            }
             None => None,
         };
         Ok(ViTOutput {
@@ -255,7 +257,7 @@ impl ViTForImageClassification {
         let out = self.vit.forward(pixel_values)?;
         let logits = self
             .classifier
-            .forward(&out.last_hidden_state.narrow(1, 0, 1)?.squeeze(1)?)?;
+            .forward(&out.last_hidden_state.narrow(1, 0, 1)?.squeeze(1)?.contiguous()?)?;
         Ok((logits, out))
     }
 }

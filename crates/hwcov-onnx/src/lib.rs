@@ -1,0 +1,274 @@
+//! hwcov-onnx: the ONNX (and OpenVINO IR) graphs of a model folder, shared by the graph platforms
+//! (OpenVINO, WebGPU, WebNN, ROCm): where the graphs are in the layouts Hub repositories use, and
+//! what each holds (inputs, outputs, opsets, op inventory, external data).
+
+pub mod proto;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use hwcov_core::{DType, Error, Result};
+
+pub use proto::{Dim, ValueInfo};
+
+/// How a graph is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GraphFormat {
+    Onnx,
+    /// OpenVINO IR: an `.xml` topology and its `.bin` weights.
+    OpenVinoIr,
+}
+
+/// One graph file of a model folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraphFile {
+    pub path: PathBuf,
+    pub format: GraphFormat,
+    /// The `.bin` of an IR graph.
+    pub weights: Option<PathBuf>,
+}
+
+/// The graphs of a model folder, as Hub repositories lay them out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Layout {
+    /// One graph of the whole forward(): `model.onnx`, `onnx/model.onnx`, `openvino_model.xml`.
+    Single(GraphFile),
+    /// optimum's seq2seq export: an encoder, a decoder, and optionally the decoder with past key
+    /// values or the merged decoder that does both.
+    EncoderDecoder {
+        encoder: GraphFile,
+        decoder: GraphFile,
+        decoder_with_past: Option<GraphFile>,
+        decoder_merged: Option<GraphFile>,
+    },
+}
+
+fn onnx_file(path: PathBuf) -> Option<GraphFile> {
+    path.is_file().then_some(GraphFile {
+        path,
+        format: GraphFormat::Onnx,
+        weights: None,
+    })
+}
+
+fn ir_file(path: PathBuf) -> Result<Option<GraphFile>> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let weights = path.with_extension("bin");
+    if !weights.is_file() {
+        return Err(Error::io(
+            &weights,
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("the IR graph {} has no weights file", path.display()),
+            ),
+        ));
+    }
+    Ok(Some(GraphFile {
+        path,
+        format: GraphFormat::OpenVinoIr,
+        weights: Some(weights),
+    }))
+}
+
+/// Finds the graphs of a model folder: ONNX first (`model.onnx`, `onnx/model.onnx`, the seq2seq
+/// files at the top or under `onnx/`), then OpenVINO IR (`openvino_model.xml`,
+/// `openvino_encoder_model.xml` + `openvino_decoder_model.xml`).
+pub fn locate(dir: &Path) -> Result<Layout> {
+    for sub in [dir.to_path_buf(), dir.join("onnx")] {
+        if let Some(g) = onnx_file(sub.join("model.onnx")) {
+            return Ok(Layout::Single(g));
+        }
+        if let (Some(encoder), Some(decoder)) = (
+            onnx_file(sub.join("encoder_model.onnx")),
+            onnx_file(sub.join("decoder_model.onnx")),
+        ) {
+            return Ok(Layout::EncoderDecoder {
+                encoder,
+                decoder,
+                decoder_with_past: onnx_file(sub.join("decoder_with_past_model.onnx")),
+                decoder_merged: onnx_file(sub.join("decoder_model_merged.onnx")),
+            });
+        }
+        if let (Some(encoder), Some(decoder_merged)) = (
+            onnx_file(sub.join("encoder_model.onnx")),
+            onnx_file(sub.join("decoder_model_merged.onnx")),
+        ) {
+            return Ok(Layout::EncoderDecoder {
+                encoder,
+                decoder: decoder_merged.clone(),
+                decoder_with_past: None,
+                decoder_merged: Some(decoder_merged),
+            });
+        }
+    }
+    if let Some(g) = ir_file(dir.join("openvino_model.xml"))? {
+        return Ok(Layout::Single(g));
+    }
+    if let (Some(encoder), Some(decoder)) = (
+        ir_file(dir.join("openvino_encoder_model.xml"))?,
+        ir_file(dir.join("openvino_decoder_model.xml"))?,
+    ) {
+        return Ok(Layout::EncoderDecoder {
+            encoder,
+            decoder,
+            decoder_with_past: ir_file(dir.join("openvino_decoder_with_past_model.xml"))?,
+            decoder_merged: None,
+        });
+    }
+    Err(Error::io(
+        dir.join("model.onnx"),
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no graph in the model folder (looked for model.onnx, onnx/model.onnx, encoder_model.onnx + \
+             decoder_model.onnx, openvino_model.xml + .bin, openvino_encoder_model.xml + openvino_decoder_model.xml)",
+        ),
+    ))
+}
+
+/// What an ONNX graph holds.
+#[derive(Debug, Clone)]
+pub struct OnnxGraph {
+    pub path: PathBuf,
+    pub ir_version: i64,
+    pub producer: String,
+    pub opsets: Vec<(String, i64)>,
+    pub inputs: Vec<ValueInfo>,
+    pub outputs: Vec<ValueInfo>,
+    /// Node count per op type, subgraphs included.
+    pub ops: BTreeMap<String, usize>,
+    /// External data files, resolved next to the graph (each checked to exist).
+    pub external_data: Vec<PathBuf>,
+}
+
+impl OnnxGraph {
+    /// Reads the structure of an ONNX file, checking that its external data files exist.
+    pub fn read(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let info = proto::parse_model(&bytes).map_err(|e| {
+            Error::format(
+                path,
+                format!("not a valid ONNX model (at byte {}): {}", e.offset, e.message),
+            )
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut external_data = Vec::new();
+        for name in &info.external_data {
+            let p = base.join(name);
+            if !p.is_file() {
+                return Err(Error::io(
+                    &p,
+                    std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        format!("external data of {} is missing", path.display()),
+                    ),
+                ));
+            }
+            external_data.push(p);
+        }
+        Ok(OnnxGraph {
+            path: path.to_path_buf(),
+            ir_version: info.ir_version,
+            producer: info.producer,
+            opsets: info.opsets,
+            inputs: info.inputs,
+            outputs: info.outputs,
+            ops: info.ops,
+            external_data,
+        })
+    }
+
+    /// The opset of the default domain.
+    pub fn opset(&self) -> Option<i64> {
+        self.opsets
+            .iter()
+            .find(|(d, _)| d.is_empty() || d == "ai.onnx")
+            .map(|(_, v)| *v)
+    }
+
+    pub fn input(&self, name: &str) -> Option<&ValueInfo> {
+        self.inputs.iter().find(|i| i.name == name)
+    }
+}
+
+/// The hwcov dtype of an ONNX element type, where there is one.
+pub fn dtype_of(elem_type: i32) -> Option<DType> {
+    match elem_type {
+        1 => Some(DType::F32),
+        2 => Some(DType::U8),
+        6 => Some(DType::I32),
+        7 => Some(DType::I64),
+        9 => Some(DType::Bool),
+        10 => Some(DType::F16),
+        11 => Some(DType::F64),
+        16 => Some(DType::BF16),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures").join(name)
+    }
+
+    #[test]
+    fn reads_the_bert_export() {
+        let Layout::Single(g) = locate(&fixture("bert")).unwrap() else {
+            panic!("bert has one graph")
+        };
+        let graph = OnnxGraph::read(&g.path).unwrap();
+        let names: Vec<_> = graph.inputs.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["input_ids", "attention_mask", "token_type_ids"]);
+        let outs: Vec<_> = graph.outputs.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(outs, ["last_hidden_state", "pooler_output"]);
+        assert_eq!(graph.inputs[0].elem_type, 7);
+        assert_eq!(
+            graph.inputs[0].shape,
+            [Dim::Symbolic("batch".into()), Dim::Symbolic("sequence".into())]
+        );
+        assert_eq!(graph.opset(), Some(17));
+        assert!(
+            graph.ops.contains_key("MatMul") && graph.ops.contains_key("Softmax"),
+            "{:?}",
+            graph.ops
+        );
+        assert!(graph.external_data.is_empty());
+    }
+
+    #[test]
+    fn every_fixture_export_parses() {
+        for entry in std::fs::read_dir(fixture("")).unwrap() {
+            let dir = entry.unwrap().path();
+            if !dir.join("model.onnx").is_file() {
+                continue;
+            }
+            let g = OnnxGraph::read(&dir.join("model.onnx")).unwrap();
+            assert!(!g.inputs.is_empty() && !g.outputs.is_empty(), "{}", dir.display());
+            assert!(g.ops.values().sum::<usize>() > 10, "{}", dir.display());
+        }
+    }
+
+    #[test]
+    fn truncated_or_missing_graphs_name_the_file() {
+        let dir = std::env::temp_dir().join(format!("hwcov-onnx-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bytes = std::fs::read(fixture("vit").join("model.onnx")).unwrap();
+        std::fs::write(dir.join("model.onnx"), &bytes[..bytes.len() / 3]).unwrap();
+        let err = OnnxGraph::read(&dir.join("model.onnx")).unwrap_err().to_string();
+        assert!(
+            err.contains("model.onnx") && err.contains("not a valid ONNX model"),
+            "{err}"
+        );
+        std::fs::remove_file(dir.join("model.onnx")).unwrap();
+        let err = locate(&dir).unwrap_err().to_string();
+        assert!(err.contains("no graph in the model folder"), "{err}");
+        std::fs::write(dir.join("openvino_model.xml"), "<net/>").unwrap();
+        let err = locate(&dir).unwrap_err().to_string();
+        assert!(err.contains("openvino_model.bin"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,180 @@
+//! `hwcov bench`: time a model's forward() on a platform, with inputs made from its config, and
+//! report the statistics optimum-benchmark reports (mean, p50, p90, p99, stdev, throughput, load time,
+//! memory). Speed claims live here, next to a named peer measured in the same run
+//! (tools/bench/pytorch_bench.py), never in tests.
+
+use std::path::Path;
+use std::time::Instant;
+
+use hwcov_core::{Error, HostTensor, LoadOptions, ModelClass, ModelFiles, NamedTensors, PlatformId, Result};
+use serde::Serialize;
+
+use crate::platforms;
+
+/// The shape of the synthetic inputs.
+#[derive(Debug, Clone, Copy)]
+pub struct BenchShape {
+    pub batch: usize,
+    /// Tokens per sequence, for text models.
+    pub seq: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub model_dir: String,
+    pub model_type: String,
+    pub platform: PlatformId,
+    pub device: String,
+    pub precision: String,
+    pub batch: usize,
+    pub seq: Option<usize>,
+    pub warmup: usize,
+    pub iterations: usize,
+    pub load_seconds: f64,
+    pub mean_ms: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub stdev_ms: f64,
+    /// Samples (sequences or images) per second at the mean latency.
+    pub throughput_per_s: f64,
+    /// Device memory in use (whole device) after loading and after the timed runs, where the
+    /// platform can tell.
+    pub memory_after_load_bytes: Option<u64>,
+    pub memory_after_run_bytes: Option<u64>,
+}
+
+/// A small deterministic generator (xorshift), so that inputs are the same run to run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// Roughly normal values (sum of uniforms), enough for timing.
+    fn normal(&mut self) -> f32 {
+        let s: f64 = (0..4).map(|_| (self.next() >> 11) as f64 / (1u64 << 53) as f64).sum();
+        ((s - 2.0) * 1.7) as f32
+    }
+}
+
+fn config_usize(files: &ModelFiles, field: &str, default: Option<usize>) -> Result<usize> {
+    match files.config.get(field).and_then(|v| v.as_u64()) {
+        Some(v) => Ok(v as usize),
+        None => default.ok_or_else(|| Error::config(&files.config_path, field, "missing")),
+    }
+}
+
+/// Inputs of the right names and shapes for the class.
+pub fn synthetic_inputs(files: &ModelFiles, shape: BenchShape) -> Result<NamedTensors> {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut inputs = NamedTensors::new();
+    match files.class {
+        ModelClass::Bert => {
+            let vocab = config_usize(files, "vocab_size", None)? as u64;
+            let n = shape.batch * shape.seq;
+            let ids = (0..n).map(|_| (rng.next() % vocab) as i64).collect();
+            inputs.insert("input_ids".into(), HostTensor::i64(vec![shape.batch, shape.seq], ids)?);
+            inputs.insert(
+                "attention_mask".into(),
+                HostTensor::i64(vec![shape.batch, shape.seq], vec![1; n])?,
+            );
+            inputs.insert(
+                "token_type_ids".into(),
+                HostTensor::i64(vec![shape.batch, shape.seq], vec![0; n])?,
+            );
+        }
+        ModelClass::Vit => {
+            let size = config_usize(files, "image_size", Some(224))?;
+            let channels = config_usize(files, "num_channels", Some(3))?;
+            let n = shape.batch * channels * size * size;
+            let px = (0..n).map(|_| rng.normal()).collect();
+            inputs.insert(
+                "pixel_values".into(),
+                HostTensor::f32(vec![shape.batch, channels, size, size], px)?,
+            );
+        }
+        other => {
+            return Err(Error::NotImplemented {
+                platform: "bench".to_string(),
+                reason: format!("`hwcov bench` makes no inputs for {} models yet", other.name()),
+            });
+        }
+    }
+    Ok(inputs)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// Loads the model, runs `warmup` untimed and `iterations` timed forward passes (host tensors in,
+/// host tensors out: what a user of the Handler gets), and summarises.
+pub fn bench(
+    model_dir: &Path,
+    platform: PlatformId,
+    opts: &LoadOptions,
+    shape: BenchShape,
+    warmup: usize,
+    iterations: usize,
+) -> Result<BenchReport> {
+    if iterations == 0 {
+        return Err(Error::Usage("--iters must be at least 1".to_string()));
+    }
+    let files = ModelFiles::open(model_dir)?;
+    let p = platforms::get(platform)?;
+    let device = match p.probe() {
+        hwcov_core::Availability::Available { device } => device,
+        hwcov_core::Availability::Unavailable { reason } => {
+            return Err(Error::Unavailable {
+                platform: platform.to_string(),
+                reason,
+            });
+        }
+    };
+    let inputs = synthetic_inputs(&files, shape)?;
+    let started = Instant::now();
+    let mut handler = p.load(&files, opts)?;
+    let load_seconds = started.elapsed().as_secs_f64();
+    let memory_after_load_bytes = p.memory_in_use(opts.device_index);
+    for _ in 0..warmup {
+        handler.forward(&inputs)?;
+    }
+    let mut times = Vec::with_capacity(iterations);
+    for _ in 0..iterations {
+        let t = Instant::now();
+        handler.forward(&inputs)?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let memory_after_run_bytes = p.memory_in_use(opts.device_index);
+    let mean = times.iter().sum::<f64>() / times.len() as f64;
+    let var = times.iter().map(|t| (t - mean).powi(2)).sum::<f64>() / times.len() as f64;
+    let mut sorted = times.clone();
+    sorted.sort_by(f64::total_cmp);
+    let text = matches!(files.class, ModelClass::Bert);
+    Ok(BenchReport {
+        model_dir: model_dir.display().to_string(),
+        model_type: files.class.model_type().to_string(),
+        platform,
+        device,
+        precision: opts.precision.to_string(),
+        batch: shape.batch,
+        seq: text.then_some(shape.seq),
+        warmup,
+        iterations,
+        load_seconds,
+        mean_ms: mean,
+        p50_ms: percentile(&sorted, 50.0),
+        p90_ms: percentile(&sorted, 90.0),
+        p99_ms: percentile(&sorted, 99.0),
+        stdev_ms: var.sqrt(),
+        throughput_per_s: shape.batch as f64 / (mean / 1e3),
+        memory_after_load_bytes,
+        memory_after_run_bytes,
+    })
+}

@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""The PyTorch side of `hwcov bench`: transformers in eager mode (no torch.compile, eager attention),
+same checkpoint folder, dtype, device, input shapes, warm-up and iteration counts, and the same
+statistics. Like `hwcov bench`, each iteration starts from host tensors and ends with the outputs on
+the host, so both sides time the same work.
+
+Usage: python3 tools/bench/pytorch_bench.py --model-dir DIR --precision bf16 --batch 1 --seq 128 [--iters 30]
+Prints one JSON line.
+"""
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+import transformers
+
+DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
+
+
+def synthetic_inputs(config, batch, seq):
+    g = torch.Generator().manual_seed(0)
+    mt = config.model_type
+    if mt == "bert":
+        ids = torch.randint(0, config.vocab_size, (batch, seq), generator=g)
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+    if mt == "vit":
+        size = config.image_size
+        return {"pixel_values": torch.randn(batch, config.num_channels, size, size, generator=g)}
+    raise SystemExit(f"no synthetic inputs for {mt}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model-dir", required=True)
+    ap.add_argument("--precision", default="f32", choices=DTYPES)
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--iters", type=int, default=30)
+    ap.add_argument("--attn", default="eager", help="attention implementation (eager, sdpa)")
+    args = ap.parse_args()
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    dev = torch.device("cuda")
+    config = transformers.AutoConfig.from_pretrained(args.model_dir)
+    arch = getattr(transformers, config.architectures[0])
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    model = arch.from_pretrained(args.model_dir, dtype=DTYPES[args.precision], attn_implementation=args.attn)
+    model = model.to(dev).eval()
+    torch.cuda.synchronize()
+    load = time.perf_counter() - t0
+    inputs = synthetic_inputs(config, args.batch, args.seq)
+    floats = {k for k, v in inputs.items() if v.is_floating_point()}
+
+    def once():
+        with torch.inference_mode():
+            x = {k: (v.to(dev, DTYPES[args.precision]) if k in floats else v.to(dev)) for k, v in inputs.items()}
+            out = model(**x)
+            for v in out.values():
+                if isinstance(v, torch.Tensor):
+                    v.float().cpu()
+
+    for _ in range(args.warmup):
+        once()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(args.iters):
+        t = time.perf_counter()
+        once()
+        torch.cuda.synchronize()
+        times.append((time.perf_counter() - t) * 1e3)
+    s = sorted(times)
+    pct = lambda p: s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
+    mean = statistics.fmean(times)
+    print(json.dumps({
+        "model_dir": args.model_dir, "model_type": config.model_type, "peer": f"transformers {transformers.__version__} eager ({args.attn} attention), torch {torch.__version__}",
+        "device": torch.cuda.get_device_name(), "precision": args.precision, "batch": args.batch,
+        "seq": args.seq if config.model_type == "bert" else None, "warmup": args.warmup, "iterations": args.iters,
+        "load_seconds": load, "mean_ms": mean, "p50_ms": pct(50), "p90_ms": pct(90), "p99_ms": pct(99),
+        "stdev_ms": statistics.pstdev(times), "throughput_per_s": args.batch / (mean / 1e3),
+        "peak_memory_bytes": torch.cuda.max_memory_allocated(),
+    }))
+
+
+if __name__ == "__main__":
+    main()

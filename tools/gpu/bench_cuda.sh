@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Benchmarks hwcov's CUDA platform side by side with transformers eager (PyTorch) on the same GPU, in
+# one run: the same random-weight checkpoints at real sizes, dtypes, shapes and iteration counts.
+# Writes OUT_DIR/bench.jsonl (one JSON line per measurement, `side` = hwcov or pytorch) and
+# OUT_DIR/copy_bandwidth.json (the card's measured device-to-device copy bandwidth).
+# Usage: tools/gpu/bench_cuda.sh HWCOV_BINARY OUT_DIR [CHECKPOINT_DIR]
+set -uo pipefail
+bin=${1:?binary}; out=${2:?out dir}; ckpt=${3:-/tmp/hwcov-bench-checkpoints}
+mkdir -p "$out"
+if [ -z "${HWCOV_CUDA_LIBS:-}" ]; then
+  HWCOV_CUDA_LIBS=$(python3 -c "import nvidia, os; print(os.path.join(os.path.dirname(nvidia.__path__[0]), 'nvidia', 'cu13', 'lib'))" 2>/dev/null)
+fi
+export LD_LIBRARY_PATH="${HWCOV_CUDA_LIBS}:${LD_LIBRARY_PATH:-}"
+here=$(cd "$(dirname "$0")/.." && pwd)
+python3 "$here/bench/make_checkpoints.py" "$ckpt" --only bert-base,vit-base
+
+python3 - > "$out/copy_bandwidth.json" <<'PY'
+import json, torch
+x = torch.empty(1 << 30, dtype=torch.uint8, device="cuda"); y = torch.empty_like(x)
+for _ in range(3): y.copy_(x)
+s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+s.record(); n = 20
+for _ in range(n): y.copy_(x)
+e.record(); torch.cuda.synchronize()
+sec = s.elapsed_time(e) / 1e3 / n
+print(json.dumps({"device": torch.cuda.get_device_name(), "bytes": x.numel(), "read_plus_write_GBps": 2 * x.numel() / sec / 1e9}))
+PY
+
+: > "$out/bench.jsonl"
+row() {  # checkpoint precision batch seq: one line per side, with the row's parameters
+  local dir="$ckpt/$1" p=$2 b=$3 s=$4
+  local h t
+  h=$("$bin" bench --platform cuda --model-dir "$dir" --precision "$p" --batch "$b" --seq "$s" --json 2>&1)
+  t=$(python3 "$here/bench/pytorch_bench.py" --model-dir "$dir" --precision "$p" --batch "$b" --seq "$s" 2>&1 | tail -1)
+  for side in hwcov pytorch; do
+    if [ $side = hwcov ]; then r=$h; else r=$t; fi
+    SIDE=$side CK=$1 P=$p B=$b S=$s R="$r" python3 -c "import json, os
+row = {'side': os.environ['SIDE'], 'checkpoint': os.environ['CK'], 'precision': os.environ['P'], 'batch': int(os.environ['B']), 'seq': int(os.environ['S'])}
+try: row['result'] = json.loads(os.environ['R'])
+except Exception: row['error'] = os.environ['R'][-600:]
+print(json.dumps(row))" >> "$out/bench.jsonl"
+  done
+  echo "$1 $p b$b s$s done"
+}
+for p in f32 bf16; do
+  row bert-base $p 1 128
+  row bert-base $p 32 128
+  row vit-base $p 1 0
+  row vit-base $p 32 0
+done

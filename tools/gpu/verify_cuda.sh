@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Verifies every fixture on the CUDA platform of a GPU host, with the binary that
+# `cargo xtask build --platform cuda` made. Writes into OUT_DIR:
+#   platforms.txt           what the binary sees
+#   cuda-run.json           the coverage run of the cuda column (merge it: docs/coverage/runs/)
+#   precision-<p>.jsonl     `hwcov verify --json` of every fixture at f16 and bf16
+# Usage: tools/gpu/verify_cuda.sh HWCOV_BINARY OUT_DIR
+set -uo pipefail
+bin=${1:?binary}; out=${2:?out dir}
+mkdir -p "$out"
+# The CUDA 13 libraries of the host's PyTorch (nvidia/cu13/lib), unless the caller set the path.
+if [ -z "${HWCOV_CUDA_LIBS:-}" ]; then
+  HWCOV_CUDA_LIBS=$(python3 -c "import nvidia, os; print(os.path.join(os.path.dirname(nvidia.__path__[0]), 'nvidia', 'cu13', 'lib'))" 2>/dev/null)
+fi
+export LD_LIBRARY_PATH="${HWCOV_CUDA_LIBS}:${LD_LIBRARY_PATH:-}"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
+"$bin" platforms | tee "$out/platforms.txt"
+"$bin" coverage --root . --platform cuda --out "$out/cuda-run.json"
+for p in f16 bf16; do
+  : > "$out/precision-$p.jsonl"
+  for d in fixtures/*/; do
+    [ -f "$d/io.safetensors" ] || continue
+    "$bin" verify --platform cuda --precision "$p" --json --model-dir "$d" --io "$d/io.safetensors" \
+      >> "$out/precision-$p.jsonl" 2>> "$out/precision-$p.err"
+    echo "$d $p exit $?"
+  done
+done
