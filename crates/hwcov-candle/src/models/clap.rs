@@ -788,7 +788,8 @@ impl ClapAudioEncoder {
                  {freq_length} bins for at most {spec_width} x {spec_height}"
             );
         }
-        let mut x = normalized_input_features.clone();
+        // Contiguous: candle's batched matmul rejects (or misreads) transposed layouts.
+        let mut x = normalized_input_features.contiguous()?;
         let device = x.device().clone();
         if time_length < spec_width {
             let m = bicubic_matrix(time_length, spec_width, &device)?.to_dtype(x.dtype())?;

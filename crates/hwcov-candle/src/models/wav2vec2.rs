@@ -512,7 +512,8 @@ impl Wav2Vec2Adapter {
         for layer in &self.layers {
             h = layer.forward(&h)?;
         }
-        h.transpose(1, 2)
+        // Contiguous: candle's batched matmul in lm_head misreads this transposed layout.
+        h.transpose(1, 2)?.contiguous()
     }
 }
 
