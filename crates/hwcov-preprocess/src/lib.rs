@@ -2,5 +2,7 @@
 //! processors, so that every platform gets the same inputs.
 //!
 //! - [`text`]: tokenizer.json through the tokenizers crate, batched and padded as transformers pads.
+//! - [`audio`]: audio files through transformers' feature extractors (Whisper, Wav2Vec2, CLAP).
 
+pub mod audio;
 pub mod text;
