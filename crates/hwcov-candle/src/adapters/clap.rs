@@ -84,6 +84,13 @@ impl Clap {
         let x = inputs.float("input_features", 4, self.dtype)?;
         check_dim("input_features", &x, 3, a.num_mel_bins, "audio_config.num_mel_bins")?;
         let channels = if a.enable_fusion { 4 } else { a.patch_embed_input_channels };
+        if !a.enable_fusion && x.dims()[1] == 4 && channels == 1 {
+            return Err(Error::tensor(
+                "input_features",
+                "holds 4 mels (ClapFeatureExtractor's truncation \"fusion\"), which only fusion models take \
+                 (audio_config.enable_fusion); this model takes 1 (truncation \"rand_trunc\")",
+            ));
+        }
         check_dim(
             "input_features",
             &x,
