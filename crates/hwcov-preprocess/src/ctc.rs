@@ -56,7 +56,11 @@ impl CtcTokenizer {
                 Some(serde_json::Value::Object(o)) if o.get("content").is_some_and(|c| c.is_string()) => {
                     Ok(o["content"].as_str().unwrap_or_default().to_string())
                 }
-                Some(other) => Err(Error::config(&config_path, key, format!("expected a string, got {other}"))),
+                Some(other) => Err(Error::config(
+                    &config_path,
+                    key,
+                    format!("expected a string, got {other}"),
+                )),
             }
         };
         let boolean = |key: &str| config.get(key).and_then(|v| v.as_bool()).unwrap_or(false);
@@ -89,7 +93,10 @@ impl CtcTokenizer {
             }
             last = Some(id);
             let token = self.id_to_token.get(&id).ok_or_else(|| {
-                Error::format(&self.vocab_path, format!("has no token for id {id}, which the model predicted"))
+                Error::format(
+                    &self.vocab_path,
+                    format!("has no token for id {id}, which the model predicted"),
+                )
             })?;
             if *token == self.pad_token {
                 continue;
@@ -138,8 +145,14 @@ mod tests {
     fn decodes_as_transformers() {
         let tok = CtcTokenizer::from_dir(&fixture()).unwrap();
         let rows: [(&[usize], &str); 2] = [
-            (&[5, 2, 10, 4, 10, 9, 23, 2, 9, 30, 2, 5, 3, 9], "A</s>F FES</s>EZ</s>A<unk>E"),
-            (&[2, 17, 4, 2, 5, 2, 2, 9, 2, 5, 5, 2, 31, 9], "</s>M </s>A</s>E</s>A</s>'E"),
+            (
+                &[5, 2, 10, 4, 10, 9, 23, 2, 9, 30, 2, 5, 3, 9],
+                "A</s>F FES</s>EZ</s>A<unk>E",
+            ),
+            (
+                &[2, 17, 4, 2, 5, 2, 2, 9, 2, 5, 5, 2, 31, 9],
+                "</s>M </s>A</s>E</s>A</s>'E",
+            ),
         ];
         for (ids, want) in rows {
             assert_eq!(tok.decode(ids).unwrap(), want);

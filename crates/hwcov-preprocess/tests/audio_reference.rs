@@ -35,7 +35,12 @@ fn cases() -> Vec<Case> {
         .map(|(name, c)| Case {
             name: name.clone(),
             config: c["config"].as_str().unwrap().to_string(),
-            files: c["files"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_string()).collect(),
+            files: c["files"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f.as_str().unwrap().to_string())
+                .collect(),
             samples: c["samples"].as_u64().unwrap() as usize,
             source_rates: c["source_rates"]
                 .as_array()
@@ -88,7 +93,9 @@ fn features_match_transformers() {
         }
         samples.truncate(case.samples);
         assert_eq!(samples.len(), case.samples, "{}: sample count", case.name);
-        let ours = fx.extract(&samples, Path::new(&case.files[0]), RandomCrop::Refuse).unwrap();
+        let ours = fx
+            .extract(&samples, Path::new(&case.files[0]), RandomCrop::Refuse)
+            .unwrap();
         let resampled = case.source_rates.iter().any(|&r| r != rate);
         let mp3 = case.files.iter().any(|f| f.ends_with(".mp3"));
         // The bounds (max, mean) each kind of case is held to (see docs/audio.md). Resampled audio
@@ -125,7 +132,11 @@ fn features_match_transformers() {
         }
         // No output that transformers does not return.
         for k in ours.tensors.keys() {
-            assert!(refs.contains_key(&format!("{prefix}{k}")), "{}: extra output `{k}`", case.name);
+            assert!(
+                refs.contains_key(&format!("{prefix}{k}")),
+                "{}: extra output `{k}`",
+                case.name
+            );
         }
     }
     assert!(seen >= 14, "only {seen} outputs compared");
@@ -138,8 +149,12 @@ fn flac_equals_wav() {
     let a = prepare_audio(&dir().join("speech16k.wav"), 16000).unwrap();
     let b = prepare_audio(&dir().join("speech16k.flac"), 16000).unwrap();
     assert_eq!(a.samples.len(), b.samples.len());
-    let d = a.samples.iter().zip(&b.samples).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+    let d = a
+        .samples
+        .iter()
+        .zip(&b.samples)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max);
     assert_eq!(a.samples, b.samples, "max diff {d}");
     assert_eq!(b.source_rate, 16000);
 }
-

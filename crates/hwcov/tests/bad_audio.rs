@@ -125,7 +125,10 @@ fn truncated_files_are_named() {
         let bytes = std::fs::read(extractor(name)).unwrap();
         let cut = d.path().join(format!("cut-{name}"));
         std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
-        assert_error(&features(&extractor("whisper80"), &cut, &out), &[&format!("cut-{name}"), "truncated"]);
+        assert_error(
+            &features(&extractor("whisper80"), &cut, &out),
+            &[&format!("cut-{name}"), "truncated"],
+        );
     }
 }
 
@@ -261,7 +264,11 @@ fn long_audio_where_transformers_crops_at_random() {
         &[("--model-dir", &root().join("fixtures/clap")), ("--audio", &path)],
     );
     assert_ok(&o);
-    assert!(o.stdout.contains("note: longer than 1 s: the first 1 s taken"), "{}", o.stdout);
+    assert!(
+        o.stdout.contains("note: longer than 1 s: the first 1 s taken"),
+        "{}",
+        o.stdout
+    );
 }
 
 #[test]
@@ -291,7 +298,11 @@ fn extractor_config_errors_name_the_file() {
     .unwrap();
     assert_error(
         &features(d.path(), &audio, &out),
-        &["preprocessor_config.json", "feature_extractor_type", "SeamlessM4TFeatureExtractor"],
+        &[
+            "preprocessor_config.json",
+            "feature_extractor_type",
+            "SeamlessM4TFeatureExtractor",
+        ],
     );
     // A field of the wrong type.
     std::fs::write(
@@ -299,14 +310,20 @@ fn extractor_config_errors_name_the_file() {
         r#"{"feature_extractor_type": "WhisperFeatureExtractor", "hop_length": "fast"}"#,
     )
     .unwrap();
-    assert_error(&features(d.path(), &audio, &out), &["preprocessor_config.json", "hop_length"]);
+    assert_error(
+        &features(d.path(), &audio, &out),
+        &["preprocessor_config.json", "hop_length"],
+    );
     // Random dither cannot be reproduced.
     std::fs::write(
         d.path().join("preprocessor_config.json"),
         r#"{"feature_extractor_type": "WhisperFeatureExtractor", "dither": 0.0001}"#,
     )
     .unwrap();
-    assert_error(&features(d.path(), &audio, &out), &["preprocessor_config.json", "dither"]);
+    assert_error(
+        &features(d.path(), &audio, &out),
+        &["preprocessor_config.json", "dither"],
+    );
 }
 
 #[test]

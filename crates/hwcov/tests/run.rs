@@ -58,7 +58,9 @@ fn audio_reference() -> (std::path::PathBuf, serde_json::Value) {
 fn wav2vec2_transcription_matches_the_pipeline() {
     let (dir, meta) = audio_reference();
     let asr = &meta["pipelines"]["asr"];
-    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(asr["model"].as_str().unwrap());
+    let model = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(asr["model"].as_str().unwrap());
     let t = hwcov::tasks::speech_recognition::transcribe(
         &model,
         &dir.join(asr["file"].as_str().unwrap()),
@@ -75,7 +77,9 @@ fn wav2vec2_transcription_matches_the_pipeline() {
 fn clap_zero_shot_matches_the_pipeline() {
     let (dir, meta) = audio_reference();
     let zs = &meta["pipelines"]["zero_shot"];
-    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(zs["model"].as_str().unwrap());
+    let model = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(zs["model"].as_str().unwrap());
     let labels: Vec<String> = serde_json::from_value(zs["labels"].clone()).unwrap();
     let (scores, notes) = hwcov::tasks::zero_shot_audio::classify(
         &model,

@@ -83,7 +83,11 @@ impl Clap {
         let a = &self.cfg.audio_config;
         let x = inputs.float("input_features", 4, self.dtype)?;
         check_dim("input_features", &x, 3, a.num_mel_bins, "audio_config.num_mel_bins")?;
-        let channels = if a.enable_fusion { 4 } else { a.patch_embed_input_channels };
+        let channels = if a.enable_fusion {
+            4
+        } else {
+            a.patch_embed_input_channels
+        };
         if !a.enable_fusion && x.dims()[1] == 4 && channels == 1 {
             return Err(Error::tensor(
                 "input_features",
@@ -134,7 +138,10 @@ impl Clap {
                 format!("has shape {:?}; ({batch}, 1) is needed", t.dims()),
             ));
         }
-        let v: Vec<u32> = t.flatten_all().and_then(|x| x.to_vec1()).map_err(run_error("is_longer"))?;
+        let v: Vec<u32> = t
+            .flatten_all()
+            .and_then(|x| x.to_vec1())
+            .map_err(run_error("is_longer"))?;
         Ok(Some(v.into_iter().map(|x| x != 0).collect()))
     }
 }
@@ -173,8 +180,14 @@ impl CandleModel for Clap {
             .forward(&input_ids, &attention_mask, &input_features, is_longer.as_deref())
             .map_err(run_error("ClapModel.forward"))?;
         let mut named = NamedTensors::new();
-        named.insert("logits_per_audio".into(), to_host("logits_per_audio", &out.logits_per_audio)?);
-        named.insert("logits_per_text".into(), to_host("logits_per_text", &out.logits_per_text)?);
+        named.insert(
+            "logits_per_audio".into(),
+            to_host("logits_per_audio", &out.logits_per_audio)?,
+        );
+        named.insert(
+            "logits_per_text".into(),
+            to_host("logits_per_text", &out.logits_per_text)?,
+        );
         named.insert("text_embeds".into(), to_host("text_embeds", &out.text_embeds)?);
         named.insert("audio_embeds".into(), to_host("audio_embeds", &out.audio_embeds)?);
         Ok(named)

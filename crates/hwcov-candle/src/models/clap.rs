@@ -7,7 +7,9 @@
 //! is RoBERTa (position ids counted from `pad_token_id + 1`), whose layers are BERT's.
 
 use candle_core::{D, DType, Device, Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, Embedding, LayerNorm, Linear, VarBuilder, embedding, layer_norm, linear, linear_b};
+use candle_nn::{
+    Conv2d, Conv2dConfig, Embedding, LayerNorm, Linear, VarBuilder, embedding, layer_norm, linear, linear_b,
+};
 use serde::Deserialize;
 
 use crate::activation::Activation;
@@ -267,9 +269,9 @@ impl Conv2dHw {
             return conv(self.stride.0, self.padding.0, xs);
         }
         // Pad each axis, convolve with stride 1, keep every stride-th output.
-        let xs = xs
-            .pad_with_zeros(2, self.padding.0, self.padding.0)?
-            .pad_with_zeros(3, self.padding.1, self.padding.1)?;
+        let xs =
+            xs.pad_with_zeros(2, self.padding.0, self.padding.0)?
+                .pad_with_zeros(3, self.padding.1, self.padding.1)?;
         let full = conv(1, 0, &xs)?;
         let pick = |t: &Tensor, dim: usize, step: usize| -> Result<Tensor> {
             let n = t.dim(dim)?;
@@ -458,8 +460,17 @@ pub struct ClapAudioSelfAttention {
 }
 
 impl ClapAudioSelfAttention {
-    pub fn new(cfg: &ClapAudioConfig, dim: usize, num_heads: usize, window_size: usize, vb: VarBuilder) -> Result<Self> {
-        let table = vb.get(((2 * window_size - 1) * (2 * window_size - 1), num_heads), "relative_position_bias_table")?;
+    pub fn new(
+        cfg: &ClapAudioConfig,
+        dim: usize,
+        num_heads: usize,
+        window_size: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let table = vb.get(
+            ((2 * window_size - 1) * (2 * window_size - 1), num_heads),
+            "relative_position_bias_table",
+        )?;
         let index = relative_position_index(window_size);
         let n = window_size * window_size;
         let index = Tensor::from_vec(index, n * n, vb.device())?;
@@ -494,13 +505,7 @@ impl ClapAudioSelfAttention {
         if let Some(mask) = attention_mask {
             let mask_shape = mask.dim(0)?;
             attention_scores = attention_scores
-                .reshape((
-                    batch_size / mask_shape,
-                    mask_shape,
-                    self.num_attention_heads,
-                    dim,
-                    dim,
-                ))?
+                .reshape((batch_size / mask_shape, mask_shape, self.num_attention_heads, dim, dim))?
                 .broadcast_add(&mask.unsqueeze(1)?.unsqueeze(0)?)?
                 .reshape((batch_size, self.num_attention_heads, dim, dim))?;
         }
@@ -650,9 +655,11 @@ impl ClapAudioLayer {
             .contiguous()?
             .reshape((batch_size, height * width, channels))?;
         let hidden_states = (shortcut + attention_windows)?;
-        let layer_output = self
-            .act
-            .forward(&self.intermediate.forward(&self.layernorm_after.forward(&hidden_states)?)?)?;
+        let layer_output = self.act.forward(
+            &self
+                .intermediate
+                .forward(&self.layernorm_after.forward(&hidden_states)?)?,
+        )?;
         &hidden_states + self.output.forward(&layer_output)?
     }
 }
@@ -851,7 +858,11 @@ impl ClapTextEmbeddings {
         Ok(Self {
             word_embeddings: embedding(cfg.vocab_size, cfg.hidden_size, vb.pp("word_embeddings"))?,
             token_type_embeddings: embedding(cfg.type_vocab_size, cfg.hidden_size, vb.pp("token_type_embeddings"))?,
-            position_embeddings: embedding(cfg.max_position_embeddings, cfg.hidden_size, vb.pp("position_embeddings"))?,
+            position_embeddings: embedding(
+                cfg.max_position_embeddings,
+                cfg.hidden_size,
+                vb.pp("position_embeddings"),
+            )?,
             layer_norm: layer_norm(cfg.hidden_size, cfg.layer_norm_eps, vb.pp("LayerNorm"))?,
             padding_idx: cfg.pad_token_id.unwrap_or(1) as u32,
         })
@@ -881,8 +892,8 @@ impl ClapTextEmbeddings {
     pub fn forward(&self, input_ids: &Tensor) -> Result<Tensor> {
         let position_ids = self.position_ids(input_ids)?;
         let token_type_ids = input_ids.zeros_like()?;
-        let embeddings = (self.word_embeddings.forward(input_ids)?
-            + self.token_type_embeddings.forward(&token_type_ids)?)?;
+        let embeddings =
+            (self.word_embeddings.forward(input_ids)? + self.token_type_embeddings.forward(&token_type_ids)?)?;
         let embeddings = (embeddings + self.position_embeddings.forward(&position_ids)?)?;
         self.layer_norm.forward(&embeddings)
     }

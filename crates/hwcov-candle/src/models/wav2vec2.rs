@@ -302,7 +302,11 @@ impl Wav2Vec2Attention {
 
     pub fn forward(&self, hidden_states: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
         let (b, l, _) = hidden_states.dims3()?;
-        let heads = |x: Tensor| x.reshape((b, l, self.num_heads, self.head_dim))?.transpose(1, 2)?.contiguous();
+        let heads = |x: Tensor| {
+            x.reshape((b, l, self.num_heads, self.head_dim))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
         let q = heads(self.q_proj.forward(hidden_states)?)?;
         let k = heads(self.k_proj.forward(hidden_states)?)?;
         let v = heads(self.v_proj.forward(hidden_states)?)?;

@@ -103,7 +103,12 @@ pub fn decode_file(path: &Path) -> Result<Decoded> {
         }
         let decoded = decoder.decode(&packet).map_err(|e| {
             let at = sample_rate
-                .map(|sr| format!(" at {:.3} s", interleaved.len() as f64 / channels.unwrap_or(1).max(1) as f64 / sr as f64))
+                .map(|sr| {
+                    format!(
+                        " at {:.3} s",
+                        interleaved.len() as f64 / channels.unwrap_or(1).max(1) as f64 / sr as f64
+                    )
+                })
                 .unwrap_or_default();
             format_error(path, &format!("corrupt audio data{at}"), e)
         })?;
@@ -137,7 +142,10 @@ pub fn decode_file(path: &Path) -> Result<Decoded> {
     let sample_rate = sample_rate.ok_or_else(|| Error::format(path, "the audio track names no sample rate"))?;
     let channels = channels.ok_or_else(|| Error::format(path, "the audio track names no channel layout"))?;
     if sample_rate == 0 || channels == 0 {
-        return Err(Error::format(path, "the audio track has a sample rate or channel count of 0"));
+        return Err(Error::format(
+            path,
+            "the audio track has a sample rate or channel count of 0",
+        ));
     }
     let decoded = Decoded {
         sample_rate,

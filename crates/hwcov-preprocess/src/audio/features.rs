@@ -330,7 +330,13 @@ fn whisper(c: &WhisperConfig, waveform: &[f64]) -> Features {
     let (frames, power) = power_spectrogram(&x, c.n_fft, c.hop_length);
     // The last frame is dropped (stft[..., :-1]).
     let frames = frames - 1;
-    let mel = mel_spectrogram(&power[..frames * (1 + c.n_fft / 2)], frames, &filters, c.feature_size, 1e-10);
+    let mel = mel_spectrogram(
+        &power[..frames * (1 + c.n_fft / 2)],
+        frames,
+        &filters,
+        c.feature_size,
+        1e-10,
+    );
     let log: Vec<f64> = mel.iter().map(|v| v.log10()).collect();
     let max = log.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
     // (frames, n_mels) -> (1, n_mels, frames)
@@ -502,7 +508,12 @@ fn clap(c: &ClapConfig, waveform: &[f64], origin: &Path, crop: RandomCrop) -> Re
                      (transformers draws them at random)",
                     c.max_length_s
                 ));
-                (4, chunk_frames, mel_fusion_first(&mel, total_frames, chunk_frames, c.feature_size), true)
+                (
+                    4,
+                    chunk_frames,
+                    mel_fusion_first(&mel, total_frames, chunk_frames, c.feature_size),
+                    true,
+                )
             }
         } else {
             if crop == RandomCrop::Refuse {
@@ -574,7 +585,10 @@ impl PreparedAudio {
             v.push(format!("{} channels averaged to mono", self.source_channels));
         }
         if self.source_rate != self.sample_rate {
-            v.push(format!("resampled from {} Hz to {} Hz", self.source_rate, self.sample_rate));
+            v.push(format!(
+                "resampled from {} Hz to {} Hz",
+                self.source_rate, self.sample_rate
+            ));
         }
         v
     }

@@ -126,7 +126,13 @@ mod tests {
     /// edges, where the zeros outside the file enter the filter).
     #[test]
     fn tone_survives_up_and_down_sampling() {
-        for (from, to) in [(44100, 16000), (8000, 16000), (48000, 16000), (16000, 48000), (22050, 16000)] {
+        for (from, to) in [
+            (44100, 16000),
+            (8000, 16000),
+            (48000, 16000),
+            (16000, 48000),
+            (22050, 16000),
+        ] {
             let y = resample(&tone(440.0, from, 0.5), from, to);
             let want = tone(440.0, to, 0.5);
             assert_eq!(y.len(), (from as usize / 2 * to as usize).div_ceil(from as usize));

@@ -171,9 +171,15 @@ mod tests {
     #[test]
     fn reflect_pad_matches_numpy() {
         // np.pad([1, 2, 3], (2, 2), mode="reflect") == [3, 2, 1, 2, 3, 2, 1]
-        assert_eq!(reflect_pad(&[1.0, 2.0, 3.0], 2), vec![3.0, 2.0, 1.0, 2.0, 3.0, 2.0, 1.0]);
+        assert_eq!(
+            reflect_pad(&[1.0, 2.0, 3.0], 2),
+            vec![3.0, 2.0, 1.0, 2.0, 3.0, 2.0, 1.0]
+        );
         // np.pad([1, 2], (3, 3), mode="reflect") == [2, 1, 2, 1, 2, 1, 2, 1]
-        assert_eq!(reflect_pad(&[1.0, 2.0], 3), vec![2.0, 1.0, 2.0, 1.0, 2.0, 1.0, 2.0, 1.0]);
+        assert_eq!(
+            reflect_pad(&[1.0, 2.0], 3),
+            vec![2.0, 1.0, 2.0, 1.0, 2.0, 1.0, 2.0, 1.0]
+        );
     }
 
     #[test]

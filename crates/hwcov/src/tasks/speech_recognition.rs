@@ -69,7 +69,12 @@ pub fn transcribe(model_dir: &Path, audio: &Path, platform: PlatformId, opts: &L
     })?;
     let (frames, vocab) = match logits.shape() {
         [1, f, v] => (*f, *v),
-        other => return Err(Error::tensor("logits", format!("has shape {other:?}; (1, frames, vocab) expected"))),
+        other => {
+            return Err(Error::tensor(
+                "logits",
+                format!("has shape {other:?}; (1, frames, vocab) expected"),
+            ));
+        }
     };
     let v = logits.to_f64_vec();
     let ids: Vec<usize> = (0..frames)

@@ -24,7 +24,10 @@ pub struct Score {
 
 pub fn run(files: &ModelFiles, request: &RunRequest, platform: PlatformId, opts: &LoadOptions) -> Result<RunOutput> {
     if request.image.is_some() || request.video.is_some() {
-        return Err(Error::Usage(format!("{} models take --audio and --text", files.class.name())));
+        return Err(Error::Usage(format!(
+            "{} models take --audio and --text",
+            files.class.name()
+        )));
     }
     let audio = request
         .audio
