@@ -342,3 +342,49 @@ fn features_takes_one_input() {
     );
     assert_error(&o, &["exactly one of"]);
 }
+
+/// Model inputs of the audio models that do not fit the config: errors name the tensor and field.
+#[test]
+fn audio_model_inputs_are_checked() {
+    use hwcov::tensor::write_safetensors;
+    use hwcov::{HostTensor, NamedTensors};
+    let d = tempfile::tempdir().unwrap();
+    let cases: [(&str, &str, HostTensor, &[&str]); 4] = [
+        (
+            "clap",
+            "in_input_features",
+            HostTensor::f32(vec![2, 1, 250, 15], vec![0.0; 2 * 250 * 15]).unwrap(),
+            &["input_features", "num_mel_bins"],
+        ),
+        (
+            "clap",
+            "in_input_features",
+            HostTensor::f32(vec![2, 1, 300, 16], vec![0.0; 2 * 300 * 16]).unwrap(),
+            &["input_features", "spec_size * freq_ratio"],
+        ),
+        (
+            "wav2vec2",
+            "in_input_values",
+            HostTensor::f32(vec![2, 1, 1024], vec![0.0; 2048]).unwrap(),
+            &["input_values", "rank-2"],
+        ),
+        (
+            "wav2vec2",
+            "in_input_values",
+            HostTensor::f32(vec![2, 7], vec![0.0; 14]).unwrap(),
+            &["input_values", "receptive field"],
+        ),
+    ];
+    for (model, name, t, needles) in cases {
+        let dir = root().join("fixtures").join(model);
+        let mut io: NamedTensors = read_safetensors(&dir.join("io.safetensors")).unwrap();
+        io.insert(name.to_string(), t);
+        let path = d.path().join(format!("{model}-io.safetensors"));
+        write_safetensors(&path, &io).unwrap();
+        let o = hwcov(
+            &["verify", "--platform", "cpu"],
+            &[("--model-dir", &dir), ("--io", &path)],
+        );
+        assert_error(&o, needles);
+    }
+}
