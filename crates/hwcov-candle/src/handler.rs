@@ -24,6 +24,8 @@ fn loader(class: ModelClass) -> Option<Loader> {
     match class {
         ModelClass::Bert => Some(adapters::bert::load),
         ModelClass::Vit => Some(adapters::vit::load),
+        ModelClass::Clap => Some(adapters::clap::load),
+        ModelClass::Wav2Vec2 => Some(adapters::wav2vec2::load),
         _ => None,
     }
 }

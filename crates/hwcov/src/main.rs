@@ -11,6 +11,7 @@ use hwcov::run::{RunRequest, run as run_task};
 use hwcov::tasks::embed::Pooling;
 use hwcov::verify::{VerifyOptions, verify};
 use hwcov::{Availability, Error, LoadOptions, PlatformId, Precision, Tolerance};
+use hwcov_preprocess::audio::{RandomCrop, file_features as audio_file_features};
 
 #[derive(Parser)]
 #[command(
@@ -104,6 +105,25 @@ enum Command {
         iters: usize,
         #[arg(long)]
         json: bool,
+    },
+    /// Turn an input file into the model inputs that transformers' processor makes of it, with the
+    /// folder's preprocessor_config.json, and write them to a safetensors file.
+    Features {
+        /// A folder with preprocessor_config.json (a model folder, or that file alone).
+        #[arg(long)]
+        model_dir: PathBuf,
+        /// An image file.
+        #[arg(long)]
+        image: Option<PathBuf>,
+        /// A video: a folder of frames or an animated GIF.
+        #[arg(long)]
+        video: Option<PathBuf>,
+        /// An audio file (WAV, FLAC, MP3): resampled to the extractor's rate, channels averaged.
+        #[arg(long)]
+        audio: Option<PathBuf>,
+        /// Where to write the tensors (safetensors), named as the model's forward arguments.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// List the platforms of this build, available or not, with the device or the reason.
     Platforms {
@@ -241,6 +261,37 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                     r.load_seconds
                 );
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Features {
+            model_dir,
+            image,
+            video,
+            audio,
+            out,
+        } => {
+            let inputs = [image.is_some(), video.is_some(), audio.is_some()];
+            if inputs.iter().filter(|&&x| x).count() != 1 {
+                return Err(Error::Usage(
+                    "give exactly one of --image, --video, --audio".to_string(),
+                ));
+            }
+            let (tensors, notes) = if let Some(audio) = audio {
+                let (f, _) = audio_file_features(&model_dir, &audio, RandomCrop::Refuse)?;
+                (f.tensors, f.notes)
+            } else {
+                return Err(Error::Usage(
+                    "`hwcov features` with --image or --video is not implemented yet".to_string(),
+                ));
+            };
+            hwcov::tensor::write_safetensors(&out, &tensors)?;
+            for (name, t) in &tensors {
+                println!("{name:<16} {} {:?}", t.dtype(), t.shape());
+            }
+            for n in &notes {
+                eprintln!("note: {n}");
+            }
+            println!("wrote {}", out.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Platforms { json } => {

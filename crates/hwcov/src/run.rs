@@ -35,6 +35,8 @@ pub fn run(model_dir: &Path, request: &RunRequest, platform: PlatformId, opts: &
     let files = ModelFiles::open(model_dir)?;
     match files.class {
         ModelClass::Bert => tasks::embed::run(&files, request, platform, opts),
+        ModelClass::Wav2Vec2 => tasks::speech_recognition::run(&files, request, platform, opts),
+        ModelClass::Clap => tasks::zero_shot_audio::run(&files, request, platform, opts),
         other => Err(Error::NotImplemented {
             platform: platform.to_string(),
             reason: format!("`hwcov run` has no task for {} models yet", other.name()),

@@ -45,3 +45,56 @@ fn bert_embedding_matches_transformers() {
         assert!((*g as f64 - w).abs() < 1e-4, "{g} vs {w}");
     }
 }
+
+fn audio_reference() -> (std::path::PathBuf, serde_json::Value) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/preprocess/audio");
+    let meta = std::fs::read_to_string(dir.join("reference.json")).unwrap();
+    (dir, serde_json::from_str(&meta).unwrap())
+}
+
+/// Speech recognition against transformers' `automatic-speech-recognition` pipeline on the same file
+/// (tools/fixtures/audio_reference.py).
+#[test]
+fn wav2vec2_transcription_matches_the_pipeline() {
+    let (dir, meta) = audio_reference();
+    let asr = &meta["pipelines"]["asr"];
+    let model = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(asr["model"].as_str().unwrap());
+    let t = hwcov::tasks::speech_recognition::transcribe(
+        &model,
+        &dir.join(asr["file"].as_str().unwrap()),
+        PlatformId::Cpu,
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(t.text, asr["text"].as_str().unwrap());
+    assert!(t.notes.is_empty(), "{:?}", t.notes);
+}
+
+/// Zero-shot audio classification against transformers' `zero-shot-audio-classification` pipeline.
+#[test]
+fn clap_zero_shot_matches_the_pipeline() {
+    let (dir, meta) = audio_reference();
+    let zs = &meta["pipelines"]["zero_shot"];
+    let model = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(zs["model"].as_str().unwrap());
+    let labels: Vec<String> = serde_json::from_value(zs["labels"].clone()).unwrap();
+    let (scores, notes) = hwcov::tasks::zero_shot_audio::classify(
+        &model,
+        &dir.join(zs["file"].as_str().unwrap()),
+        &labels,
+        PlatformId::Cpu,
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    assert!(notes.is_empty(), "{notes:?}");
+    let want = zs["scores"].as_array().unwrap();
+    assert_eq!(scores.len(), want.len());
+    for (got, w) in scores.iter().zip(want) {
+        assert_eq!(got.label, w["label"].as_str().unwrap());
+        let ws = w["score"].as_f64().unwrap();
+        assert!((got.score - ws).abs() < 1e-4, "{}: {} vs {ws}", got.label, got.score);
+    }
+}

@@ -5,7 +5,9 @@
 //! transformers names its output fields. The model files under `models/` stay pure ports.
 
 pub mod bert;
+pub mod clap;
 pub mod vit;
+pub mod wav2vec2;
 
 use candle_core::{DType, Device};
 use hwcov_core::{ModelFiles, NamedTensors, Result};

@@ -1,3 +1,5 @@
 //! The user-facing tasks of `hwcov run`, one module each.
 
 pub mod embed;
+pub mod speech_recognition;
+pub mod zero_shot_audio;

@@ -1,0 +1,175 @@
+//! Audio files to samples, in pure Rust (symphonia): WAV (PCM 8/16/24/32-bit integer, 32/64-bit
+//! float), FLAC and MP3. Integer samples are scaled to [-1, 1) as libsndfile (soundfile) and
+//! librosa scale them: divided by 2^(bits-1).
+
+use std::fs::File;
+use std::path::Path;
+
+use hwcov_core::{Error, Result};
+use symphonia::core::audio::SampleBuffer;
+use symphonia::core::codecs::{CODEC_TYPE_NULL, DecoderOptions};
+use symphonia::core::errors::Error as SymphoniaError;
+use symphonia::core::formats::FormatOptions;
+use symphonia::core::io::MediaSourceStream;
+use symphonia::core::meta::MetadataOptions;
+use symphonia::core::probe::Hint;
+
+/// A decoded file: interleaved samples as f64.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    pub sample_rate: u32,
+    pub channels: usize,
+    /// Interleaved: frame 0 channel 0, frame 0 channel 1, ...
+    pub interleaved: Vec<f64>,
+}
+
+impl Decoded {
+    pub fn frames(&self) -> usize {
+        self.interleaved.len() / self.channels.max(1)
+    }
+
+    /// The mean over the channels (librosa's `to_mono`).
+    pub fn to_mono(&self) -> Vec<f64> {
+        let c = self.channels.max(1);
+        self.interleaved
+            .chunks_exact(c)
+            .map(|f| f.iter().sum::<f64>() / c as f64)
+            .collect()
+    }
+}
+
+fn format_error(path: &Path, what: &str, e: SymphoniaError) -> Error {
+    match e {
+        SymphoniaError::Unsupported(msg) => Error::format(
+            path,
+            format!("{what}: unsupported audio format or codec ({msg}); hwcov reads WAV (PCM or float), FLAC and MP3"),
+        ),
+        SymphoniaError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Error::format(path, format!("{what}: the file ends early (truncated?)"))
+        }
+        SymphoniaError::IoError(io) => Error::io(path, io),
+        other => Error::format(path, format!("{what}: {other}")),
+    }
+}
+
+/// Decodes the first audio track of a file.
+pub fn decode_file(path: &Path) -> Result<Decoded> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mss = MediaSourceStream::new(Box::new(file), Default::default());
+    let mut hint = Hint::new();
+    if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
+        hint.with_extension(ext);
+    }
+    let format_opts = FormatOptions {
+        // Trims the encoder delay and padding of MP3 (LAME/Xing header), as libsndfile and ffmpeg do.
+        enable_gapless: true,
+        ..Default::default()
+    };
+    let probed = symphonia::default::get_probe()
+        .format(&hint, mss, &format_opts, &MetadataOptions::default())
+        .map_err(|e| match e {
+            SymphoniaError::Unsupported(_) => Error::format(
+                path,
+                "not a supported audio file (hwcov reads WAV, FLAC and MP3; the content matched none of them)",
+            ),
+            other => format_error(path, "cannot read the audio container", other),
+        })?;
+    let mut format = probed.format;
+    let track = format
+        .tracks()
+        .iter()
+        .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)
+        .ok_or_else(|| Error::format(path, "holds no audio track"))?;
+    let track_id = track.id;
+    let params = track.codec_params.clone();
+    let expected_frames = params.n_frames;
+    let mut decoder = symphonia::default::get_codecs()
+        .make(&params, &DecoderOptions::default())
+        .map_err(|e| format_error(path, "cannot decode the audio track", e))?;
+
+    let mut sample_rate = params.sample_rate;
+    let mut channels = params.channels.map(|c| c.count());
+    let mut interleaved: Vec<f64> = Vec::new();
+    let mut buf: Option<SampleBuffer<f64>> = None;
+    loop {
+        let packet = match format.next_packet() {
+            Ok(p) => p,
+            // The normal end of the stream.
+            Err(SymphoniaError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => return Err(format_error(path, "cannot read an audio packet", e)),
+        };
+        if packet.track_id() != track_id {
+            continue;
+        }
+        let decoded = decoder.decode(&packet).map_err(|e| {
+            let at = sample_rate
+                .map(|sr| {
+                    format!(
+                        " at {:.3} s",
+                        interleaved.len() as f64 / channels.unwrap_or(1).max(1) as f64 / sr as f64
+                    )
+                })
+                .unwrap_or_default();
+            format_error(path, &format!("corrupt audio data{at}"), e)
+        })?;
+        let spec = *decoded.spec();
+        match (sample_rate, channels) {
+            (Some(sr), Some(c)) if (sr, c) != (spec.rate, spec.channels.count()) && !interleaved.is_empty() => {
+                return Err(Error::format(
+                    path,
+                    format!(
+                        "the stream changes from {sr} Hz x {c} channels to {} Hz x {} channels",
+                        spec.rate,
+                        spec.channels.count()
+                    ),
+                ));
+            }
+            _ => {
+                sample_rate = Some(spec.rate);
+                channels = Some(spec.channels.count());
+            }
+        }
+        if decoded.frames() == 0 {
+            continue;
+        }
+        let b = match &mut buf {
+            Some(b) if b.capacity() >= decoded.capacity() * spec.channels.count() => b,
+            _ => buf.insert(SampleBuffer::<f64>::new(decoded.capacity() as u64, spec)),
+        };
+        b.copy_interleaved_ref(decoded);
+        interleaved.extend_from_slice(b.samples());
+    }
+    let sample_rate = sample_rate.ok_or_else(|| Error::format(path, "the audio track names no sample rate"))?;
+    let channels = channels.ok_or_else(|| Error::format(path, "the audio track names no channel layout"))?;
+    if sample_rate == 0 || channels == 0 {
+        return Err(Error::format(
+            path,
+            "the audio track has a sample rate or channel count of 0",
+        ));
+    }
+    let decoded = Decoded {
+        sample_rate,
+        channels,
+        interleaved,
+    };
+    // MP3 frame counts come from a Xing/Info/VBRI header or are estimated from the file size: allow
+    // two MPEG frames of slack there. (An MP3 cut without such a header decodes to the frames it
+    // holds: its frames carry no total length.)
+    let slack = if is_mp3(&params) { 2 * 1152 } else { 0 };
+    if let Some(n) = expected_frames
+        && (decoded.frames() as u64) + slack < n
+    {
+        return Err(Error::format(
+            path,
+            format!(
+                "truncated: the header promises {n} frames, the file holds {}",
+                decoded.frames()
+            ),
+        ));
+    }
+    Ok(decoded)
+}
+
+fn is_mp3(params: &symphonia::core::codecs::CodecParameters) -> bool {
+    params.codec == symphonia::core::codecs::CODEC_TYPE_MP3
+}
