@@ -5,10 +5,14 @@
 //! transformers names its output fields. The model files under `models/` stay pure ports.
 
 pub mod bert;
+pub mod causal_lm;
+pub mod llama;
+pub mod opt;
+pub mod t5;
 pub mod vit;
 
 use candle_core::{DType, Device};
-use hwcov_core::{ModelFiles, NamedTensors, Result};
+use hwcov_core::{Decoder, ModelFiles, NamedTensors, Result};
 
 use crate::io::Inputs;
 
@@ -17,6 +21,11 @@ pub trait CandleModel: Send {
     fn forward(&mut self, inputs: &Inputs) -> Result<NamedTensors>;
     fn input_names(&self) -> Vec<&'static str>;
     fn output_names(&self) -> Vec<&'static str>;
+
+    /// Token-by-token decoding, for generative models.
+    fn decoder(&mut self) -> Option<&mut dyn Decoder> {
+        None
+    }
 }
 
 /// An adapter's constructor.

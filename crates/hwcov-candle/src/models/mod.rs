@@ -2,4 +2,10 @@
 
 pub mod bert;
 pub mod common;
+pub mod llama;
+pub mod opt;
+pub mod qwen2;
+pub mod qwen3;
+pub mod rope;
+pub mod t5;
 pub mod vit;
