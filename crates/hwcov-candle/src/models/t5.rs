@@ -636,3 +636,39 @@ impl T5ForConditionalGeneration {
         self.lm_head.forward(&sequence_output)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::relative_position_bucket;
+
+    /// Buckets of relative positions -45..=45, printed by transformers'
+    /// `T5Attention._relative_position_bucket` for (bidirectional, num_buckets, max_distance).
+    #[test]
+    fn buckets_match_transformers() {
+        let cases: [(bool, usize, usize, [i64; 91]); 3] = [
+            (true, 32, 20, [
+                15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15,
+                15, 15, 14, 14, 13, 12, 12, 11, 10, 9, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 17, 18, 19, 20, 21, 22, 23, 24, 25,
+                25, 26, 27, 28, 28, 29, 30, 30, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31,
+                31, 31, 31, 31, 31, 31, 31, 31, 31, 31,
+            ]),
+            (false, 32, 20, [
+                31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31,
+                28, 24, 20, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            ]),
+            (true, 32, 128, [
+                12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 11, 11, 11, 11, 11, 11, 11, 11, 11, 10, 10, 10,
+                10, 10, 10, 10, 9, 9, 9, 9, 8, 8, 8, 8, 7, 6, 5, 4, 3, 2, 1, 0, 17, 18, 19, 20, 21, 22, 23, 24, 24, 24,
+                24, 25, 25, 25, 25, 26, 26, 26, 26, 26, 26, 26, 27, 27, 27, 27, 27, 27, 27, 27, 27, 28, 28, 28, 28, 28,
+                28, 28, 28, 28, 28, 28, 28, 28, 28,
+            ]),
+        ];
+        for (bidirectional, num_buckets, max_distance, want) in cases {
+            let got: Vec<i64> = (-45..=45)
+                .map(|r| relative_position_bucket(r, bidirectional, num_buckets, max_distance))
+                .collect();
+            assert_eq!(got, want, "bidirectional={bidirectional} num_buckets={num_buckets} max_distance={max_distance}");
+        }
+    }
+}
