@@ -145,7 +145,11 @@ impl TextTokenizer {
     /// `strftime_now`, and Python's string methods.
     pub fn apply_chat_template(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
         let template = self.chat_template.as_deref().ok_or_else(|| {
-            Error::config(&self.config_path, "chat_template", "the model folder has no chat template")
+            Error::config(
+                &self.config_path,
+                "chat_template",
+                "the model folder has no chat template",
+            )
         })?;
         let mut ctx = serde_json::Map::new();
         for name in [
@@ -346,9 +350,12 @@ fn render_chat_template(template: &str, ctx: serde_json::Value) -> std::result::
         .map_err(|e| e.to_string())?;
     env.set_syntax(syntax);
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-    env.add_function("raise_exception", |message: String| -> std::result::Result<String, minijinja::Error> {
-        Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, message))
-    });
+    env.add_function(
+        "raise_exception",
+        |message: String| -> std::result::Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, message))
+        },
+    );
     env.add_function("strftime_now", |format: String| strftime_now(&format));
     let tmpl = env.template_from_str(template).map_err(|e| e.to_string())?;
     tmpl.render(minijinja::value::Serde(ctx)).map_err(|e| e.to_string())
@@ -478,7 +485,12 @@ mod tests {
         }];
         let got = tok.apply_chat_template(&messages, true).unwrap();
         assert_eq!(got, "<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n");
-        assert!(TextTokenizer::from_dir(&fixture("llama")).unwrap().chat_template().is_none());
+        assert!(
+            TextTokenizer::from_dir(&fixture("llama"))
+                .unwrap()
+                .chat_template()
+                .is_none()
+        );
     }
 
     #[test]
@@ -494,12 +506,18 @@ mod tests {
         .unwrap();
         let tok = TextTokenizer::from_dir(dir.path()).unwrap();
         let err = tok.apply_chat_template(&[], true).unwrap_err().to_string();
-        assert!(err.contains("chat_template") && err.contains("Only user and assistant"), "{err}");
+        assert!(
+            err.contains("chat_template") && err.contains("Only user and assistant"),
+            "{err}"
+        );
     }
 
     #[test]
     fn clean_up_matches_transformers() {
-        assert_eq!(clean_up_tokenization("Hello , world ! I 'm here ."), "Hello, world! I'm here.");
+        assert_eq!(
+            clean_up_tokenization("Hello , world ! I 'm here ."),
+            "Hello, world! I'm here."
+        );
     }
 
     #[test]
