@@ -206,7 +206,8 @@ pub fn compute_inv_freq(
                     let smooth_factor =
                         (old_context_len / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
                     let smoothed = (1.0 - smooth_factor) * inv_freq_llama / factor + smooth_factor * inv_freq_llama;
-                    let is_medium = !(wavelen < high_freq_wavelen) && !(wavelen > low_freq_wavelen);
+                    // `~(wavelen < high) * ~(wavelen > low)`; wavelen is finite, so this is the range.
+                    let is_medium = wavelen >= high_freq_wavelen && wavelen <= low_freq_wavelen;
                     if is_medium { smoothed } else { inv_freq_llama }
                 })
                 .collect();

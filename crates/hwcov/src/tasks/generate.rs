@@ -265,13 +265,13 @@ pub fn generate_text(
                 s
             });
     if let Some(s) = &sampling {
-        if !(s.temperature > 0.0) {
+        if s.temperature.is_nan() || s.temperature <= 0.0 {
             return Err(Error::Usage(format!(
                 "--temperature {} must be positive (greedy decoding is the default without sampling flags)",
                 s.temperature
             )));
         }
-        if !(s.top_p > 0.0 && s.top_p <= 1.0) {
+        if s.top_p.is_nan() || s.top_p <= 0.0 || s.top_p > 1.0 {
             return Err(Error::Usage(format!("--top-p {} must be in (0, 1]", s.top_p)));
         }
     }
