@@ -64,12 +64,12 @@ fn meta_texts(name: &str) -> Vec<String> {
 /// give the new tokens of transformers' `generate()` (the fixtures' `out_generated`).
 #[test]
 fn text_generation_matches_transformers() {
-    for name in ["llama", "opt", "qwen2", "qwen3", "t5"] {
+    for name in ["llama", "opt", "qwen2", "qwen3", "t5", "llama-gqa", "t5-v1_1"] {
         let files = ModelFiles::open(&fixture(name)).unwrap();
         let io = IoFile::read(&fixture(name).join("io.safetensors")).unwrap();
         let expected = &io.outputs["generated"];
         let (b, total) = (expected.shape()[0], expected.shape()[1]);
-        let prompt = if name == "t5" {
+        let prompt = if name.starts_with("t5") {
             1
         } else {
             io.inputs["input_ids"].shape()[1]
@@ -91,6 +91,17 @@ fn text_generation_matches_transformers() {
                 assert_eq!(got.len(), total - prompt, "{name} row {i}");
             }
         }
+    }
+}
+
+/// The variant fixtures (not models.toml entries, so not in the matrix): LLaMA with GQA 4:1, llama3
+/// RoPE scaling, tied embeddings and biases; T5 v1.1 with gated GELU and its own unscaled lm_head.
+#[test]
+fn variant_fixtures_verify() {
+    for name in ["llama-gqa", "t5-v1_1"] {
+        let o = verify(&fixture(name), &fixture(name).join("io.safetensors"));
+        assert_eq!(o.code, 0, "{name}: {}{}", o.stdout, o.stderr);
+        assert!(o.stdout.contains("ok   generated"), "{}", o.stdout);
     }
 }
 
