@@ -45,12 +45,29 @@ impl TextTokenizer {
             ));
         }
         let mut inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| Error::format(&path, e))?;
+        // transformers ignores the truncation and padding saved in tokenizer.json unless asked.
+        inner
+            .with_truncation(None)
+            .map_err(|e| Error::format(&path, e))?;
+        inner.with_padding(None);
         let config_path = dir.join("tokenizer_config.json");
-        let config = if config_path.is_file() {
+        let mut config = if config_path.is_file() {
             Some(read_json(&config_path)?)
         } else {
             None
         };
+        // Older folders keep the special tokens in special_tokens_map.json.
+        let map_path = dir.join("special_tokens_map.json");
+        if map_path.is_file()
+            && let serde_json::Value::Object(map) = read_json(&map_path)?
+        {
+            let c = config.get_or_insert_with(|| serde_json::Value::Object(Default::default()));
+            if let Some(obj) = c.as_object_mut() {
+                for (k, v) in map {
+                    obj.entry(k).or_insert(v);
+                }
+            }
+        }
         let field = |name: &str| config.as_ref().and_then(|c| c.get(name)).cloned();
 
         let token_type_ids = match field("model_input_names") {
@@ -68,7 +85,8 @@ impl TextTokenizer {
                 ));
             }
         };
-        if let Some(pad) = field("pad_token").as_ref().and_then(|v| v.as_str()) {
+        if let Some(pad) = field("pad_token").as_ref().and_then(token_content) {
+            let pad = pad.as_str();
             let pad_id = inner.token_to_id(pad).ok_or_else(|| {
                 Error::config(
                     &config_path,
@@ -104,11 +122,7 @@ impl TextTokenizer {
     /// A special token of tokenizer_config.json by its role (`bos_token`, `eos_token`, `pad_token`,
     /// ...), as a string; the JSON may hold the string or an AddedToken object.
     pub fn special_token(&self, name: &str) -> Option<String> {
-        match self.config.as_ref()?.get(name)? {
-            serde_json::Value::String(s) => Some(s.clone()),
-            serde_json::Value::Object(o) => o.get("content")?.as_str().map(str::to_string),
-            _ => None,
-        }
+        token_content(self.config.as_ref()?.get(name)?)
     }
 
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
@@ -254,6 +268,15 @@ impl TextTokenizer {
             );
         }
         Ok(out)
+    }
+}
+
+/// A special token as tokenizer_config.json writes it: the string, or an AddedToken object.
+fn token_content(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Object(o) => o.get("content")?.as_str().map(str::to_string),
+        _ => None,
     }
 }
 
