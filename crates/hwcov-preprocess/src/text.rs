@@ -46,9 +46,7 @@ impl TextTokenizer {
         }
         let mut inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| Error::format(&path, e))?;
         // transformers ignores the truncation and padding saved in tokenizer.json unless asked.
-        inner
-            .with_truncation(None)
-            .map_err(|e| Error::format(&path, e))?;
+        inner.with_truncation(None).map_err(|e| Error::format(&path, e))?;
         inner.with_padding(None);
         let config_path = dir.join("tokenizer_config.json");
         let mut config = if config_path.is_file() {

@@ -336,13 +336,24 @@ impl LlamaModel {
         input_ids: &Tensor,
         attention_mask: &[Vec<u32>],
         position_ids: &[Vec<i64>],
+        past_key_values: Option<&mut DynamicCache>,
+    ) -> Result<Tensor> {
+        let inputs_embeds = self.embed_tokens.forward(input_ids)?;
+        self.forward_embeds(&inputs_embeds, attention_mask, position_ids, past_key_values)
+    }
+
+    /// [`Self::forward`] from `inputs_embeds` (batch, seq, hidden), as vision-language models call it.
+    pub fn forward_embeds(
+        &mut self,
+        inputs_embeds: &Tensor,
+        attention_mask: &[Vec<u32>],
+        position_ids: &[Vec<i64>],
         mut past_key_values: Option<&mut DynamicCache>,
     ) -> Result<Tensor> {
-        let seq = input_ids.dim(1)?;
-        let inputs_embeds = self.embed_tokens.forward(input_ids)?;
+        let seq = inputs_embeds.dim(1)?;
         let mut masks: Vec<(Option<usize>, Tensor)> = Vec::new();
         let position_embeddings = self.rotary_emb.forward(position_ids, self.dtype, &self.device)?;
-        let mut hidden_states = inputs_embeds;
+        let mut hidden_states = inputs_embeds.clone();
         for layer in &self.layers {
             let window = layer.self_attn.sliding_window;
             let mask = match masks.iter().find(|(w, _)| *w == window) {
