@@ -413,9 +413,28 @@ impl LlamaForCausalLM {
         past_key_values: Option<&mut DynamicCache>,
         logits_from: usize,
     ) -> Result<Tensor> {
+        let inputs_embeds = self.model.embed_tokens.forward(input_ids)?;
+        self.forward_embeds(
+            &inputs_embeds,
+            attention_mask,
+            position_ids,
+            past_key_values,
+            logits_from,
+        )
+    }
+
+    /// [`Self::forward`] from `inputs_embeds` (batch, seq, hidden), as vision-language models call it.
+    pub fn forward_embeds(
+        &mut self,
+        inputs_embeds: &Tensor,
+        attention_mask: &[Vec<u32>],
+        position_ids: &[Vec<i64>],
+        past_key_values: Option<&mut DynamicCache>,
+        logits_from: usize,
+    ) -> Result<Tensor> {
         let hidden_states = self
             .model
-            .forward(input_ids, attention_mask, position_ids, past_key_values)?;
+            .forward_embeds(inputs_embeds, attention_mask, position_ids, past_key_values)?;
         let l = hidden_states.dim(1)?;
         self.lm_head
             .forward(&hidden_states.narrow(1, logits_from, l - logits_from)?)
