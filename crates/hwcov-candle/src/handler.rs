@@ -1,7 +1,7 @@
 //! The Handler over candle models: picks the adapter of the model's class and hands it the inputs.
 
 use candle_core::{DType, Device};
-use hwcov_core::{Error, Handler, ModelClass, ModelFiles, NamedTensors, Precision, Result};
+use hwcov_core::{Decoder, Error, Handler, ModelClass, ModelFiles, NamedTensors, Precision, Result};
 
 use crate::adapters::{self, CandleModel, LoadContext, Loader};
 use crate::io::Inputs;
@@ -26,6 +26,9 @@ fn loader(class: ModelClass) -> Option<Loader> {
         ModelClass::Vit => Some(adapters::vit::load),
         ModelClass::Clap => Some(adapters::clap::load),
         ModelClass::Wav2Vec2 => Some(adapters::wav2vec2::load),
+        ModelClass::T5 => Some(adapters::t5::load),
+        ModelClass::Opt => Some(adapters::opt::load),
+        ModelClass::Llama | ModelClass::Qwen2 | ModelClass::Qwen3 => Some(adapters::llama::load),
         _ => None,
     }
 }
@@ -72,5 +75,9 @@ impl Handler for CandleHandler {
 
     fn output_names(&self) -> Vec<String> {
         self.model.output_names().into_iter().map(String::from).collect()
+    }
+
+    fn decoder(&mut self) -> Option<&mut dyn Decoder> {
+        self.model.decoder()
     }
 }

@@ -80,7 +80,8 @@ pub struct OutputComparison {
 }
 
 impl OutputComparison {
-    fn failure(name: &str, expected: &HostTensor, actual_shape: Option<Vec<usize>>, problem: String) -> Self {
+    /// The record of an output that could not be compared, and why.
+    pub fn failure(name: &str, expected: &HostTensor, actual_shape: Option<Vec<usize>>, problem: String) -> Self {
         OutputComparison {
             name: name.to_string(),
             expected_shape: expected.shape().to_vec(),

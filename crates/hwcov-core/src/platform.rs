@@ -175,4 +175,10 @@ pub trait Decoder {
 
     /// Appends one token to each row and returns the logits of the next: shape (batch, vocab).
     fn step(&mut self, tokens: &[u32]) -> Result<HostTensor>;
+
+    /// The most tokens a row can hold (prompt and new tokens), where the model has a hard limit
+    /// (a learned position table); `None` where it has none.
+    fn max_positions(&self) -> Option<usize> {
+        None
+    }
 }

@@ -9,6 +9,7 @@ use hwcov::coverage::run_platforms;
 use hwcov::platforms::{self, Build};
 use hwcov::run::{RunRequest, run as run_task};
 use hwcov::tasks::embed::Pooling;
+use hwcov::tasks::generate::{ChatMode, TextGenerationSettings};
 use hwcov::verify::{VerifyOptions, verify};
 use hwcov::{Availability, Error, LoadOptions, PlatformId, Precision, Tolerance};
 use hwcov_preprocess::audio::{RandomCrop, file_features as audio_file_features};
@@ -53,7 +54,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Run a model folder on user input, with the task of its class (BERT: sentence embeddings).
+    /// Run a model folder on user input, with the task of its class (BERT: sentence embeddings;
+    /// T5, OPT, LLaMA, Qwen2, Qwen3: generated text).
     Run {
         #[arg(long)]
         model_dir: PathBuf,
@@ -72,9 +74,34 @@ enum Command {
         /// Embedding pooling: mean (default), cls or pooler.
         #[arg(long, default_value = "mean")]
         pooling: Pooling,
-        /// The most new tokens to generate.
+        /// The most new tokens to generate (default: the folder's generation config, else 20).
         #[arg(long)]
         max_new_tokens: Option<usize>,
+        /// Sample the next token instead of taking the most likely one (greedy is the default).
+        #[arg(long)]
+        do_sample: bool,
+        /// Sampling temperature (implies --do-sample).
+        #[arg(long)]
+        temperature: Option<f32>,
+        /// Sample among the k most likely tokens (implies --do-sample; 0: all).
+        #[arg(long)]
+        top_k: Option<usize>,
+        /// Sample among the most likely tokens that make up this probability (implies --do-sample).
+        #[arg(long)]
+        top_p: Option<f32>,
+        /// Random seed of sampling, for reproducible output.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Wrap the prompt in the folder's chat template (the default when the folder has one).
+        #[arg(long, conflicts_with = "no_chat")]
+        chat: bool,
+        /// Send the prompt as it is, even when the folder has a chat template.
+        #[arg(long)]
+        no_chat: bool,
+        /// Cut a prompt that is too long for the model (by the tokenizer's truncation side) instead
+        /// of failing.
+        #[arg(long)]
+        truncate: bool,
         #[arg(long, default_value = "cpu")]
         platform: PlatformId,
         #[arg(long, default_value = "f32")]
@@ -198,6 +225,14 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             audio,
             pooling,
             max_new_tokens,
+            do_sample,
+            temperature,
+            top_k,
+            top_p,
+            seed,
+            chat,
+            no_chat,
+            truncate,
             platform,
             precision,
             json,
@@ -213,6 +248,22 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                 audio,
                 pooling,
                 max_new_tokens,
+                generation: TextGenerationSettings {
+                    max_new_tokens: None,
+                    do_sample,
+                    temperature,
+                    top_k,
+                    top_p,
+                    seed,
+                    chat: if chat {
+                        ChatMode::On
+                    } else if no_chat {
+                        ChatMode::Off
+                    } else {
+                        ChatMode::Auto
+                    },
+                    truncate,
+                },
             };
             let out = run_task(&model_dir, &request, platform, &opts)?;
             if json {

@@ -21,6 +21,9 @@ pub struct RunRequest {
     pub pooling: tasks::embed::Pooling,
     /// The most new tokens to generate.
     pub max_new_tokens: Option<usize>,
+    /// Sampling, chat template and truncation of text generation (`max_new_tokens` above wins over
+    /// the one in here).
+    pub generation: tasks::generate::TextGenerationSettings,
 }
 
 /// What a task returns: a human-readable rendering and the same as JSON.
@@ -37,6 +40,9 @@ pub fn run(model_dir: &Path, request: &RunRequest, platform: PlatformId, opts: &
         ModelClass::Bert => tasks::embed::run(&files, request, platform, opts),
         ModelClass::Wav2Vec2 => tasks::speech_recognition::run(&files, request, platform, opts),
         ModelClass::Clap => tasks::zero_shot_audio::run(&files, request, platform, opts),
+        ModelClass::T5 | ModelClass::Opt | ModelClass::Llama | ModelClass::Qwen2 | ModelClass::Qwen3 => {
+            tasks::generate::run(&files, request, platform, opts)
+        }
         other => Err(Error::NotImplemented {
             platform: platform.to_string(),
             reason: format!("`hwcov run` has no task for {} models yet", other.name()),

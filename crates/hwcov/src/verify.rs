@@ -5,9 +5,11 @@ use std::path::Path;
 use std::time::Instant;
 
 use hwcov_core::{
-    Availability, Error, IoFile, LoadOptions, ModelFiles, OutputComparison, Result, Support, Tolerance, VerifyReport,
-    compare,
+    Availability, Decoder, Error, HostTensor, IoFile, LoadOptions, ModelFiles, NamedTensors, OutputComparison, Result,
+    Support, Tolerance, VerifyReport, compare,
 };
+
+use crate::generate::{GenerateOptions, GenerationConfig, generate};
 
 use crate::platforms;
 use hwcov_core::PlatformId;
@@ -58,7 +60,19 @@ pub fn verify(model_dir: &Path, io_path: &Path, platform: PlatformId, opts: &Ver
     let load_seconds = started.elapsed().as_secs_f64();
 
     let started = Instant::now();
-    let produced = handler.forward(&io.inputs).map_err(|e| name_io_tensor(e, io_path))?;
+    let mut produced = handler.forward(&io.inputs).map_err(|e| name_io_tensor(e, io_path))?;
+    // `generated` comes from the generation loop, which the handler's decoder drives.
+    let mut generation_problem = None;
+    if let Some(expected) = io.outputs.get("generated")
+        && let Some(decoder) = handler.decoder()
+    {
+        match verify_generation(&files, &io.inputs, expected, decoder) {
+            Ok(g) => {
+                produced.insert("generated".into(), g);
+            }
+            Err(e) => generation_problem = Some(name_io_tensor(e, io_path).to_string()),
+        }
+    }
     let run_seconds = started.elapsed().as_secs_f64();
 
     let tolerance = opts
@@ -67,9 +81,12 @@ pub fn verify(model_dir: &Path, io_path: &Path, platform: PlatformId, opts: &Ver
     let outputs: Vec<OutputComparison> = io
         .outputs
         .iter()
-        .map(|(name, expected)| match produced.get(name) {
-            Some(actual) => compare(name, expected, actual, tolerance),
-            None => OutputComparison::missing(name, expected),
+        .map(|(name, expected)| match (produced.get(name), &generation_problem) {
+            (Some(actual), _) => compare(name, expected, actual, tolerance),
+            (None, Some(problem)) if name == "generated" => {
+                OutputComparison::failure(name, expected, None, format!("generation failed: {problem}"))
+            }
+            (None, _) => OutputComparison::missing(name, expected),
         })
         .collect();
     let passed = outputs.iter().all(|o| o.passed);
@@ -86,6 +103,42 @@ pub fn verify(model_dir: &Path, io_path: &Path, platform: PlatformId, opts: &Ver
         load_seconds,
         run_seconds,
     })
+}
+
+/// Greedy generation from the io file's prompt, with as many new tokens as the reference has: the
+/// prompt is `input_ids` for decoder-only models; encoder-decoders start their decoder from
+/// `decoder_start_token_id` (the io file's `decoder_input_ids` are for the logits, not generation).
+fn verify_generation(
+    files: &ModelFiles,
+    inputs: &NamedTensors,
+    expected: &HostTensor,
+    decoder: &mut dyn Decoder,
+) -> Result<HostTensor> {
+    let config = GenerationConfig::from_model(files)?;
+    let mut inputs = inputs.clone();
+    let prompt_len = if config.is_encoder_decoder {
+        inputs.remove("decoder_input_ids");
+        inputs.remove("decoder_attention_mask");
+        1
+    } else {
+        inputs
+            .get("input_ids")
+            .and_then(|t| t.shape().get(1).copied())
+            .ok_or_else(|| Error::tensor("input_ids", "missing input: generation needs a prompt"))?
+    };
+    let total = expected.shape().get(1).copied().unwrap_or(0);
+    let max_new_tokens = total.checked_sub(prompt_len).ok_or_else(|| {
+        Error::tensor(
+            "generated",
+            format!("the reference has {total} tokens per row, fewer than the prompt's {prompt_len}"),
+        )
+    })?;
+    let opts = GenerateOptions {
+        max_new_tokens,
+        sampling: None,
+        strict: true,
+    };
+    generate(decoder, &inputs, &config, &opts)?.to_tensor()
 }
 
 /// A handler names its inputs as forward() arguments; the user knows them as `in_*` entries of the

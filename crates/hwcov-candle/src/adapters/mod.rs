@@ -5,12 +5,16 @@
 //! transformers names its output fields. The model files under `models/` stay pure ports.
 
 pub mod bert;
+pub mod causal_lm;
 pub mod clap;
+pub mod llama;
+pub mod opt;
+pub mod t5;
 pub mod vit;
 pub mod wav2vec2;
 
 use candle_core::{DType, Device};
-use hwcov_core::{ModelFiles, NamedTensors, Result};
+use hwcov_core::{Decoder, ModelFiles, NamedTensors, Result};
 
 use crate::io::Inputs;
 
@@ -19,6 +23,11 @@ pub trait CandleModel: Send {
     fn forward(&mut self, inputs: &Inputs) -> Result<NamedTensors>;
     fn input_names(&self) -> Vec<&'static str>;
     fn output_names(&self) -> Vec<&'static str>;
+
+    /// Token-by-token decoding, for generative models.
+    fn decoder(&mut self) -> Option<&mut dyn Decoder> {
+        None
+    }
 }
 
 /// An adapter's constructor.

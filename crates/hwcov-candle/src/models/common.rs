@@ -34,3 +34,129 @@ pub fn eager_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>
     let probs = candle_nn::ops::softmax(&scores.to_dtype(DType::F32)?, D::Minus1)?.to_dtype(dtype)?;
     probs.matmul(v)
 }
+
+/// `create_causal_mask` of `masking_utils` for eager attention: an additive (batch, 1, q_len, kv_len)
+/// mask, 0 where a query may attend and the dtype's minimum elsewhere. The queries are the last
+/// `q_len` of the `kv_len` positions; `padding` is the 2D attention mask of all of them (1 = token,
+/// 0 = padding), one row per batch item. A query that sees no key (a padding position at the left)
+/// gets a row of minima, which softmax turns into uniform weights, as in transformers.
+pub fn causal_mask(
+    padding: &[Vec<u32>],
+    q_len: usize,
+    sliding_window: Option<usize>,
+    dtype: DType,
+    device: &candle_core::Device,
+) -> Result<Tensor> {
+    let b = padding.len();
+    let kv_len = padding.first().map(|r| r.len()).unwrap_or(0);
+    let past = kv_len - q_len;
+    let min = dtype_min(dtype).max(f32::MIN as f64) as f32;
+    let mut values = Vec::with_capacity(b * q_len * kv_len);
+    for row in padding {
+        for i in 0..q_len {
+            let q_idx = past + i;
+            for (kv_idx, &keep) in row.iter().enumerate() {
+                let visible = kv_idx <= q_idx && keep != 0 && sliding_window.is_none_or(|w| kv_idx + w > q_idx);
+                values.push(if visible { 0.0 } else { min });
+            }
+        }
+    }
+    Tensor::from_vec(values, (b, 1, q_len, kv_len), device)?.to_dtype(dtype)
+}
+
+/// `repeat_kv`: (batch, kv_heads, seq, head_dim) -> (batch, kv_heads * n_rep, seq, head_dim), each
+/// key/value head repeated for the `n_rep` query heads of its group.
+pub fn repeat_kv(xs: &Tensor, n_rep: usize) -> Result<Tensor> {
+    if n_rep == 1 {
+        return Ok(xs.clone());
+    }
+    let (b, kv_heads, seq, head_dim) = xs.dims4()?;
+    xs.unsqueeze(2)?
+        .expand((b, kv_heads, n_rep, seq, head_dim))?
+        .reshape((b, kv_heads * n_rep, seq, head_dim))
+}
+
+/// `DynamicCache` of `cache_utils`: per layer, the keys and values of every position seen so far,
+/// (batch, heads, seq, head_dim), grown along the sequence at each call.
+#[derive(Debug, Clone, Default)]
+pub struct DynamicCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+}
+
+impl DynamicCache {
+    pub fn new(num_layers: usize) -> Self {
+        DynamicCache {
+            layers: vec![None; num_layers],
+        }
+    }
+
+    /// Appends the new keys and values of `layer_idx` and returns all of them.
+    pub fn update(&mut self, layer_idx: usize, key: Tensor, value: Tensor) -> Result<(Tensor, Tensor)> {
+        let slot = &mut self.layers[layer_idx];
+        let (k, v) = match slot.take() {
+            None => (key, value),
+            Some((k, v)) => (Tensor::cat(&[&k, &key], 2)?, Tensor::cat(&[&v, &value], 2)?),
+        };
+        *slot = Some((k.clone(), v.clone()));
+        Ok((k, v))
+    }
+
+    /// The keys and values stored for a layer, if any (the cross-attention cache of encoder-decoders).
+    pub fn get(&self, layer_idx: usize) -> Option<&(Tensor, Tensor)> {
+        self.layers[layer_idx].as_ref()
+    }
+
+    /// Stores a layer's keys and values as they are (computed once, such as cross-attention's).
+    pub fn set(&mut self, layer_idx: usize, key: Tensor, value: Tensor) {
+        self.layers[layer_idx] = Some((key, value));
+    }
+
+    /// The number of positions cached (of the first layer).
+    pub fn get_seq_length(&self) -> usize {
+        match self.layers.first() {
+            Some(Some((k, _))) => k.dim(2).unwrap_or(0),
+            _ => 0,
+        }
+    }
+}
+
+/// `LlamaRMSNorm` / `T5LayerNorm`: x / sqrt(mean(x^2) + eps) * weight, the statistics in f32.
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    weight: Tensor,
+    variance_epsilon: f64,
+}
+
+impl RmsNorm {
+    pub fn new(size: usize, eps: f64, vb: candle_nn::VarBuilder) -> Result<Self> {
+        Ok(RmsNorm {
+            weight: vb.get(size, "weight")?,
+            variance_epsilon: eps,
+        })
+    }
+
+    pub fn forward(&self, hidden_states: &Tensor) -> Result<Tensor> {
+        let input_dtype = hidden_states.dtype();
+        let hs = hidden_states.to_dtype(DType::F32)?;
+        let variance = hs.sqr()?.mean_keepdim(D::Minus1)?;
+        let hs = hs.broadcast_div(&(variance + self.variance_epsilon)?.sqrt()?)?;
+        hs.to_dtype(input_dtype)?.broadcast_mul(&self.weight)
+    }
+}
+
+/// The output embedding of a language model: `lm_head.weight` when the checkpoint has it, else the
+/// input embeddings when the config ties them (`tie_word_embeddings`), as transformers ties weights
+/// on load. An untied model without `lm_head.weight` is a load error naming the tensor.
+pub fn lm_head(
+    vb: &candle_nn::VarBuilder,
+    embeddings: &Tensor,
+    tie_word_embeddings: bool,
+    in_dim: usize,
+    vocab_size: usize,
+) -> Result<candle_nn::Linear> {
+    if vb.contains_tensor("lm_head.weight") || !tie_word_embeddings {
+        candle_nn::linear_no_bias(in_dim, vocab_size, vb.pp("lm_head"))
+    } else {
+        Ok(candle_nn::Linear::new(embeddings.clone(), None))
+    }
+}

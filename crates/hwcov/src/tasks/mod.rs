@@ -1,5 +1,6 @@
 //! The user-facing tasks of `hwcov run`, one module each.
 
 pub mod embed;
+pub mod generate;
 pub mod speech_recognition;
 pub mod zero_shot_audio;
