@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use hwcov_core::{
-    Availability, Error, Handler, LoadOptions, ModelClass, ModelFiles, NamedTensors, Platform, PlatformId, Result,
-    Support,
+    Availability, Decoder, Error, Handler, HostTensor, LoadOptions, ModelClass, ModelFiles, NamedTensors, Platform,
+    PlatformId, Result, Support,
 };
 
 pub use runtime::{find_library, runtime_version};
@@ -79,5 +79,25 @@ impl Handler for runtime::GraphHandler {
 
     fn output_names(&self) -> Vec<String> {
         self.output_names()
+    }
+
+    fn decoder(&mut self) -> Option<&mut dyn Decoder> {
+        if self.sequence_input().is_some() {
+            Some(self)
+        } else {
+            None
+        }
+    }
+}
+
+/// Token-by-token decoding by re-running the whole graph: the exports have no KV cache. Correct,
+/// and slow for long outputs.
+impl Decoder for runtime::GraphHandler {
+    fn start(&mut self, inputs: &NamedTensors) -> Result<HostTensor> {
+        self.start_decoding(inputs)
+    }
+
+    fn step(&mut self, tokens: &[u32]) -> Result<HostTensor> {
+        self.step_decoding(tokens)
     }
 }

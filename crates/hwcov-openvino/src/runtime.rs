@@ -114,6 +114,9 @@ pub struct GraphHandler {
     inputs: Vec<Port>,
     outputs: Vec<String>,
     graph: PathBuf,
+    /// The inputs of the sequence being decoded: the graph has no KV cache, so every step re-runs
+    /// the whole sequence.
+    decoding: Option<NamedTensors>,
     // The compiled model must outlive its request.
     _compiled: openvino::CompiledModel,
 }
@@ -214,8 +217,98 @@ impl GraphHandler {
             inputs,
             outputs,
             graph: graph.path,
+            decoding: None,
             _compiled: compiled,
         })
+    }
+
+    /// The input that grows by one token per step: the decoder's ids for an encoder-decoder graph,
+    /// else the prompt's ids; `None` when the graph cannot decode (no such input, no logits).
+    pub fn sequence_input(&self) -> Option<&'static str> {
+        if !self.outputs.iter().any(|o| o == "logits") {
+            return None;
+        }
+        ["decoder_input_ids", "input_ids"]
+            .into_iter()
+            .find(|n| self.inputs.iter().any(|p| p.name == *n))
+    }
+
+    fn has_input(&self, name: &str) -> bool {
+        self.inputs.iter().any(|p| p.name == name)
+    }
+
+    /// Runs the current decoding inputs and returns the logits of each row's last position.
+    fn next_logits(&mut self) -> Result<HostTensor> {
+        let inputs = self
+            .decoding
+            .clone()
+            .ok_or_else(|| Error::runtime("decoding", "step() before start()"))?;
+        let out = self.run(&inputs)?;
+        let logits = out
+            .get("logits")
+            .ok_or_else(|| Error::tensor("logits", "the graph produced no logits"))?;
+        let [b, l, v] = logits.shape() else {
+            return Err(Error::tensor(
+                "logits",
+                format!("has shape {:?}; (batch, sequence, vocab) is needed", logits.shape()),
+            ));
+        };
+        let (b, l, v) = (*b, *l, *v);
+        let all = logits.to_f64_vec();
+        let last: Vec<f32> = (0..b)
+            .flat_map(|i| all[(i * l + l - 1) * v..(i * l + l) * v].iter().map(|&x| x as f32))
+            .collect();
+        HostTensor::f32(vec![b, v], last)
+    }
+
+    pub fn start_decoding(&mut self, inputs: &NamedTensors) -> Result<HostTensor> {
+        self.decoding = Some(
+            inputs
+                .iter()
+                .filter(|(k, _)| self.has_input(k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        );
+        self.next_logits()
+    }
+
+    /// Appends one token per row (and a 1 to the matching attention mask) and re-runs the graph.
+    pub fn step_decoding(&mut self, tokens: &[u32]) -> Result<HostTensor> {
+        let seq = self
+            .sequence_input()
+            .ok_or_else(|| Error::runtime("decoding", "the graph cannot decode"))?;
+        let mask = if seq == "input_ids" {
+            "attention_mask"
+        } else {
+            "decoder_attention_mask"
+        };
+        let inputs = self
+            .decoding
+            .as_mut()
+            .ok_or_else(|| Error::runtime("decoding", "step() before start()"))?;
+        for (name, value) in [(seq, None), (mask, Some(1i64))] {
+            let Some(t) = inputs.get(name) else { continue };
+            let [b, l] = t.shape() else {
+                return Err(Error::tensor(
+                    name,
+                    format!("has shape {:?}; (batch, sequence) is needed", t.shape()),
+                ));
+            };
+            let (b, l) = (*b, *l);
+            if tokens.len() != b {
+                return Err(Error::tensor(name, format!("{} new tokens for {b} rows", tokens.len())));
+            }
+            let old = t
+                .to_i64_vec()
+                .ok_or_else(|| Error::tensor(name, "is not an integer tensor"))?;
+            let mut grown = Vec::with_capacity(b * (l + 1));
+            for i in 0..b {
+                grown.extend_from_slice(&old[i * l..(i + 1) * l]);
+                grown.push(value.unwrap_or(tokens[i] as i64));
+            }
+            inputs.insert(name.to_string(), HostTensor::i64(vec![b, l + 1], grown)?);
+        }
+        self.next_logits()
     }
 
     pub fn input_names(&self) -> Vec<String> {
