@@ -65,10 +65,15 @@ impl<'a> Inputs<'a> {
                 format!("dtype {} where a float tensor is needed", t.dtype()),
             ));
         }
-        let values: Vec<f32> = t.to_f64_vec().into_iter().map(|v| v as f32).collect();
-        Tensor::from_vec(values, t.shape(), self.device)
-            .and_then(|x| x.to_dtype(dtype))
-            .map_err(|e| Error::tensor(name, e))
+        let tensor = match t.data() {
+            // The common case, without a detour through f64.
+            hwcov_core::TensorData::F32(v) => Tensor::from_slice(v, t.shape(), self.device),
+            _ => {
+                let values: Vec<f32> = t.to_f64_vec().into_iter().map(|v| v as f32).collect();
+                Tensor::from_vec(values, t.shape(), self.device)
+            }
+        };
+        tensor.and_then(|x| x.to_dtype(dtype)).map_err(|e| Error::tensor(name, e))
     }
 }
 

@@ -5,7 +5,7 @@
 //! candle-transformers' t5 keeps its cache inside the model and takes no encoder attention mask,
 //! so the model is written here.
 
-use candle_core::{D, DType, Device, Module, Result, Tensor};
+use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Embedding, Linear, VarBuilder, embedding, linear_no_bias};
 use serde::Deserialize;
 
@@ -371,7 +371,7 @@ impl T5Attention {
         if let Some(mask) = mask {
             attn_weights = attn_weights.broadcast_add(mask)?;
         }
-        let attn_weights = candle_nn::ops::softmax(&attn_weights, D::Minus1)?;
+        let attn_weights = candle_nn::ops::softmax_last_dim(&attn_weights)?;
         let attn_output = attn_weights.matmul(&value_states)?;
         let attn_output = attn_output.transpose(1, 2)?.reshape((b, q_len, ()))?;
         Ok((self.o.forward(&attn_output)?, position_bias))
