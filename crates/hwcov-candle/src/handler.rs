@@ -24,6 +24,9 @@ fn loader(class: ModelClass) -> Option<Loader> {
     match class {
         ModelClass::Bert => Some(adapters::bert::load),
         ModelClass::Vit => Some(adapters::vit::load),
+        ModelClass::Clip => Some(adapters::clip::load),
+        ModelClass::Detr => Some(adapters::detr::load),
+        ModelClass::XClip => Some(adapters::x_clip::load),
         _ => None,
     }
 }

@@ -5,7 +5,10 @@
 //! transformers names its output fields. The model files under `models/` stay pure ports.
 
 pub mod bert;
+pub mod clip;
+pub mod detr;
 pub mod vit;
+pub mod x_clip;
 
 use candle_core::{DType, Device};
 use hwcov_core::{ModelFiles, NamedTensors, Result};
