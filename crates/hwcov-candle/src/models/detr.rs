@@ -347,15 +347,10 @@ impl DetrModel {
     pub fn new(cfg: &DetrConfig, backbone: &ResNetConfig, out_indices: Vec<usize>, vb: VarBuilder) -> Result<Self> {
         let channels = backbone.num_features()[*out_indices.iter().max().unwrap_or(&0)];
         let position_embedding = match cfg.position_embedding_type.as_str() {
-            "learned" => {
-                // Older checkpoints keep it inside the backbone wrapper.
-                let pvb = if vb.contains_tensor("position_embedding.row_embeddings.weight") {
-                    vb.pp("position_embedding")
-                } else {
-                    vb.pp("backbone.position_embedding")
-                };
-                PositionEmbedding::Learned(DetrLearnedPositionEmbedding::new(cfg.d_model / 2, pvb)?)
-            }
+            "learned" => PositionEmbedding::Learned(DetrLearnedPositionEmbedding::new(
+                cfg.d_model / 2,
+                vb.pp("position_embedding"),
+            )?),
             _ => PositionEmbedding::Sine(cfg.d_model / 2),
         };
         let encoder_layers = (0..cfg.encoder_layers)
