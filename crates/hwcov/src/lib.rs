@@ -11,6 +11,7 @@
 //! ```
 
 pub mod coverage;
+pub mod features;
 pub mod platforms;
 pub mod run;
 pub mod tasks;

@@ -73,6 +73,16 @@ enum Command {
         /// The most new tokens to generate.
         #[arg(long)]
         max_new_tokens: Option<usize>,
+        /// Image classification: how many labels to show (default 5).
+        #[arg(long)]
+        top_k: Option<usize>,
+        /// Object detection: keep boxes whose score is above this (default 0.5).
+        #[arg(long)]
+        threshold: Option<f64>,
+        /// Zero-shot image classification: the sentence each --text label is put into
+        /// (default "This is a photo of {}.").
+        #[arg(long)]
+        hypothesis_template: Option<String>,
         #[arg(long, default_value = "cpu")]
         platform: PlatformId,
         #[arg(long, default_value = "f32")]
@@ -80,6 +90,27 @@ enum Command {
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Write the model input tensors that preprocessing makes of user input (named as transformers'
+    /// processors name them: pixel_values, pixel_mask) to a safetensors file, with the processor of
+    /// the model folder (preprocessor_config.json).
+    Features {
+        /// A model folder, or a folder holding only preprocessor_config.json.
+        #[arg(long)]
+        model_dir: PathBuf,
+        /// An image file (PNG, JPEG, GIF); repeat for a batch (padded as the processor pads).
+        #[arg(long, conflicts_with = "video", required_unless_present = "video")]
+        image: Vec<PathBuf>,
+        /// A video: an animated GIF or a folder of frame images.
+        #[arg(long)]
+        video: Option<PathBuf>,
+        /// Frames to sample from the video (default: the model's num_frames from config.json,
+        /// else every frame).
+        #[arg(long, requires = "video")]
+        num_frames: Option<usize>,
+        /// The safetensors file to write.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// List the platforms of this build, available or not, with the device or the reason.
     Platforms {
@@ -151,6 +182,9 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             audio,
             pooling,
             max_new_tokens,
+            top_k,
+            threshold,
+            hypothesis_template,
             platform,
             precision,
             json,
@@ -166,6 +200,9 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                 audio,
                 pooling,
                 max_new_tokens,
+                top_k,
+                threshold,
+                hypothesis_template,
             };
             let out = run_task(&model_dir, &request, platform, &opts)?;
             if json {
@@ -173,6 +210,27 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             } else {
                 print!("{}", out.text);
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Features {
+            model_dir,
+            image,
+            video,
+            num_frames,
+            out,
+        } => {
+            let tensors = match video {
+                Some(v) => hwcov::features::video(&model_dir, &v, num_frames)?,
+                None => {
+                    let paths: Vec<&std::path::Path> = image.iter().map(PathBuf::as_path).collect();
+                    hwcov::features::image(&model_dir, &paths)?
+                }
+            };
+            hwcov::tensor::write_safetensors(&out, &tensors)?;
+            for (name, t) in &tensors {
+                println!("{name:<14} {} {:?}", t.dtype(), t.shape());
+            }
+            println!("wrote {}", out.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Platforms { json } => {

@@ -1,3 +1,8 @@
 //! The user-facing tasks of `hwcov run`, one module each.
 
 pub mod embed;
+pub mod image_classification;
+pub mod object_detection;
+pub mod video_text;
+pub mod vision;
+pub mod zero_shot_image;
