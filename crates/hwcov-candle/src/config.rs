@@ -35,7 +35,11 @@ pub fn parse_sub<T: DeserializeOwned>(files: &ModelFiles, key: &str) -> Result<T
     };
     serde_path_to_error::deserialize(&value).map_err(|e| {
         let path = e.path().to_string();
-        let name = if path == "." { field.clone() } else { format!("{field}.{path}") };
+        let name = if path == "." {
+            field.clone()
+        } else {
+            format!("{field}.{path}")
+        };
         Error::config(&files.config_path, name, e.into_inner())
     })
 }

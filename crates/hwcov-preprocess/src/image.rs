@@ -87,9 +87,8 @@ pub fn decode_image(path: &Path, bytes: &[u8]) -> Result<RgbImage> {
         ::image::RgbImage::from_raw(img.width as u32, img.height as u32, img.data)
             .ok_or_else(|| Error::format(path, "the decoded pixels do not fill the image"))?
     } else {
-        let decoded = ::image::DynamicImage::from_decoder(decoder).map_err(|e| {
-            Error::format(path, format!("cannot decode the image (truncated or corrupt?): {e}"))
-        })?;
+        let decoded = ::image::DynamicImage::from_decoder(decoder)
+            .map_err(|e| Error::format(path, format!("cannot decode the image (truncated or corrupt?): {e}")))?;
         to_rgb_as_pil(path, decoded)?
     };
     let mut img = ::image::DynamicImage::ImageRgb8(rgb);
@@ -191,11 +190,12 @@ impl ProcessorKind {
     }
 }
 
-const IMAGENET_STANDARD: [f32; 3] = [0.5, 0.5, 0.5];
-const IMAGENET_DEFAULT_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
-const IMAGENET_DEFAULT_STD: [f32; 3] = [0.229, 0.224, 0.225];
-const OPENAI_CLIP_MEAN: [f32; 3] = [0.48145466, 0.4578275, 0.40821073];
-const OPENAI_CLIP_STD: [f32; 3] = [0.26862954, 0.26130258, 0.27577711];
+// transformers' constants (Python floats, cast to float32 when an image is normalised).
+const IMAGENET_STANDARD: [f64; 3] = [0.5, 0.5, 0.5];
+const IMAGENET_DEFAULT_MEAN: [f64; 3] = [0.485, 0.456, 0.406];
+const IMAGENET_DEFAULT_STD: [f64; 3] = [0.229, 0.224, 0.225];
+const OPENAI_CLIP_MEAN: [f64; 3] = [0.48145466, 0.4578275, 0.40821073];
+const OPENAI_CLIP_STD: [f64; 3] = [0.26862954, 0.26130258, 0.27577711];
 
 /// An image processor: the class's defaults overridden by its preprocessor config.
 #[derive(Debug, Clone)]
@@ -301,7 +301,11 @@ impl ImageProcessor {
         let resample = match cfg.get("resample") {
             None => resample,
             Some(v) => v.as_i64().and_then(Resample::from_code).ok_or_else(|| {
-                Error::config(path, "resample", format!("{v} is not a PIL resampling filter code (0 to 5)"))
+                Error::config(
+                    path,
+                    "resample",
+                    format!("{v} is not a PIL resampling filter code (0 to 5)"),
+                )
             })?,
         };
         // DETR's legacy `pad_and_return_pixel_mask` stands for do_pad.
@@ -327,8 +331,8 @@ impl ImageProcessor {
                     .ok_or_else(|| Error::config(path, "rescale_factor", format!("{v} is not a number")))?,
             },
             do_normalize: cfg.bool("do_normalize")?.unwrap_or(true),
-            image_mean: cfg.triple("image_mean")?.unwrap_or(mean),
-            image_std: cfg.triple("image_std")?.unwrap_or(std),
+            image_mean: cfg.triple("image_mean")?.unwrap_or(mean.map(|x| x as f32)),
+            image_std: cfg.triple("image_std")?.unwrap_or(std.map(|x| x as f32)),
             do_pad,
             pad_size: cfg
                 .get("pad_size")
@@ -376,9 +380,16 @@ impl ImageProcessor {
                         || (s.height.is_some() && s.width.is_some())
                 }
             };
-            let positive = [s.height, s.width, s.shortest_edge, s.longest_edge, s.max_height, s.max_width]
-                .iter()
-                .all(|v| v.is_none_or(|v| v > 0));
+            let positive = [
+                s.height,
+                s.width,
+                s.shortest_edge,
+                s.longest_edge,
+                s.max_height,
+                s.max_width,
+            ]
+            .iter()
+            .all(|v| v.is_none_or(|v| v > 0));
             if !ok || !positive {
                 return Err(Error::config(
                     p,
@@ -386,7 +397,11 @@ impl ImageProcessor {
                     format!(
                         "{} cannot resize to {s:?}: it takes height and width, shortest_edge{}, or max_height and max_width (all positive)",
                         self.kind.class_name(),
-                        if self.kind == ProcessorKind::Detr { " and longest_edge" } else { "" }
+                        if self.kind == ProcessorKind::Detr {
+                            " and longest_edge"
+                        } else {
+                            ""
+                        }
                     ),
                 ));
             }
@@ -417,7 +432,14 @@ impl ImageProcessor {
     /// The (height, width) an image of (height, width) is resized to.
     pub fn output_size(&self, height: usize, width: usize) -> Result<(usize, usize)> {
         let s = &self.size;
-        let out = match (s.shortest_edge, s.longest_edge, s.max_height, s.max_width, s.height, s.width) {
+        let out = match (
+            s.shortest_edge,
+            s.longest_edge,
+            s.max_height,
+            s.max_width,
+            s.height,
+            s.width,
+        ) {
             (Some(short), Some(long), ..) => size_with_aspect_ratio(height, width, short, Some(long)),
             (Some(short), None, ..) if self.kind != ProcessorKind::Detr => {
                 resize_output_image_size(height, width, short)
@@ -457,7 +479,11 @@ impl ImageProcessor {
                 data[c * h * w + i] = x;
             }
         }
-        Planar { height: h, width: w, data }
+        Planar {
+            height: h,
+            width: w,
+            data,
+        }
     }
 
     /// A batch of images: `pixel_values` (batch, 3, height, width), and `pixel_mask` (batch, height,
@@ -665,9 +691,17 @@ pub fn size_with_aspect_ratio(height: usize, width: usize, size: usize, max_size
 /// `image_transforms.get_resize_output_image_size` with `default_to_square=False` and no max_size:
 /// the shorter edge to `size`, the longer one scaled and truncated. Returns (height, width).
 pub fn resize_output_image_size(height: usize, width: usize, size: usize) -> (usize, usize) {
-    let (short, long) = if width <= height { (width, height) } else { (height, width) };
+    let (short, long) = if width <= height {
+        (width, height)
+    } else {
+        (height, width)
+    };
     let new_long = ((size * long) as f64 / short as f64) as usize;
-    if width <= height { (new_long, size) } else { (size, new_long) }
+    if width <= height {
+        (new_long, size)
+    } else {
+        (size, new_long)
+    }
 }
 
 /// `image_utils.get_image_size_for_max_height_width`: the largest size within the box that keeps the
@@ -732,7 +766,11 @@ impl Settings<'_> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(v) => Err(Error::config(self.path, key, format!("expected true or false, got {v}"))),
+            Some(v) => Err(Error::config(
+                self.path,
+                key,
+                format!("expected true or false, got {v}"),
+            )),
         }
     }
 
@@ -744,7 +782,11 @@ impl Settings<'_> {
         }
         let values: Option<Vec<f32>> = v
             .as_array()
-            .map(|a| a.iter().map(|x| x.as_f64().map(|x| x as f32)).collect::<Option<Vec<_>>>())
+            .map(|a| {
+                a.iter()
+                    .map(|x| x.as_f64().map(|x| x as f32))
+                    .collect::<Option<Vec<_>>>()
+            })
             .unwrap_or(None);
         match values.as_deref() {
             Some([a, b, c]) => Ok(Some([*a, *b, *c])),

@@ -30,7 +30,10 @@ pub fn frame_files(dir: &Path) -> Result<Vec<PathBuf>> {
     for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let entry = entry.map_err(|e| Error::io(dir, e))?;
         let p = entry.path();
-        let hidden = p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
+        let hidden = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.'));
         if p.is_file() && !hidden {
             files.push(p);
         }
@@ -50,10 +53,12 @@ fn read_gif(path: &Path, bytes: &[u8]) -> Result<Vec<RgbImage>> {
     use ::image::AnimationDecoder;
     let decoder = ::image::codecs::gif::GifDecoder::new(std::io::Cursor::new(bytes))
         .map_err(|e| Error::format(path, format!("cannot decode the GIF: {e}")))?;
-    let frames = decoder
-        .into_frames()
-        .collect_frames()
-        .map_err(|e| Error::format(path, format!("cannot decode the GIF's frames (truncated or corrupt?): {e}")))?;
+    let frames = decoder.into_frames().collect_frames().map_err(|e| {
+        Error::format(
+            path,
+            format!("cannot decode the GIF's frames (truncated or corrupt?): {e}"),
+        )
+    })?;
     if frames.is_empty() {
         return Err(Error::format(path, "the GIF holds no frames"));
     }
@@ -83,7 +88,7 @@ pub fn sample_indices(path: &Path, total: usize, num_frames: usize) -> Result<Ve
     if num_frames > total {
         return Err(Error::format(
             path,
-            format!("the video has {total} frames, fewer than the {num_frames} frames the model takes"),
+            format!("the video has {total} frames, fewer than the {num_frames} it must be sampled to (num_frames)"),
         ));
     }
     let step = total as f64 / num_frames as f64;

@@ -36,7 +36,11 @@ pub fn model_num_frames(model_dir: &Path) -> Result<Option<usize>> {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(v) => match v.as_u64() {
             Some(n) if n > 0 => Ok(Some(n as usize)),
-            _ => Err(Error::config(&path, field, format!("expected a positive integer, got {v}"))),
+            _ => Err(Error::config(
+                &path,
+                field,
+                format!("expected a positive integer, got {v}"),
+            )),
         },
     }
 }

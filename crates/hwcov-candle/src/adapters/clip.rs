@@ -32,18 +32,29 @@ pub fn eos_pooling(files: &ModelFiles, eos: &Option<TokenIds>) -> Result<EosPool
 }
 
 /// Checks shared by the CLIP-style towers: heads divide the widths, patches fit the image.
-pub fn check_towers(files: &ModelFiles, text: &CLIPTextConfig, vision: &CLIPVisionConfig, vision_key: &str) -> Result<()> {
+pub fn check_towers(
+    files: &ModelFiles,
+    text: &CLIPTextConfig,
+    vision: &CLIPVisionConfig,
+    vision_key: &str,
+) -> Result<()> {
     config::check(
         files,
         text.num_attention_heads > 0 && text.hidden_size.is_multiple_of(text.num_attention_heads),
         "text_config.num_attention_heads",
-        format!("{} heads do not divide hidden_size {}", text.num_attention_heads, text.hidden_size),
+        format!(
+            "{} heads do not divide hidden_size {}",
+            text.num_attention_heads, text.hidden_size
+        ),
     )?;
     config::check(
         files,
         vision.num_attention_heads > 0 && vision.hidden_size.is_multiple_of(vision.num_attention_heads),
         &format!("{vision_key}.num_attention_heads"),
-        format!("{} heads do not divide hidden_size {}", vision.num_attention_heads, vision.hidden_size),
+        format!(
+            "{} heads do not divide hidden_size {}",
+            vision.num_attention_heads, vision.hidden_size
+        ),
     )?;
     config::check(
         files,

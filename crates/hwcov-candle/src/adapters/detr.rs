@@ -137,9 +137,18 @@ impl CandleModel for Detr {
         let px = inputs.float("pixel_values", 4, self.dtype)?;
         let (b, _, h, w) = px.dims4().map_err(run_error("pixel_values"))?;
         if b == 0 || h == 0 || w == 0 {
-            return Err(Error::tensor("pixel_values", format!("is empty (shape {:?})", px.dims())));
+            return Err(Error::tensor(
+                "pixel_values",
+                format!("is empty (shape {:?})", px.dims()),
+            ));
         }
-        check_dim("pixel_values", &px, 1, self.num_channels, "backbone_config.num_channels")?;
+        check_dim(
+            "pixel_values",
+            &px,
+            1,
+            self.num_channels,
+            "backbone_config.num_channels",
+        )?;
         let mask: Vec<Vec<Vec<u32>>> = match inputs.opt_ids("pixel_mask", 3)? {
             Some(m) => {
                 if m.dims() != [b, h, w] {

@@ -59,7 +59,12 @@ pub fn load(cx: &LoadContext) -> Result<Box<dyn CandleModel>> {
             cfg.prompt_num_attention_heads, cfg.projection_dim
         ),
     )?;
-    config::check(files, vision.num_frames > 0, "vision_config.num_frames", "must be positive")?;
+    config::check(
+        files,
+        vision.num_frames > 0,
+        "vision_config.num_frames",
+        "must be positive",
+    )?;
     let vb = var_builder(files, cx.dtype, cx.device)?;
     let model = XCLIPModel::new(&cfg, &text, &vision, vb).map_err(|e| load_error(files, e))?;
     Ok(Box::new(XClip {

@@ -213,7 +213,11 @@ impl CLIPAttention {
     /// hidden_states (batch, seq, embed); attention_mask additive, broadcastable to (batch, heads, seq, seq).
     pub fn forward(&self, hidden_states: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
         let (b, l, _) = hidden_states.dims3()?;
-        let heads = |x: Tensor| x.reshape((b, l, self.num_heads, self.head_dim))?.transpose(1, 2)?.contiguous();
+        let heads = |x: Tensor| {
+            x.reshape((b, l, self.num_heads, self.head_dim))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
         let q = heads(self.q_proj.forward(hidden_states)?)?;
         let k = heads(self.k_proj.forward(hidden_states)?)?;
         let v = heads(self.v_proj.forward(hidden_states)?)?;
@@ -302,7 +306,11 @@ impl CLIPTextEmbeddings {
     pub fn new(cfg: &CLIPTextConfig, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
             token_embedding: embedding(cfg.vocab_size, cfg.hidden_size, vb.pp("token_embedding"))?,
-            position_embedding: embedding(cfg.max_position_embeddings, cfg.hidden_size, vb.pp("position_embedding"))?,
+            position_embedding: embedding(
+                cfg.max_position_embeddings,
+                cfg.hidden_size,
+                vb.pp("position_embedding"),
+            )?,
         })
     }
 
@@ -317,7 +325,13 @@ impl CLIPTextEmbeddings {
 
 /// `create_causal_mask` with a padding mask, for eager attention: one additive (batch, 1, seq, seq)
 /// mask, 0 where key j <= query i and j is not padding, the dtype's minimum elsewhere.
-pub fn causal_padding_mask(attention_mask: Option<&Tensor>, b: usize, l: usize, dtype: DType, device: &Device) -> Result<Tensor> {
+pub fn causal_padding_mask(
+    attention_mask: Option<&Tensor>,
+    b: usize,
+    l: usize,
+    dtype: DType,
+    device: &Device,
+) -> Result<Tensor> {
     let pad: Vec<Vec<u32>> = match attention_mask {
         Some(m) => m.to_vec2::<u32>()?,
         None => vec![vec![1; l]; b],
@@ -489,7 +503,12 @@ impl CLIPModel {
         self.visual_projection.forward(&pooled)
     }
 
-    pub fn forward(&self, input_ids: &Tensor, pixel_values: &Tensor, attention_mask: Option<&Tensor>) -> Result<CLIPOutput> {
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        pixel_values: &Tensor,
+        attention_mask: Option<&Tensor>,
+    ) -> Result<CLIPOutput> {
         let image_embeds = l2_normalize(&self.get_image_features(pixel_values)?)?;
         let text_embeds = l2_normalize(&self.get_text_features(input_ids, attention_mask)?)?;
         let logits_per_text = text_embeds

@@ -5,7 +5,9 @@
 //! `backbone.conv_encoder.model`, attention outputs `out_proj`, feed-forward `fc1`/`fc2` on the layer.
 
 use candle_core::{D, DType, Device, Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, Embedding, LayerNorm, Linear, VarBuilder, conv2d, embedding, layer_norm, linear};
+use candle_nn::{
+    Conv2d, Conv2dConfig, Embedding, LayerNorm, Linear, VarBuilder, conv2d, embedding, layer_norm, linear,
+};
 use serde::Deserialize;
 
 use crate::activation::Activation;
@@ -124,7 +126,11 @@ pub fn sine_position_embedding(mask: &[Vec<Vec<bool>>], npf: usize, device: &Dev
                 for (i, &dt) in dim_t.iter().enumerate() {
                     // Even features take sin, odd ones cos (stack + flatten interleaves them).
                     let (py, px) = (ye / dt, xe / dt);
-                    let (vy, vx) = if i % 2 == 0 { (py.sin(), px.sin()) } else { (py.cos(), px.cos()) };
+                    let (vy, vx) = if i % 2 == 0 {
+                        (py.sin(), px.sin())
+                    } else {
+                        (py.cos(), px.cos())
+                    };
                     out[((bi * 2 * npf + i) * h + y) * w + x] = vy;
                     out[((bi * 2 * npf + npf + i) * h + y) * w + x] = vx;
                 }
@@ -223,12 +229,18 @@ impl DetrAttention {
             Some(p) => x + p,
             None => Ok(x.clone()),
         };
-        let heads = |x: Tensor, l: usize| x.reshape((b, l, self.num_heads, self.head_dim))?.transpose(1, 2)?.contiguous();
+        let heads = |x: Tensor, l: usize| {
+            x.reshape((b, l, self.num_heads, self.head_dim))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
         let q = heads(self.q_proj.forward(&add(hidden_states, query_pos)?)?, lq)?;
         let k = heads(self.k_proj.forward(&add(kv, key_pos)?)?, lk)?;
         let v = heads(self.v_proj.forward(kv)?, lk)?;
         let scaling = (self.head_dim as f64).powf(-0.5);
-        let out = attention(&q, &k, &v, mask, scaling)?.transpose(1, 2)?.reshape((b, lq, ()))?;
+        let out = attention(&q, &k, &v, mask, scaling)?
+            .transpose(1, 2)?
+            .reshape((b, lq, ()))?;
         self.o_proj.forward(&out)
     }
 }
@@ -363,7 +375,13 @@ impl DetrModel {
             backbone: ResNetBackbone::new(backbone, out_indices, vb.pp("backbone.conv_encoder.model"))?,
             position_embedding,
             query_position_embeddings: embedding(cfg.num_queries, cfg.d_model, vb.pp("query_position_embeddings"))?,
-            input_projection: conv2d(channels, cfg.d_model, 1, Conv2dConfig::default(), vb.pp("input_projection"))?,
+            input_projection: conv2d(
+                channels,
+                cfg.d_model,
+                1,
+                Conv2dConfig::default(),
+                vb.pp("input_projection"),
+            )?,
             encoder_layers,
             decoder_layers,
             decoder_layernorm: layer_norm(cfg.d_model, 1e-5, vb.pp("decoder.layernorm"))?,
@@ -415,7 +433,13 @@ pub struct DetrMLPPredictionHead {
 }
 
 impl DetrMLPPredictionHead {
-    pub fn new(input_dim: usize, hidden_dim: usize, output_dim: usize, num_layers: usize, vb: VarBuilder) -> Result<Self> {
+    pub fn new(
+        input_dim: usize,
+        hidden_dim: usize,
+        output_dim: usize,
+        num_layers: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         let layers = (0..num_layers)
             .map(|i| {
                 let n = if i == 0 { input_dim } else { hidden_dim };

@@ -162,9 +162,8 @@ impl ResNetConvLayer {
 /// `nn.MaxPool2d(kernel_size=3, stride=2, padding=1)`: the padding never wins the max.
 fn max_pool_3x3_s2_p1(x: &Tensor) -> Result<Tensor> {
     let (b, c, h, w) = x.dims4()?;
-    let neg = |shape: (usize, usize, usize, usize)| {
-        Tensor::full(f32::NEG_INFINITY, shape, x.device())?.to_dtype(x.dtype())
-    };
+    let neg =
+        |shape: (usize, usize, usize, usize)| Tensor::full(f32::NEG_INFINITY, shape, x.device())?.to_dtype(x.dtype());
     let x = Tensor::cat(&[&neg((b, c, h, 1))?, x, &neg((b, c, h, 1))?], 3)?;
     let x = Tensor::cat(&[&neg((b, c, 1, w + 2))?, &x, &neg((b, c, 1, w + 2))?], 2)?;
     x.max_pool2d_with_stride(3, 2)
@@ -225,14 +224,27 @@ pub struct ResNetLayer {
 }
 
 impl ResNetLayer {
-    pub fn basic(in_channels: usize, out_channels: usize, stride: usize, act: Activation, vb: VarBuilder) -> Result<Self> {
+    pub fn basic(
+        in_channels: usize,
+        out_channels: usize,
+        stride: usize,
+        act: Activation,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         let shortcut = (in_channels != out_channels || stride != 1)
             .then(|| ResNetShortCut::new(in_channels, out_channels, stride, vb.pp("shortcut")))
             .transpose()?;
         Ok(Self {
             shortcut,
             layer: vec![
-                ResNetConvLayer::new(in_channels, out_channels, 3, stride, Some(Activation::Relu), vb.pp("layer.0"))?,
+                ResNetConvLayer::new(
+                    in_channels,
+                    out_channels,
+                    3,
+                    stride,
+                    Some(Activation::Relu),
+                    vb.pp("layer.0"),
+                )?,
                 ResNetConvLayer::new(out_channels, out_channels, 3, 1, None, vb.pp("layer.1"))?,
             ],
             activation: act,
@@ -251,7 +263,11 @@ impl ResNetLayer {
             .then(|| ResNetShortCut::new(in_channels, out_channels, stride, vb.pp("shortcut")))
             .transpose()?;
         let reduces = out_channels / 4;
-        let (s1, s2) = if downsample_in_bottleneck { (stride, 1) } else { (1, stride) };
+        let (s1, s2) = if downsample_in_bottleneck {
+            (stride, 1)
+        } else {
+            (1, stride)
+        };
         // ResNetConvLayer's activation defaults to "relu" whatever the config's hidden_act.
         Ok(Self {
             shortcut,
@@ -294,7 +310,11 @@ impl ResNetStage {
         let act = cfg.hidden_act;
         let layers = (0..depth)
             .map(|i| {
-                let (cin, s) = if i == 0 { (in_channels, stride) } else { (out_channels, 1) };
+                let (cin, s) = if i == 0 {
+                    (in_channels, stride)
+                } else {
+                    (out_channels, 1)
+                };
                 let vb = vb.pp(format!("layers.{i}"));
                 if bottleneck {
                     // Only the first layer of a stage gets downsample_in_bottleneck.

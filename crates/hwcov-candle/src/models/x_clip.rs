@@ -213,7 +213,11 @@ impl XCLIPCrossAttention {
     pub fn forward(&self, queries: &Tensor, keys: &Tensor, values: &Tensor) -> Result<Tensor> {
         let (b, lq, _) = queries.dims3()?;
         let lk = keys.dim(1)?;
-        let heads = |x: Tensor, l: usize| x.reshape((b, l, self.num_heads, self.head_dim))?.transpose(1, 2)?.contiguous();
+        let heads = |x: Tensor, l: usize| {
+            x.reshape((b, l, self.num_heads, self.head_dim))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
         let q = heads(self.q_proj.forward(queries)?, lq)?;
         let k = heads(self.k_proj.forward(keys)?, lk)?;
         let v = heads(self.v_proj.forward(values)?, lk)?;
@@ -248,7 +252,10 @@ impl PromptGeneratorLayer {
     }
 
     pub fn forward(&self, hidden_states: &Tensor, visual: &Tensor) -> Result<Tensor> {
-        let h = (hidden_states + self.cross_attn.forward(&self.norm1.forward(hidden_states)?, visual, visual)?)?;
+        let h = (hidden_states
+            + self
+                .cross_attn
+                .forward(&self.norm1.forward(hidden_states)?, visual, visual)?)?;
         let mlp = self
             .mlp_fc2
             .forward(&self.mlp_act.forward(&self.mlp_fc1.forward(&self.norm3.forward(&h)?)?)?)?;
@@ -328,7 +335,12 @@ impl XCLIPModel {
     }
 
     /// input_ids (texts, seq); pixel_values (batch, frames, channels, height, width).
-    pub fn forward(&self, input_ids: &Tensor, pixel_values: &Tensor, attention_mask: Option<&Tensor>) -> Result<XCLIPOutput> {
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        pixel_values: &Tensor,
+        attention_mask: Option<&Tensor>,
+    ) -> Result<XCLIPOutput> {
         let (batch_size, num_frames, c, h, w) = pixel_values.dims5()?;
         let pixel_values = pixel_values.reshape((batch_size * num_frames, c, h, w))?;
         let (last, pooled) = self.vision_model.forward(&pixel_values)?;
@@ -341,14 +353,15 @@ impl XCLIPModel {
         let n = last.dim(1)? - 1;
         let img_features = self.prompts_visual_layernorm.forward(&last.narrow(1, 1, n)?)?;
         let img_features = img_features.broadcast_matmul(&self.prompts_visual_projection)?;
-        let img_features = img_features
-            .reshape((batch_size, num_frames, n, ()))?
-            .mean(1)?;
+        let img_features = img_features.reshape((batch_size, num_frames, n, ()))?.mean(1)?;
 
         let (_, text_pooled) = self.text_model.forward(input_ids, attention_mask)?;
         let text_embeds = self.text_projection.forward(&text_pooled)?;
         let (k, p) = text_embeds.dims2()?;
-        let text_embeds = text_embeds.unsqueeze(0)?.broadcast_as((batch_size, k, p))?.contiguous()?;
+        let text_embeds = text_embeds
+            .unsqueeze(0)?
+            .broadcast_as((batch_size, k, p))?
+            .contiguous()?;
         let text_embeds = (&text_embeds + self.prompts_generator.forward(&text_embeds, &img_features)?)?;
 
         let video_embeds = l2_normalize(&video_embeds)?;

@@ -18,8 +18,8 @@ use super::RgbImage;
 /// run lengths that step past the end of a block.
 const NATURAL_ORDER: [usize; 80] = [
     0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20, 13, 6, 7, 14, 21,
-    28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59, 52, 45, 38, 31, 39, 46, 53, 60, 61,
-    54, 47, 55, 62, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63,
+    28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59, 52, 45, 38, 31, 39, 46, 53, 60, 61, 54,
+    47, 55, 62, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63,
 ];
 
 #[derive(Clone)]
@@ -258,7 +258,10 @@ fn decode_inner(data: &[u8]) -> std::result::Result<RgbImage, String> {
             pos += 1;
         }
         let Some(&marker) = data.get(pos) else {
-            if frame.as_ref().is_some_and(|f| f.comps.iter().any(|c| !c.coefs.is_empty())) {
+            if frame
+                .as_ref()
+                .is_some_and(|f| f.comps.iter().any(|c| !c.coefs.is_empty()))
+            {
                 return Err("the file ends before its EOI marker (truncated file)".to_string());
             }
             return Err("the file ends before any image data (truncated file)".to_string());
@@ -310,7 +313,10 @@ fn decode_inner(data: &[u8]) -> std::result::Result<RgbImage, String> {
                         .try_into()
                         .map_err(|_| "a Huffman table is cut short")?;
                     let n: usize = counts.iter().map(|&c| c as usize).sum();
-                    let values = seg.get(p + 17..p + 17 + n).ok_or("a Huffman table is cut short")?.to_vec();
+                    let values = seg
+                        .get(p + 17..p + 17 + n)
+                        .ok_or("a Huffman table is cut short")?
+                        .to_vec();
                     p += 17 + n;
                     if th > 3 || tc > 1 {
                         return Err("a Huffman table id is out of range".to_string());
@@ -434,7 +440,12 @@ fn read_scan(seg: &[u8], f: &mut Frame) -> std::result::Result<Scan, String> {
         comps.push(ci);
     }
     let p = 1 + 2 * n;
-    let (ss, se, ah, al) = (seg[p] as usize, seg[p + 1] as usize, (seg[p + 2] >> 4) as u32, (seg[p + 2] & 15) as u32);
+    let (ss, se, ah, al) = (
+        seg[p] as usize,
+        seg[p + 1] as usize,
+        (seg[p + 2] >> 4) as u32,
+        (seg[p + 2] & 15) as u32,
+    );
     if f.progressive {
         let bad = se > 63 || ss > se || (ss == 0 && se != 0) || (ss > 0 && n != 1) || al > 13;
         if bad {
@@ -493,7 +504,11 @@ fn decode_scan(
         }
         let (mx, my) = (m % mcus_x, m / mcus_x);
         for &ci in &scan.comps {
-            let (h, v) = if scan.comps.len() == 1 { (1, 1) } else { (f.comps[ci].h, f.comps[ci].v) };
+            let (h, v) = if scan.comps.len() == 1 {
+                (1, 1)
+            } else {
+                (f.comps[ci].h, f.comps[ci].v)
+            };
             for by in 0..v {
                 for bx in 0..h {
                     let c = &mut f.comps[ci];
@@ -531,7 +546,11 @@ fn decode_scan(
 
 fn dc_diff(br: &mut BitReader, dc: &Huffman) -> std::result::Result<i32, String> {
     let s = dc.decode(br)? as u32;
-    Ok(if s > 0 { extend(br.bits(s.min(16))?, s.min(16)) } else { 0 })
+    Ok(if s > 0 {
+        extend(br.bits(s.min(16))?, s.min(16))
+    } else {
+        0
+    })
 }
 
 impl Huffman {
@@ -810,7 +829,7 @@ fn upsample(c: &Component, plane: &[u8], f: &Frame) -> std::result::Result<(Vec<
     };
     let out_w = f.width.max(dw * f.max_h / c.h);
     let (hx, vx) = (f.max_h / c.h, f.max_v / c.v);
-    if f.max_h % c.h != 0 || f.max_v % c.v != 0 {
+    if !f.max_h.is_multiple_of(c.h) || !f.max_v.is_multiple_of(c.v) {
         return Err("fractional sampling factors are not supported".to_string());
     }
     let out_w = out_w.div_ceil(hx) * hx;
@@ -842,7 +861,10 @@ fn upsample(c: &Component, plane: &[u8], f: &Frame) -> std::result::Result<(Vec<
         (1, 2) => {
             for y in 0..dh {
                 let inp0 = row(y as isize);
-                for (v, (inp1, bias)) in [(row(y as isize - 1), 1), (row(y as isize + 1), 2)].into_iter().enumerate() {
+                for (v, (inp1, bias)) in [(row(y as isize - 1), 1), (row(y as isize + 1), 2)]
+                    .into_iter()
+                    .enumerate()
+                {
                     let o = &mut out[(2 * y + v) * out_w..];
                     for x in 0..dw {
                         o[x] = ((inp0[x] as i32 * 3 + inp1[x] as i32 + bias) >> 2) as u8;
@@ -912,7 +934,11 @@ fn finish(
                 data[(y * w + x) * 3..(y * w + x) * 3 + 3].copy_from_slice(&[v, v, v]);
             }
         }
-        return Ok(RgbImage { width: w, height: h, data });
+        return Ok(RgbImage {
+            width: w,
+            height: h,
+            data,
+        });
     }
     // libjpeg's guess of the colour space (`default_decompress_parms`).
     let ids: Vec<u8> = f.comps.iter().map(|c| c.id).collect();
@@ -935,7 +961,11 @@ fn finish(
             data[(y * w + x) * 3..(y * w + x) * 3 + 3].copy_from_slice(&px);
         }
     }
-    Ok(RgbImage { width: w, height: h, data })
+    Ok(RgbImage {
+        width: w,
+        height: h,
+        data,
+    })
 }
 
 /// `build_ycc_rgb_table` and `ycc_rgb_convert`.

@@ -165,7 +165,11 @@ fn precompute_coeffs(in_size: usize, out_size: usize, filter: fn(f64) -> f64, su
         for (x, kx) in k.iter().enumerate().take(n) {
             let w = if ww != 0.0 { kx / ww } else { *kx };
             let fixed = w * (1u32 << PRECISION_BITS) as f64;
-            weights[xx * ksize + x] = if w < 0.0 { (-0.5 + fixed) as i32 } else { (0.5 + fixed) as i32 };
+            weights[xx * ksize + x] = if w < 0.0 {
+                (-0.5 + fixed) as i32
+            } else {
+                (0.5 + fixed) as i32
+            };
         }
         bounds.push((xmin, n));
     }

@@ -22,18 +22,28 @@ pub struct Detection {
 
 /// `post_process_object_detection` for one image: `logits` (queries, classes + 1), `pred_boxes`
 /// (queries, 4) as (cx, cy, w, h) in [0, 1], the image's (height, width).
-pub fn post_process(logits: &[f64], classes: usize, boxes: &[f64], threshold: f64, size: (usize, usize)) -> Vec<Detection> {
+pub fn post_process(
+    logits: &[f64],
+    classes: usize,
+    boxes: &[f64],
+    threshold: f64,
+    size: (usize, usize),
+) -> Vec<Detection> {
     let (h, w) = (size.0 as f64, size.1 as f64);
     softmax_rows(logits, classes)
         .into_iter()
         .zip(boxes.chunks(4))
         .filter_map(|(probs, b)| {
             // The last class is "no object"; torch.max returns the first of equal maxima.
-            let (label, score) = probs[..classes - 1]
-                .iter()
-                .copied()
-                .enumerate()
-                .fold((0, f64::NEG_INFINITY), |best, (i, p)| if p > best.1 { (i, p) } else { best });
+            let (label, score) =
+                probs[..classes - 1]
+                    .iter()
+                    .copied()
+                    .enumerate()
+                    .fold(
+                        (0, f64::NEG_INFINITY),
+                        |best, (i, p)| if p > best.1 { (i, p) } else { best },
+                    );
             (score > threshold).then(|| Detection {
                 score,
                 label,

@@ -15,7 +15,9 @@ pub fn run(files: &ModelFiles, request: &RunRequest, platform: PlatformId, opts:
         .as_deref()
         .ok_or_else(|| Error::Usage("give the video with --video and the texts to match with --text".to_string()))?;
     if request.texts.is_empty() {
-        return Err(Error::Usage("give the texts to match with --text (repeat it for each)".to_string()));
+        return Err(Error::Usage(
+            "give the texts to match with --text (repeat it for each)".to_string(),
+        ));
     }
     if request.texts.iter().any(|t| t.trim().is_empty()) {
         return Err(Error::Usage("an empty --text".to_string()));

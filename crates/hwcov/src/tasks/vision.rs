@@ -23,7 +23,10 @@ pub fn reject(files: &ModelFiles, request: &RunRequest, text: bool, image: bool,
     if extra.is_empty() {
         Ok(())
     } else {
-        Err(Error::Usage(format!("{class} models do not take {}", extra.join(" or "))))
+        Err(Error::Usage(format!(
+            "{class} models do not take {}",
+            extra.join(" or ")
+        )))
     }
 }
 

@@ -42,7 +42,9 @@ pub fn run(files: &ModelFiles, request: &RunRequest, platform: PlatformId, opts:
         .as_deref()
         .ok_or_else(|| Error::Usage("give the image with --image and candidate labels with --text".to_string()))?;
     if request.texts.is_empty() {
-        return Err(Error::Usage("give candidate labels with --text (repeat it for each)".to_string()));
+        return Err(Error::Usage(
+            "give candidate labels with --text (repeat it for each)".to_string(),
+        ));
     }
     let template = request.hypothesis_template.as_deref().unwrap_or(DEFAULT_TEMPLATE);
     let sequences = hypotheses(&request.texts, template)?;
