@@ -92,7 +92,7 @@ fn read_gif(path: &Path, bytes: &[u8]) -> Result<Vec<RgbImage>> {
     let mut frames = Vec::new();
     let mut disposal_method = 0u8;
     // What the previous frame's disposal pastes over its extent before the next frame.
-    let mut pending: Option<((usize, usize, usize, usize), Vec<u8>)> = None;
+    let mut pending: Option<(Extent, Vec<u8>)> = None;
     loop {
         let frame = match dec.read_next_frame() {
             Ok(Some(f)) => f,
@@ -153,14 +153,11 @@ fn read_gif(path: &Path, bytes: &[u8]) -> Result<Vec<RgbImage>> {
     Ok(frames)
 }
 
+/// A frame's rectangle on the screen: (x0, y0, x1, y1).
+type Extent = (usize, usize, usize, usize);
+
 /// Paints a frame's indices into its extent of the canvas; `color` gives None where transparent.
-fn paint(
-    canvas: &mut [u8],
-    w: usize,
-    e: (usize, usize, usize, usize),
-    idx: &[u8],
-    color: impl Fn(u8) -> Option<[u8; 3]>,
-) {
+fn paint(canvas: &mut [u8], w: usize, e: Extent, idx: &[u8], color: impl Fn(u8) -> Option<[u8; 3]>) {
     let fw = e.2 - e.0;
     for (k, &i) in idx.iter().enumerate().take(fw * (e.3 - e.1)) {
         if let Some(c) = color(i) {
@@ -170,13 +167,13 @@ fn paint(
     }
 }
 
-fn crop(canvas: &[u8], w: usize, e: (usize, usize, usize, usize)) -> Vec<u8> {
+fn crop(canvas: &[u8], w: usize, e: Extent) -> Vec<u8> {
     (e.1..e.3)
         .flat_map(|y| canvas[(y * w + e.0) * 3..(y * w + e.2) * 3].iter().copied())
         .collect()
 }
 
-fn put(canvas: &mut [u8], w: usize, e: (usize, usize, usize, usize), patch: &[u8]) {
+fn put(canvas: &mut [u8], w: usize, e: Extent, patch: &[u8]) {
     let rw = (e.2 - e.0) * 3;
     for (r, y) in (e.1..e.3).enumerate() {
         canvas[(y * w + e.0) * 3..(y * w + e.2) * 3].copy_from_slice(&patch[r * rw..(r + 1) * rw]);
