@@ -21,12 +21,11 @@ pub fn eos_pooling(files: &ModelFiles, eos: &Option<TokenIds>) -> Result<EosPool
     match eos {
         Some(TokenIds::One(2)) => Ok(EosPooling::LegacyArgmax),
         Some(TokenIds::One(id)) => Ok(EosPooling::FirstEos(*id)),
-        // A one-element list compares like its element, but is never the legacy `== 2`.
-        Some(TokenIds::Many(ids)) if ids.len() == 1 => Ok(EosPooling::FirstEos(ids[0])),
+        // CLIPTextModel compares input_ids with the value itself, which fails for a list.
         _ => Err(Error::config(
             &files.config_path,
             "text_config.eos_token_id",
-            "CLIP pools the text at its eos token and needs one eos_token_id",
+            "CLIP pools the text at its eos token and needs one integer eos_token_id",
         )),
     }
 }
@@ -90,8 +89,15 @@ pub fn load(cx: &LoadContext) -> Result<Box<dyn CandleModel>> {
     }))
 }
 
-/// input_ids and attention_mask of a CLIP-style text tower, checked.
-pub fn text_inputs(inputs: &Inputs, text: &CLIPTextConfig) -> Result<(Tensor, Option<Tensor>)> {
+/// The text inputs of a CLIP-style text tower, checked.
+pub struct TextInputs {
+    pub input_ids: Tensor,
+    pub attention_mask: Option<Tensor>,
+    pub position_ids: Option<Tensor>,
+}
+
+/// input_ids, attention_mask and position_ids of a CLIP-style text tower, checked.
+pub fn text_inputs(inputs: &Inputs, text: &CLIPTextConfig) -> Result<TextInputs> {
     let input_ids = inputs.ids("input_ids", 2)?;
     let seq_len = input_ids.dim(1).map_err(run_error("input_ids"))?;
     if seq_len == 0 || input_ids.dim(0).map_err(run_error("input_ids"))? == 0 {
@@ -111,12 +117,37 @@ pub fn text_inputs(inputs: &Inputs, text: &CLIPTextConfig) -> Result<(Tensor, Op
     if let Some(m) = &attention_mask {
         check_same_shape(("input_ids", &input_ids), ("attention_mask", m))?;
     }
-    Ok((input_ids, attention_mask))
+    let position_ids = inputs.opt_ids("position_ids", 2)?;
+    if let Some(p) = &position_ids {
+        let (b, l) = input_ids.dims2().map_err(run_error("input_ids"))?;
+        let (pb, pl) = p.dims2().map_err(run_error("position_ids"))?;
+        if pl != l || (pb != b && pb != 1) {
+            return Err(Error::tensor(
+                "position_ids",
+                format!("has shape {:?}; input_ids needs ({b} or 1, {l})", p.dims()),
+            ));
+        }
+        check_ids_below(
+            "position_ids",
+            p,
+            text.max_position_embeddings,
+            "max_position_embeddings",
+        )?;
+    }
+    Ok(TextInputs {
+        input_ids,
+        attention_mask,
+        position_ids,
+    })
 }
+
+/// The inputs CLIPModel and XCLIPModel take.
+pub const INPUTS: [&str; 4] = ["input_ids", "attention_mask", "position_ids", "pixel_values"];
 
 impl CandleModel for Clip {
     fn forward(&mut self, inputs: &Inputs) -> Result<NamedTensors> {
-        let (input_ids, attention_mask) = text_inputs(inputs, &self.text)?;
+        inputs.reject_unknown(&INPUTS)?;
+        let text = text_inputs(inputs, &self.text)?;
         let px = inputs.float("pixel_values", 4, self.dtype)?;
         if px.dim(0).map_err(run_error("pixel_values"))? == 0 {
             return Err(Error::tensor("pixel_values", "holds no image"));
@@ -126,7 +157,12 @@ impl CandleModel for Clip {
         check_dim("pixel_values", &px, 3, self.vision.image_size, "image_size")?;
         let out = self
             .model
-            .forward(&input_ids, &px, attention_mask.as_ref())
+            .forward(
+                &text.input_ids,
+                &px,
+                text.attention_mask.as_ref(),
+                text.position_ids.as_ref(),
+            )
             .map_err(run_error("CLIPModel.forward"))?;
         let mut named = NamedTensors::new();
         for (name, t) in [
@@ -141,7 +177,7 @@ impl CandleModel for Clip {
     }
 
     fn input_names(&self) -> Vec<&'static str> {
-        vec!["input_ids", "attention_mask", "pixel_values"]
+        INPUTS.to_vec()
     }
 
     fn output_names(&self) -> Vec<&'static str> {

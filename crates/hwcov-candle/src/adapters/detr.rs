@@ -16,8 +16,12 @@ enum Head {
     ObjectDetection(DetrForObjectDetection),
 }
 
+/// The inputs DetrForObjectDetection and DetrModel take.
+const INPUTS: [&str; 3] = ["pixel_values", "pixel_mask", "decoder_attention_mask"];
+
 pub struct Detr {
     head: Head,
+    num_queries: usize,
     num_channels: usize,
     dtype: candle_core::DType,
 }
@@ -127,6 +131,7 @@ pub fn load(cx: &LoadContext) -> Result<Box<dyn CandleModel>> {
     };
     Ok(Box::new(Detr {
         head,
+        num_queries: cfg.num_queries,
         num_channels,
         dtype: cx.dtype,
     }))
@@ -134,6 +139,7 @@ pub fn load(cx: &LoadContext) -> Result<Box<dyn CandleModel>> {
 
 impl CandleModel for Detr {
     fn forward(&mut self, inputs: &Inputs) -> Result<NamedTensors> {
+        inputs.reject_unknown(&INPUTS)?;
         let px = inputs.float("pixel_values", 4, self.dtype)?;
         let (b, _, h, w) = px.dims4().map_err(run_error("pixel_values"))?;
         if b == 0 || h == 0 || w == 0 {
@@ -161,11 +167,28 @@ impl CandleModel for Detr {
             }
             None => vec![vec![vec![1; w]; h]; b],
         };
+        let decoder_mask: Option<Vec<Vec<u32>>> = match inputs.opt_ids("decoder_attention_mask", 2)? {
+            Some(m) => {
+                if m.dims() != [b, self.num_queries] {
+                    return Err(Error::tensor(
+                        "decoder_attention_mask",
+                        format!(
+                            "has shape {:?}; ({b}, num_queries = {}) is needed",
+                            m.dims(),
+                            self.num_queries
+                        ),
+                    ));
+                }
+                Some(m.to_vec2::<u32>().map_err(run_error("decoder_attention_mask"))?)
+            }
+            None => None,
+        };
+        let decoder_mask = decoder_mask.as_deref();
         let mut named = NamedTensors::new();
         match &self.head {
             Head::ObjectDetection(model) => {
                 let out = model
-                    .forward(&px, &mask)
+                    .forward(&px, &mask, decoder_mask)
                     .map_err(run_error("DetrForObjectDetection.forward"))?;
                 for (name, t) in [
                     ("logits", &out.logits),
@@ -177,7 +200,9 @@ impl CandleModel for Detr {
                 }
             }
             Head::Base(model) => {
-                let out = model.forward(&px, &mask).map_err(run_error("DetrModel.forward"))?;
+                let out = model
+                    .forward(&px, &mask, decoder_mask)
+                    .map_err(run_error("DetrModel.forward"))?;
                 for (name, t) in [
                     ("last_hidden_state", &out.last_hidden_state),
                     ("encoder_last_hidden_state", &out.encoder_last_hidden_state),
@@ -190,7 +215,7 @@ impl CandleModel for Detr {
     }
 
     fn input_names(&self) -> Vec<&'static str> {
-        vec!["pixel_values", "pixel_mask"]
+        INPUTS.to_vec()
     }
 
     fn output_names(&self) -> Vec<&'static str> {

@@ -2,7 +2,7 @@
 
 use hwcov_core::{Error, NamedTensors, Result};
 
-use super::clip::{check_towers, text_inputs};
+use super::clip::{INPUTS, check_towers, text_inputs};
 use super::{CandleModel, LoadContext};
 use crate::config;
 use crate::io::{Inputs, check_dim, run_error, to_host};
@@ -77,7 +77,8 @@ pub fn load(cx: &LoadContext) -> Result<Box<dyn CandleModel>> {
 
 impl CandleModel for XClip {
     fn forward(&mut self, inputs: &Inputs) -> Result<NamedTensors> {
-        let (input_ids, attention_mask) = text_inputs(inputs, &self.text)?;
+        inputs.reject_unknown(&INPUTS)?;
+        let text = text_inputs(inputs, &self.text)?;
         let px = inputs.float("pixel_values", 5, self.dtype)?;
         if px.dim(0).map_err(run_error("pixel_values"))? == 0 {
             return Err(Error::tensor("pixel_values", "holds no video"));
@@ -88,7 +89,12 @@ impl CandleModel for XClip {
         check_dim("pixel_values", &px, 4, self.vision.clip.image_size, "image_size")?;
         let out = self
             .model
-            .forward(&input_ids, &px, attention_mask.as_ref())
+            .forward(
+                &text.input_ids,
+                &px,
+                text.attention_mask.as_ref(),
+                text.position_ids.as_ref(),
+            )
             .map_err(run_error("XCLIPModel.forward"))?;
         let mut named = NamedTensors::new();
         for (name, t) in [
@@ -103,7 +109,7 @@ impl CandleModel for XClip {
     }
 
     fn input_names(&self) -> Vec<&'static str> {
-        vec!["input_ids", "attention_mask", "pixel_values"]
+        INPUTS.to_vec()
     }
 
     fn output_names(&self) -> Vec<&'static str> {

@@ -314,12 +314,16 @@ impl CLIPTextEmbeddings {
         })
     }
 
-    pub fn forward(&self, input_ids: &Tensor) -> Result<Tensor> {
+    /// position_ids (batch or 1, seq); positions 0..seq where not given.
+    pub fn forward(&self, input_ids: &Tensor, position_ids: Option<&Tensor>) -> Result<Tensor> {
         let seq_len = input_ids.dim(1)?;
-        let position_ids = Tensor::arange(0u32, seq_len as u32, input_ids.device())?;
-        self.token_embedding
-            .forward(input_ids)?
-            .broadcast_add(&self.position_embedding.forward(&position_ids)?)
+        let positions = match position_ids {
+            Some(p) => self.position_embedding.forward(p)?,
+            None => self
+                .position_embedding
+                .forward(&Tensor::arange(0u32, seq_len as u32, input_ids.device())?)?,
+        };
+        self.token_embedding.forward(input_ids)?.broadcast_add(&positions)
     }
 }
 
@@ -369,9 +373,14 @@ impl CLIPTextModel {
     }
 
     /// Returns (last_hidden_state, pooler_output).
-    pub fn forward(&self, input_ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        position_ids: Option<&Tensor>,
+    ) -> Result<(Tensor, Tensor)> {
         let (b, l) = input_ids.dims2()?;
-        let hidden_states = self.embeddings.forward(input_ids)?;
+        let hidden_states = self.embeddings.forward(input_ids, position_ids)?;
         let mask = causal_padding_mask(attention_mask, b, l, hidden_states.dtype(), hidden_states.device())?;
         let last = self.encoder.forward(&hidden_states, Some(&mask))?;
         let last = self.final_layer_norm.forward(&last)?;
@@ -492,8 +501,13 @@ impl CLIPModel {
     }
 
     /// `get_text_features`: the projected pooled text states.
-    pub fn get_text_features(&self, input_ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
-        let (_, pooled) = self.text_model.forward(input_ids, attention_mask)?;
+    pub fn get_text_features(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        position_ids: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let (_, pooled) = self.text_model.forward(input_ids, attention_mask, position_ids)?;
         self.text_projection.forward(&pooled)
     }
 
@@ -508,9 +522,10 @@ impl CLIPModel {
         input_ids: &Tensor,
         pixel_values: &Tensor,
         attention_mask: Option<&Tensor>,
+        position_ids: Option<&Tensor>,
     ) -> Result<CLIPOutput> {
         let image_embeds = l2_normalize(&self.get_image_features(pixel_values)?)?;
-        let text_embeds = l2_normalize(&self.get_text_features(input_ids, attention_mask)?)?;
+        let text_embeds = l2_normalize(&self.get_text_features(input_ids, attention_mask, position_ids)?)?;
         let logits_per_text = text_embeds
             .matmul(&image_embeds.t()?)?
             .broadcast_mul(&self.logit_scale.exp()?)?;

@@ -39,6 +39,10 @@ pub struct DetrConfig {
     pub num_channels: usize,
     #[serde(default = "sine")]
     pub position_embedding_type: String,
+    /// Also changes inference: the decoder's layernorm then runs after every decoder layer, and its
+    /// output feeds the next layer.
+    #[serde(default)]
+    pub auxiliary_loss: bool,
 }
 
 fn d3() -> usize {
@@ -319,12 +323,15 @@ impl DetrDecoderLayer {
     pub fn forward(
         &self,
         h: &Tensor,
+        self_mask: Option<&Tensor>,
         spatial_pos: &Tensor,
         query_pos: &Tensor,
         encoder_hidden_states: &Tensor,
         encoder_mask: &Tensor,
     ) -> Result<Tensor> {
-        let attn = self.self_attn.forward(h, Some(query_pos), h, Some(query_pos), None)?;
+        let attn = self
+            .self_attn
+            .forward(h, Some(query_pos), h, Some(query_pos), self_mask)?;
         let h = self.self_attn_layer_norm.forward(&(h + attn)?)?;
         let cross = self.encoder_attn.forward(
             &h,
@@ -352,6 +359,7 @@ pub struct DetrModel {
     encoder_layers: Vec<DetrEncoderLayer>,
     decoder_layers: Vec<DetrDecoderLayer>,
     decoder_layernorm: LayerNorm,
+    auxiliary_loss: bool,
 }
 
 impl DetrModel {
@@ -385,11 +393,18 @@ impl DetrModel {
             encoder_layers,
             decoder_layers,
             decoder_layernorm: layer_norm(cfg.d_model, 1e-5, vb.pp("decoder.layernorm"))?,
+            auxiliary_loss: cfg.auxiliary_loss,
         })
     }
 
-    /// pixel_values (batch, channels, height, width); pixel_mask (batch, height, width), 1 = real pixel.
-    pub fn forward(&self, pixel_values: &Tensor, pixel_mask: &[Vec<Vec<u32>>]) -> Result<DetrModelOutput> {
+    /// pixel_values (batch, channels, height, width); pixel_mask (batch, height, width), 1 = real pixel;
+    /// decoder_attention_mask (batch, num_queries), 1 = attend to that query.
+    pub fn forward(
+        &self,
+        pixel_values: &Tensor,
+        pixel_mask: &[Vec<Vec<u32>>],
+        decoder_attention_mask: Option<&[Vec<u32>]>,
+    ) -> Result<DetrModelOutput> {
         let device = pixel_values.device();
         let dtype = pixel_values.dtype();
         let feature_map = self
@@ -416,9 +431,19 @@ impl DetrModel {
         let q = self.query_position_embeddings.embeddings();
         let (nq, d) = q.dims2()?;
         let query_pos = q.unsqueeze(0)?.broadcast_as((b, nq, d))?.contiguous()?;
+        let self_mask = match decoder_attention_mask {
+            Some(m) => {
+                let keep: Vec<Vec<bool>> = m.iter().map(|r| r.iter().map(|&v| v != 0).collect()).collect();
+                Some(key_mask(&keep, dtype, device)?)
+            }
+            None => None,
+        };
         let mut dec = query_pos.zeros_like()?;
         for layer in &self.decoder_layers {
-            dec = layer.forward(&dec, &spatial_pos, &query_pos, &enc, &attn_mask)?;
+            dec = layer.forward(&dec, self_mask.as_ref(), &spatial_pos, &query_pos, &enc, &attn_mask)?;
+            if self.auxiliary_loss {
+                dec = self.decoder_layernorm.forward(&dec)?;
+            }
         }
         Ok(DetrModelOutput {
             last_hidden_state: self.decoder_layernorm.forward(&dec)?,
@@ -492,8 +517,13 @@ impl DetrForObjectDetection {
         })
     }
 
-    pub fn forward(&self, pixel_values: &Tensor, pixel_mask: &[Vec<Vec<u32>>]) -> Result<DetrObjectDetectionOutput> {
-        let out = self.model.forward(pixel_values, pixel_mask)?;
+    pub fn forward(
+        &self,
+        pixel_values: &Tensor,
+        pixel_mask: &[Vec<Vec<u32>>],
+        decoder_attention_mask: Option<&[Vec<u32>]>,
+    ) -> Result<DetrObjectDetectionOutput> {
+        let out = self.model.forward(pixel_values, pixel_mask, decoder_attention_mask)?;
         let logits = self.class_labels_classifier.forward(&out.last_hidden_state)?;
         let pred_boxes = candle_nn::ops::sigmoid(&self.bbox_predictor.forward(&out.last_hidden_state)?)?;
         Ok(DetrObjectDetectionOutput {

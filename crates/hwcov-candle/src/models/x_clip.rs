@@ -340,6 +340,7 @@ impl XCLIPModel {
         input_ids: &Tensor,
         pixel_values: &Tensor,
         attention_mask: Option<&Tensor>,
+        position_ids: Option<&Tensor>,
     ) -> Result<XCLIPOutput> {
         let (batch_size, num_frames, c, h, w) = pixel_values.dims5()?;
         let pixel_values = pixel_values.reshape((batch_size * num_frames, c, h, w))?;
@@ -355,7 +356,7 @@ impl XCLIPModel {
         let img_features = img_features.broadcast_matmul(&self.prompts_visual_projection)?;
         let img_features = img_features.reshape((batch_size, num_frames, n, ()))?.mean(1)?;
 
-        let (_, text_pooled) = self.text_model.forward(input_ids, attention_mask)?;
+        let (_, text_pooled) = self.text_model.forward(input_ids, attention_mask, position_ids)?;
         let text_embeds = self.text_projection.forward(&text_pooled)?;
         let (k, p) = text_embeds.dims2()?;
         let text_embeds = text_embeds
