@@ -333,3 +333,20 @@ fn tasks_reject_inputs_they_cannot_use() {
     );
     assert_error(&["run", "--model-dir", &xclip, "--text", "cooking"], &["--video"]);
 }
+
+/// An input the model does not take is an error, not silently left out.
+#[test]
+fn unknown_inputs_name_the_tensor() {
+    let d = copy_fixture("clip");
+    let io = edit_io(d.path(), |t| {
+        let ids = t["in_input_ids"].clone();
+        t.insert("in_token_type_ids".into(), ids);
+    });
+    verify(d.path(), &io, &["in_token_type_ids", "not an input"]);
+
+    let d = copy_fixture("detr");
+    let io = edit_io(d.path(), |t| {
+        t.insert("in_labels".into(), HostTensor::i64(vec![1], vec![0]).unwrap());
+    });
+    verify(d.path(), &io, &["in_labels", "not an input"]);
+}
