@@ -23,6 +23,27 @@ pub fn parse<T: DeserializeOwned>(files: &ModelFiles, key: Option<&str>) -> Resu
     })
 }
 
+/// A sub-config (`text_config`, `vision_config`, `backbone_config`) as transformers builds it: a
+/// legacy `<key>_dict` wins when present (its missing fields take the class defaults, as
+/// `CLIPConfig.__post_init__` rebuilds it), else `<key>`, else an empty object (all defaults).
+pub fn parse_sub<T: DeserializeOwned>(files: &ModelFiles, key: &str) -> Result<T> {
+    let legacy = format!("{key}_dict");
+    let (field, value) = match (files.config.get(&legacy), files.config.get(key)) {
+        (Some(v), _) if !v.is_null() => (legacy, v.clone()),
+        (_, Some(v)) if !v.is_null() => (key.to_string(), v.clone()),
+        _ => (key.to_string(), serde_json::Value::Object(Default::default())),
+    };
+    serde_path_to_error::deserialize(&value).map_err(|e| {
+        let path = e.path().to_string();
+        let name = if path == "." {
+            field.clone()
+        } else {
+            format!("{field}.{path}")
+        };
+        Error::config(&files.config_path, name, e.into_inner())
+    })
+}
+
 /// Fails with a config error unless `cond` holds.
 pub fn check(files: &ModelFiles, cond: bool, field: &str, message: impl ToString) -> Result<()> {
     if cond {

@@ -29,6 +29,9 @@ fn loader(class: ModelClass) -> Option<Loader> {
         ModelClass::T5 => Some(adapters::t5::load),
         ModelClass::Opt => Some(adapters::opt::load),
         ModelClass::Llama | ModelClass::Qwen2 | ModelClass::Qwen3 => Some(adapters::llama::load),
+        ModelClass::Clip => Some(adapters::clip::load),
+        ModelClass::Detr => Some(adapters::detr::load),
+        ModelClass::XClip => Some(adapters::x_clip::load),
         _ => None,
     }
 }

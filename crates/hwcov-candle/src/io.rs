@@ -32,6 +32,17 @@ impl<'a> Inputs<'a> {
         self.tensors.contains_key(name)
     }
 
+    /// Fails on an input the model does not take, rather than running without it.
+    pub fn reject_unknown(&self, known: &[&str]) -> Result<()> {
+        match self.tensors.keys().find(|k| !known.contains(&k.as_str())) {
+            Some(name) => Err(Error::tensor(
+                name.clone(),
+                format!("is not an input of this model (it takes {})", known.join(", ")),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// An integer input (token ids, masks), as u32 on the device, with the given rank.
     pub fn ids(&self, name: &str, rank: usize) -> Result<Tensor> {
         let t = self.host(name)?;
@@ -73,7 +84,9 @@ impl<'a> Inputs<'a> {
                 Tensor::from_vec(values, t.shape(), self.device)
             }
         };
-        tensor.and_then(|x| x.to_dtype(dtype)).map_err(|e| Error::tensor(name, e))
+        tensor
+            .and_then(|x| x.to_dtype(dtype))
+            .map_err(|e| Error::tensor(name, e))
     }
 }
 

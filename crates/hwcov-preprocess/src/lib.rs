@@ -4,7 +4,12 @@
 //! - [`text`]: tokenizer.json through the tokenizers crate, batched and padded as transformers pads.
 //! - [`audio`]: audio files through transformers' feature extractors (Whisper, Wav2Vec2, CLAP).
 //! - [`ctc`]: CTC logits back to text (Wav2Vec2CTCTokenizer's decoding).
+//! - [`image`]: image files to `pixel_values` (and `pixel_mask`) as transformers' image processors
+//!   make them with their PIL backend (ViT, CLIP, DETR, VideoMAE).
+//! - [`video`]: GIFs and folders of frames, sampled to a model's frame count.
 
 pub mod audio;
 pub mod ctc;
+pub mod image;
 pub mod text;
+pub mod video;

@@ -12,6 +12,7 @@
 
 pub mod bench;
 pub mod coverage;
+pub mod features;
 pub mod generate;
 pub mod platforms;
 pub mod run;

@@ -83,7 +83,8 @@ enum Command {
         /// Sampling temperature (implies --do-sample).
         #[arg(long)]
         temperature: Option<f32>,
-        /// Sample among the k most likely tokens (implies --do-sample; 0: all).
+        /// Text generation: sample among the k most likely tokens (implies --do-sample; 0: all).
+        /// Image classification: how many labels to show (default 5).
         #[arg(long)]
         top_k: Option<usize>,
         /// Sample among the most likely tokens that make up this probability (implies --do-sample).
@@ -102,6 +103,13 @@ enum Command {
         /// of failing.
         #[arg(long)]
         truncate: bool,
+        /// Object detection: keep boxes whose score is above this (default 0.5).
+        #[arg(long)]
+        threshold: Option<f64>,
+        /// Zero-shot image classification: the sentence each --text label is put into
+        /// (default "This is a photo of {}.").
+        #[arg(long)]
+        hypothesis_template: Option<String>,
         #[arg(long, default_value = "cpu")]
         platform: PlatformId,
         #[arg(long, default_value = "f32")]
@@ -133,22 +141,27 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Turn an input file into the model inputs that transformers' processor makes of it, with the
-    /// folder's preprocessor_config.json, and write them to a safetensors file.
+    /// Write the model input tensors that preprocessing makes of user input (named as transformers'
+    /// processors name them: pixel_values, pixel_mask, input_features, input_values) to a safetensors
+    /// file, with the processor of the model folder (preprocessor_config.json).
     Features {
-        /// A folder with preprocessor_config.json (a model folder, or that file alone).
+        /// A model folder, or a folder holding only preprocessor_config.json.
         #[arg(long)]
         model_dir: PathBuf,
-        /// An image file.
-        #[arg(long)]
-        image: Option<PathBuf>,
-        /// A video: a folder of frames or an animated GIF.
-        #[arg(long)]
+        /// An image file (PNG, JPEG, GIF); repeat for a batch (padded as the processor pads).
+        #[arg(long, conflicts_with_all = ["video", "audio"], required_unless_present_any = ["video", "audio"])]
+        image: Vec<PathBuf>,
+        /// A video: an animated GIF or a folder of frame images.
+        #[arg(long, conflicts_with = "audio")]
         video: Option<PathBuf>,
+        /// Frames to sample from the video (default: the model's num_frames from config.json,
+        /// else every frame).
+        #[arg(long, requires = "video")]
+        num_frames: Option<usize>,
         /// An audio file (WAV, FLAC, MP3): resampled to the extractor's rate, channels averaged.
         #[arg(long)]
         audio: Option<PathBuf>,
-        /// Where to write the tensors (safetensors), named as the model's forward arguments.
+        /// The safetensors file to write.
         #[arg(long)]
         out: PathBuf,
     },
@@ -233,6 +246,8 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             chat,
             no_chat,
             truncate,
+            threshold,
+            hypothesis_template,
             platform,
             precision,
             json,
@@ -264,6 +279,9 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                     },
                     truncate,
                 },
+                top_k,
+                threshold,
+                hypothesis_template,
             };
             let out = run_task(&model_dir, &request, platform, &opts)?;
             if json {
@@ -318,22 +336,20 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             model_dir,
             image,
             video,
+            num_frames,
             audio,
             out,
         } => {
-            let inputs = [image.is_some(), video.is_some(), audio.is_some()];
-            if inputs.iter().filter(|&&x| x).count() != 1 {
-                return Err(Error::Usage(
-                    "give exactly one of --image, --video, --audio".to_string(),
-                ));
-            }
-            let (tensors, notes) = if let Some(audio) = audio {
+            let mut notes = Vec::new();
+            let tensors = if let Some(audio) = audio {
                 let (f, _) = audio_file_features(&model_dir, &audio, RandomCrop::Refuse)?;
-                (f.tensors, f.notes)
+                notes = f.notes;
+                f.tensors
+            } else if let Some(v) = video {
+                hwcov::features::video(&model_dir, &v, num_frames)?
             } else {
-                return Err(Error::Usage(
-                    "`hwcov features` with --image or --video is not implemented yet".to_string(),
-                ));
+                let paths: Vec<&std::path::Path> = image.iter().map(PathBuf::as_path).collect();
+                hwcov::features::image(&model_dir, &paths)?
             };
             hwcov::tensor::write_safetensors(&out, &tensors)?;
             for (name, t) in &tensors {

@@ -24,6 +24,13 @@ pub struct RunRequest {
     /// Sampling, chat template and truncation of text generation (`max_new_tokens` above wins over
     /// the one in here).
     pub generation: tasks::generate::TextGenerationSettings,
+    /// How many labels image classification returns (default 5).
+    pub top_k: Option<usize>,
+    /// The score above which object detection keeps a box (default 0.5).
+    pub threshold: Option<f64>,
+    /// Zero-shot image classification's template for the candidate labels (default
+    /// "This is a photo of {}.").
+    pub hypothesis_template: Option<String>,
 }
 
 /// What a task returns: a human-readable rendering and the same as JSON.
@@ -43,6 +50,10 @@ pub fn run(model_dir: &Path, request: &RunRequest, platform: PlatformId, opts: &
         ModelClass::T5 | ModelClass::Opt | ModelClass::Llama | ModelClass::Qwen2 | ModelClass::Qwen3 => {
             tasks::generate::run(&files, request, platform, opts)
         }
+        ModelClass::Vit => tasks::image_classification::run(&files, request, platform, opts),
+        ModelClass::Clip => tasks::zero_shot_image::run(&files, request, platform, opts),
+        ModelClass::Detr => tasks::object_detection::run(&files, request, platform, opts),
+        ModelClass::XClip => tasks::video_text::run(&files, request, platform, opts),
         other => Err(Error::NotImplemented {
             platform: platform.to_string(),
             reason: format!("`hwcov run` has no task for {} models yet", other.name()),

@@ -340,7 +340,7 @@ fn features_takes_one_input() {
             ("--out", &out),
         ],
     );
-    assert_error(&o, &["exactly one of"]);
+    assert_error(&o, &["cannot be used with"]);
 }
 
 /// Model inputs of the audio models that do not fit the config: errors name the tensor and field.

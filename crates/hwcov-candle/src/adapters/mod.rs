@@ -7,11 +7,14 @@
 pub mod bert;
 pub mod causal_lm;
 pub mod clap;
+pub mod clip;
+pub mod detr;
 pub mod llama;
 pub mod opt;
 pub mod t5;
 pub mod vit;
 pub mod wav2vec2;
+pub mod x_clip;
 
 use candle_core::{DType, Device};
 use hwcov_core::{Decoder, ModelFiles, NamedTensors, Result};

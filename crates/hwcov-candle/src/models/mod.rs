@@ -2,12 +2,16 @@
 
 pub mod bert;
 pub mod clap;
+pub mod clip;
 pub mod common;
+pub mod detr;
 pub mod llama;
 pub mod opt;
 pub mod qwen2;
 pub mod qwen3;
+pub mod resnet;
 pub mod rope;
 pub mod t5;
 pub mod vit;
 pub mod wav2vec2;
+pub mod x_clip;

@@ -2,5 +2,10 @@
 
 pub mod embed;
 pub mod generate;
+pub mod image_classification;
+pub mod object_detection;
 pub mod speech_recognition;
+pub mod video_text;
+pub mod vision;
 pub mod zero_shot_audio;
+pub mod zero_shot_image;

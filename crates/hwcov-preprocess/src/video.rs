@@ -1,0 +1,228 @@
+//! Videos as lists of RGB frames: an animated GIF, or a folder of image files (one frame each, in
+//! file-name order; names starting with `.` are skipped). Frames are read as `image::load_image` reads
+//! an image and sampled to a model's frame count as transformers' `load_video` samples them
+//! (`video_utils.default_sample_indices_fn`).
+
+use std::path::{Path, PathBuf};
+
+use hwcov_core::{Error, Result};
+
+use crate::image::{RgbImage, load_image};
+
+/// Every frame of a video: a folder of images or an animated GIF.
+pub fn load_frames(path: &Path) -> Result<Vec<RgbImage>> {
+    if path.is_dir() {
+        return frame_files(path)?.iter().map(|f| load_image(f)).collect();
+    }
+    let bytes = hwcov_core::error::read_file(path)?;
+    if !bytes.starts_with(b"GIF8") {
+        return Err(Error::format(
+            path,
+            "not a video hwcov reads: give an animated GIF or a folder of frame images",
+        ));
+    }
+    read_gif(path, &bytes)
+}
+
+/// The image files of a frame folder, in name order.
+pub fn frame_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let p = entry.path();
+        let hidden = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.'));
+        if p.is_file() && !hidden {
+            files.push(p);
+        }
+    }
+    files.sort();
+    if files.is_empty() {
+        return Err(Error::io(
+            dir,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "the frame folder holds no image files"),
+        ));
+    }
+    Ok(files)
+}
+
+/// The frames of an animated GIF as PIL shows them (`GifImagePlugin` with its default
+/// RGB_AFTER_FIRST loading), each then converted to RGB: the first frame is the palette image itself
+/// (transparent pixels keep their palette colour), later frames are painted over the canvas except
+/// where transparent, after the previous frame's disposal (2: fill with the transparency or
+/// background colour, 3: restore what was under it). Grayscale GIFs without a palette are read as
+/// with an identity palette.
+fn read_gif(path: &Path, bytes: &[u8]) -> Result<Vec<RgbImage>> {
+    let err = |m: String| Error::format(path, m);
+    let mut opts = gif::DecodeOptions::new();
+    opts.set_color_output(gif::ColorOutput::Indexed);
+    let mut dec = opts
+        .read_info(std::io::Cursor::new(bytes))
+        .map_err(|e| err(format!("cannot decode the GIF: {e}")))?;
+    let (w, h) = (dec.width() as usize, dec.height() as usize);
+    if w == 0 || h == 0 {
+        return Err(err(format!("the GIF is empty ({w}x{h} pixels)")));
+    }
+    let global = dec.global_palette().map(|p| p.to_vec());
+    // PIL reads the background index only where the screen has a global palette.
+    let background = if bytes.get(10).is_some_and(|f| f & 0x80 != 0) {
+        bytes[11]
+    } else {
+        0
+    };
+    // The colour of a palette index: palettes shorter than the index fall back to PIL's grey ramp.
+    let rgb = |pal: &Option<Vec<u8>>, i: u8| -> [u8; 3] {
+        match pal {
+            Some(p) if (i as usize) * 3 + 3 <= p.len() => {
+                [p[i as usize * 3], p[i as usize * 3 + 1], p[i as usize * 3 + 2]]
+            }
+            _ => [i, i, i],
+        }
+    };
+    // `_rgb` of GifImagePlugin: an index past the palette means index 0.
+    let dispose_rgb = |pal: &Option<Vec<u8>>, i: u8| -> [u8; 3] {
+        match pal {
+            Some(p) if (i as usize) * 3 + 3 > p.len() => rgb(pal, 0),
+            _ => rgb(pal, i),
+        }
+    };
+    let mut canvas = vec![0u8; w * h * 3];
+    let mut frames = Vec::new();
+    let mut disposal_method = 0u8;
+    // What the previous frame's disposal pastes over its extent before the next frame.
+    let mut pending: Option<(Extent, Vec<u8>)> = None;
+    loop {
+        let frame = match dec.read_next_frame() {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => {
+                return Err(err(format!(
+                    "cannot decode the GIF's frames (truncated or corrupt?): {e}"
+                )));
+            }
+        };
+        let (x0, y0) = (frame.left as usize, frame.top as usize);
+        let (fw, fh) = (frame.width as usize, frame.height as usize);
+        if x0 + fw > w || y0 + fh > h {
+            return Err(err(format!(
+                "frame {} ({fw}x{fh} at {x0},{y0}) reaches past the {w}x{h} screen",
+                frames.len()
+            )));
+        }
+        let t = frame.transparent;
+        let d = frame.dispose as u8;
+        if d != 0 {
+            // PIL keeps the last specified disposal for frames that leave it unspecified.
+            disposal_method = d;
+        }
+        let pal = frame.palette.clone().or_else(|| global.clone());
+        let extent = (x0, y0, x0 + fw, y0 + fh);
+        let fill = |c: [u8; 3]| c.repeat(fw * fh);
+        if frames.is_empty() {
+            // The palette image, transparent pixels included; outside the frame, index t (or 0).
+            let outside = rgb(&pal, t.unwrap_or(0));
+            for px in canvas.chunks_exact_mut(3) {
+                px.copy_from_slice(&outside);
+            }
+            paint(&mut canvas, w, extent, &frame.buffer, |i| Some(rgb(&pal, i)));
+            pending = match disposal_method {
+                2 => Some((extent, fill(rgb(&pal, t.unwrap_or(background))))),
+                3 | 4.. => t.map(|t| (extent, fill(rgb(&pal, t)))),
+                _ => None,
+            };
+        } else {
+            if let Some((e, patch)) = pending.take() {
+                put(&mut canvas, w, e, &patch);
+            }
+            pending = match disposal_method {
+                2 => Some((extent, fill(dispose_rgb(&pal, t.unwrap_or(background))))),
+                3 | 4.. => Some((extent, crop(&canvas, w, extent))),
+                _ => None,
+            };
+            paint(&mut canvas, w, extent, &frame.buffer, |i| {
+                (Some(i) != t).then(|| rgb(&pal, i))
+            });
+        }
+        frames.push(RgbImage::new(w, h, canvas.clone())?);
+    }
+    if frames.is_empty() {
+        return Err(err("the GIF holds no frames".to_string()));
+    }
+    Ok(frames)
+}
+
+/// A frame's rectangle on the screen: (x0, y0, x1, y1).
+type Extent = (usize, usize, usize, usize);
+
+/// Paints a frame's indices into its extent of the canvas; `color` gives None where transparent.
+fn paint(canvas: &mut [u8], w: usize, e: Extent, idx: &[u8], color: impl Fn(u8) -> Option<[u8; 3]>) {
+    let fw = e.2 - e.0;
+    for (k, &i) in idx.iter().enumerate().take(fw * (e.3 - e.1)) {
+        if let Some(c) = color(i) {
+            let (x, y) = (e.0 + k % fw, e.1 + k / fw);
+            canvas[(y * w + x) * 3..(y * w + x) * 3 + 3].copy_from_slice(&c);
+        }
+    }
+}
+
+fn crop(canvas: &[u8], w: usize, e: Extent) -> Vec<u8> {
+    (e.1..e.3)
+        .flat_map(|y| canvas[(y * w + e.0) * 3..(y * w + e.2) * 3].iter().copied())
+        .collect()
+}
+
+fn put(canvas: &mut [u8], w: usize, e: Extent, patch: &[u8]) {
+    let rw = (e.2 - e.0) * 3;
+    for (r, y) in (e.1..e.3).enumerate() {
+        canvas[(y * w + e.0) * 3..(y * w + e.2) * 3].copy_from_slice(&patch[r * rw..(r + 1) * rw]);
+    }
+}
+
+/// The frame indices transformers' `default_sample_indices_fn` picks from `total` frames:
+/// `np.arange(0, total, total / num_frames, dtype=int)`. NumPy builds an integer arange from its
+/// first step truncated, so the frames are `i * int(total / num_frames)`; where the float length
+/// rounds up to one more index than asked, the extra one is dropped (transformers would hand the
+/// model a wrong frame count).
+pub fn sample_indices(path: &Path, total: usize, num_frames: usize) -> Result<Vec<usize>> {
+    if num_frames == 0 {
+        return Err(Error::Usage("num_frames must be positive".to_string()));
+    }
+    if num_frames > total {
+        return Err(Error::format(
+            path,
+            format!("the video has {total} frames, fewer than the {num_frames} it must be sampled to (num_frames)"),
+        ));
+    }
+    let step = total as f64 / num_frames as f64;
+    let len = (total as f64 / step).ceil() as usize;
+    let delta = step as usize;
+    Ok((0..len.min(num_frames)).map(|i| i * delta).collect())
+}
+
+/// A video's frames sampled to `num_frames` (all frames where `num_frames` is None).
+pub fn load_video(path: &Path, num_frames: Option<usize>) -> Result<Vec<RgbImage>> {
+    let frames = load_frames(path)?;
+    let Some(n) = num_frames else { return Ok(frames) };
+    let idx = sample_indices(path, frames.len(), n)?;
+    Ok(idx.into_iter().map(|i| frames[i].clone()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sampling_follows_numpy_integer_arange() {
+        let p = Path::new("v.gif");
+        // np.arange(0, 10, 2.5, dtype=int) == [0, 2, 4, 6]
+        assert_eq!(sample_indices(p, 10, 4).unwrap(), vec![0, 2, 4, 6]);
+        assert_eq!(sample_indices(p, 9, 9).unwrap(), (0..9).collect::<Vec<_>>());
+        assert_eq!(sample_indices(p, 10, 3).unwrap(), vec![0, 3, 6]);
+        // 15 frames to 13: numpy gives 14 indices of step 1; the model takes 13.
+        assert_eq!(sample_indices(p, 15, 13).unwrap(), (0..13).collect::<Vec<_>>());
+        let err = sample_indices(p, 2, 3).unwrap_err().to_string();
+        assert!(err.contains("v.gif") && err.contains("fewer than"), "{err}");
+    }
+}
