@@ -25,6 +25,9 @@ def synthetic_inputs(config, batch, seq):
     if mt == "bert":
         ids = torch.randint(0, config.vocab_size, (batch, seq), generator=g)
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+    if mt in ("llama", "qwen2", "qwen3", "opt"):
+        ids = torch.randint(0, config.vocab_size, (batch, seq), generator=g)
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     if mt == "vit":
         size = config.image_size
         return {"pixel_values": torch.randn(batch, config.num_channels, size, size, generator=g)}
@@ -40,6 +43,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--iters", type=int, default=30)
     ap.add_argument("--attn", default="eager", help="attention implementation (eager, sdpa)")
+    ap.add_argument("--decode", type=int, default=0, help="also time this many greedy decoding steps")
     args = ap.parse_args()
 
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -55,14 +59,22 @@ def main():
     load = time.perf_counter() - t0
     inputs = synthetic_inputs(config, args.batch, args.seq)
     floats = {k for k, v in inputs.items() if v.is_floating_point()}
+    generative = config.model_type in ("llama", "qwen2", "qwen3", "opt")
 
     def once():
+        # Like `hwcov bench`: host tensors in; the outputs (for generative models, the next-token
+        # logits of the prompt, as a prefill returns them) back on the host.
         with torch.inference_mode():
             x = {k: (v.to(dev, DTYPES[args.precision]) if k in floats else v.to(dev)) for k, v in inputs.items()}
+            if generative:
+                out = model(**x, use_cache=True, logits_to_keep=1)
+                out.logits[:, -1].float().cpu()
+                return out
             out = model(**x)
             for v in out.values():
                 if isinstance(v, torch.Tensor):
                     v.float().cpu()
+            return out
 
     for _ in range(args.warmup):
         once()
@@ -74,16 +86,39 @@ def main():
         once()
         torch.cuda.synchronize()
         times.append((time.perf_counter() - t) * 1e3)
+    decode = None
+    if args.decode:
+        # A plain greedy loop over the KV cache, one token per step, as hwcov's decoder steps.
+        with torch.inference_mode():
+            out = once()
+            past, mask = out.past_key_values, inputs["attention_mask"].to(dev)
+            nxt = out.logits[:, -1].argmax(-1, keepdim=True)
+            steps = []
+            for _ in range(args.decode):
+                torch.cuda.synchronize()
+                t = time.perf_counter()
+                mask = torch.cat([mask, torch.ones_like(nxt)], 1)
+                out = model(input_ids=nxt, attention_mask=mask, past_key_values=past, use_cache=True)
+                past = out.past_key_values
+                nxt = out.logits[:, -1].argmax(-1, keepdim=True)
+                nxt.cpu()
+                steps.append((time.perf_counter() - t) * 1e3)
+        ss = sorted(steps)
+        pc = lambda q: ss[min(len(ss) - 1, round(q / 100 * (len(ss) - 1)))]
+        m = statistics.fmean(steps)
+        decode = {"new_tokens": args.decode, "tokens_per_s": args.batch * 1e3 / m, "ms_per_token_mean": m,
+                  "ms_per_token_p50": pc(50), "ms_per_token_p90": pc(90), "ms_per_token_p99": pc(99)}
     s = sorted(times)
     pct = lambda p: s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
     mean = statistics.fmean(times)
     print(json.dumps({
         "model_dir": args.model_dir, "model_type": config.model_type, "peer": f"transformers {transformers.__version__} eager ({args.attn} attention), torch {torch.__version__}",
         "device": torch.cuda.get_device_name(), "precision": args.precision, "batch": args.batch,
-        "seq": args.seq if config.model_type == "bert" else None, "warmup": args.warmup, "iterations": args.iters,
+        "seq": args.seq if config.model_type != "vit" else None, "warmup": args.warmup, "iterations": args.iters,
         "load_seconds": load, "mean_ms": mean, "p50_ms": pct(50), "p90_ms": pct(90), "p99_ms": pct(99),
         "stdev_ms": statistics.pstdev(times), "throughput_per_s": args.batch / (mean / 1e3),
-        "peak_memory_bytes": torch.cuda.max_memory_allocated(),
+        "peak_memory_bytes": torch.cuda.max_memory_allocated(), "pass": "prefill" if generative else "forward",
+        "decode": decode,
     }))
 
 

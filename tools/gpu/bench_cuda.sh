@@ -12,7 +12,7 @@ if [ -z "${HWCOV_CUDA_LIBS:-}" ]; then
 fi
 export LD_LIBRARY_PATH="${HWCOV_CUDA_LIBS}:${LD_LIBRARY_PATH:-}"
 here=$(cd "$(dirname "$0")/.." && pwd)
-python3 "$here/bench/make_checkpoints.py" "$ckpt" --only bert-base,vit-base
+python3 "$here/bench/make_checkpoints.py" "$ckpt" --only "${BENCH_CHECKPOINTS:-bert-base,vit-base,qwen2-0.5b,qwen2-7b}"
 
 python3 - > "$out/copy_bandwidth.json" <<'PY'
 import json, torch
@@ -27,11 +27,11 @@ print(json.dumps({"device": torch.cuda.get_device_name(), "bytes": x.numel(), "r
 PY
 
 : > "$out/bench.jsonl"
-row() {  # checkpoint precision batch seq: one line per side, with the row's parameters
-  local dir="$ckpt/$1" p=$2 b=$3 s=$4
+row() {  # checkpoint precision batch seq [decode tokens]: one line per side, with the row's parameters
+  local dir="$ckpt/$1" p=$2 b=$3 s=$4 d=${5:-0}
   local h t
-  h=$("$bin" bench --platform cuda --model-dir "$dir" --precision "$p" --batch "$b" --seq "$s" --json 2>&1)
-  t=$(python3 "$here/bench/pytorch_bench.py" --model-dir "$dir" --precision "$p" --batch "$b" --seq "$s" 2>&1 | tail -1)
+  h=$("$bin" bench --platform cuda --model-dir "$dir" --precision "$p" --batch "$b" --seq "$s" --decode "$d" --json 2>&1)
+  t=$(python3 "$here/bench/pytorch_bench.py" --model-dir "$dir" --precision "$p" --batch "$b" --seq "$s" --decode "$d" 2>&1 | tail -1)
   for side in hwcov pytorch; do
     if [ $side = hwcov ]; then r=$h; else r=$t; fi
     SIDE=$side CK=$1 P=$p B=$b S=$s R="$r" python3 -c "import json, os
@@ -42,9 +42,16 @@ print(json.dumps(row))" >> "$out/bench.jsonl"
   done
   echo "$1 $p b$b s$s done"
 }
-for p in f32 bf16; do
+for p in ${BENCH_PRECISIONS:-f32 bf16}; do
   row bert-base $p 1 128
   row bert-base $p 32 128
   row vit-base $p 1 0
   row vit-base $p 32 0
 done
+if [ -d "$ckpt/qwen2-0.5b" ]; then
+  row qwen2-0.5b bf16 1 512 64
+  row qwen2-0.5b f32 1 512 64
+fi
+if [ -d "$ckpt/qwen2-7b" ]; then
+  row qwen2-7b bf16 1 512 64
+fi

@@ -12,6 +12,7 @@ pub mod config;
 pub mod handler;
 pub mod io;
 pub mod models;
+pub mod nn;
 pub mod weights;
 
 pub use handler::CandleHandler;

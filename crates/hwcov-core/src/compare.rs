@@ -213,6 +213,48 @@ pub fn compare(name: &str, expected: &HostTensor, actual: &HostTensor, tol: Tole
     }
 }
 
+/// Generated token ids at reduced precision (f16, bf16): once logits differ in their last bits,
+/// greedy decoding may take another branch, so the tokens after the first divergence are not
+/// compared. The first `prompt_len` tokens of each row (the prompt, which generation echoes) must
+/// match; the report says where each row diverges. The logits of the prompt are compared separately,
+/// at the precision's tolerance.
+pub fn compare_prefix_ids(
+    name: &str,
+    expected: &HostTensor,
+    actual: &HostTensor,
+    prompt_len: usize,
+) -> OutputComparison {
+    let mut c = compare(name, expected, actual, Tolerance::F32);
+    if c.passed || c.problem.is_some() {
+        return c;
+    }
+    let (Some(e), Some(a)) = (expected.to_i64_vec(), actual.to_i64_vec()) else {
+        return c;
+    };
+    let width = expected.shape().last().copied().unwrap_or(0).max(1);
+    let divergence: Vec<Option<usize>> = e
+        .chunks(width)
+        .zip(a.chunks(width))
+        .map(|(er, ar)| er.iter().zip(ar).position(|(x, y)| x != y))
+        .collect();
+    let in_prompt = divergence.iter().flatten().any(|&d| d < prompt_len);
+    let shown: Vec<String> = divergence
+        .iter()
+        .map(|d| d.map(|d| format!("token {d}")).unwrap_or_else(|| "none".to_string()))
+        .collect();
+    c.passed = !in_prompt;
+    c.problem = Some(if in_prompt {
+        format!("the echoed prompt differs (rows diverge at {})", shown.join(", "))
+    } else {
+        format!(
+            "rows diverge at {} (after the prompt of {prompt_len}; allowed at reduced precision, {} ids differ)",
+            shown.join(", "),
+            c.mismatched
+        )
+    });
+    c
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,6 +305,17 @@ mod tests {
         let c = OutputComparison::missing("x", &t(&[1.0]));
         let back: OutputComparison = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
         assert!(back.max_abs_err.is_nan() && !back.passed);
+    }
+
+    #[test]
+    fn reduced_precision_ids_may_diverge_after_the_prompt() {
+        let e = HostTensor::i64(vec![2, 4], vec![1, 2, 3, 4, 1, 2, 3, 4]).unwrap();
+        let late = HostTensor::i64(vec![2, 4], vec![1, 2, 3, 9, 1, 2, 3, 4]).unwrap();
+        let c = compare_prefix_ids("g", &e, &late, 2);
+        assert!(c.passed && c.problem.as_ref().unwrap().contains("token 3"), "{c}");
+        let early = HostTensor::i64(vec![2, 4], vec![1, 7, 3, 4, 1, 2, 3, 4]).unwrap();
+        assert!(!compare_prefix_ids("g", &e, &early, 2).passed);
+        assert!(compare_prefix_ids("g", &e, &e, 2).passed);
     }
 
     #[test]

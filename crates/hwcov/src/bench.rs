@@ -42,6 +42,61 @@ pub struct BenchReport {
     /// platform can tell.
     pub memory_after_load_bytes: Option<u64>,
     pub memory_after_run_bytes: Option<u64>,
+    /// For generative models: what the timed passes measure ("prefill": the prompt through the
+    /// decoder, returning the next-token logits; "forward": forward() with all outputs).
+    pub pass: String,
+    /// Token-by-token decoding after a prefill, where asked (`--decode N`).
+    pub decode: Option<DecodeReport>,
+}
+
+/// Decoding speed: `new_tokens` steps of one token per row after the prompt, greedy.
+#[derive(Debug, Clone, Serialize)]
+pub struct DecodeReport {
+    pub new_tokens: usize,
+    pub tokens_per_s: f64,
+    pub ms_per_token_mean: f64,
+    pub ms_per_token_p50: f64,
+    pub ms_per_token_p90: f64,
+    pub ms_per_token_p99: f64,
+}
+
+/// The greedy choice of each row of (batch, vocab) logits.
+fn argmax_rows(logits: &HostTensor) -> Vec<u32> {
+    let v = logits.to_f64_vec();
+    let vocab = logits.shape().last().copied().unwrap_or(1).max(1);
+    v.chunks(vocab)
+        .map(|row| {
+            row.iter()
+                .enumerate()
+                .fold(
+                    (0usize, f64::NEG_INFINITY),
+                    |best, (i, &x)| if x > best.1 { (i, x) } else { best },
+                )
+                .0 as u32
+        })
+        .collect()
+}
+
+struct Stats {
+    mean: f64,
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    stdev: f64,
+}
+
+fn stats(times: &[f64]) -> Stats {
+    let mean = times.iter().sum::<f64>() / times.len() as f64;
+    let var = times.iter().map(|t| (t - mean).powi(2)).sum::<f64>() / times.len() as f64;
+    let mut sorted = times.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    Stats {
+        mean,
+        p50: percentile(&sorted, 50.0),
+        p90: percentile(&sorted, 90.0),
+        p99: percentile(&sorted, 99.0),
+        stdev: var.sqrt(),
+    }
 }
 
 /// A small deterministic generator (xorshift), so that inputs are the same run to run.
@@ -74,6 +129,16 @@ pub fn synthetic_inputs(files: &ModelFiles, shape: BenchShape) -> Result<NamedTe
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut inputs = NamedTensors::new();
     match files.class {
+        ModelClass::Llama | ModelClass::Qwen2 | ModelClass::Qwen3 | ModelClass::Opt => {
+            let vocab = config_usize(files, "vocab_size", None)? as u64;
+            let n = shape.batch * shape.seq;
+            let ids = (0..n).map(|_| (rng.next() % vocab) as i64).collect();
+            inputs.insert("input_ids".into(), HostTensor::i64(vec![shape.batch, shape.seq], ids)?);
+            inputs.insert(
+                "attention_mask".into(),
+                HostTensor::i64(vec![shape.batch, shape.seq], vec![1; n])?,
+            );
+        }
         ModelClass::Bert => {
             let vocab = config_usize(files, "vocab_size", None)? as u64;
             let n = shape.batch * shape.seq;
@@ -115,6 +180,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// Loads the model, runs `warmup` untimed and `iterations` timed forward passes (host tensors in,
 /// host tensors out: what a user of the Handler gets), and summarises.
+#[allow(clippy::too_many_arguments)]
 pub fn bench(
     model_dir: &Path,
     platform: PlatformId,
@@ -122,6 +188,7 @@ pub fn bench(
     shape: BenchShape,
     warmup: usize,
     iterations: usize,
+    decode_tokens: usize,
 ) -> Result<BenchReport> {
     if iterations == 0 {
         return Err(Error::Usage("--iters must be at least 1".to_string()));
@@ -142,21 +209,59 @@ pub fn bench(
     let mut handler = p.load(&files, opts)?;
     let load_seconds = started.elapsed().as_secs_f64();
     let memory_after_load_bytes = p.memory_in_use(opts.device_index);
+    // Generative models are timed through their decoder: the prompt in, the next-token logits out
+    // (forward() would copy the logits of every position back to the host).
+    let generative = handler.decoder().is_some();
+    let once = |h: &mut Box<dyn hwcov_core::Handler>| -> Result<Option<HostTensor>> {
+        match h.decoder() {
+            Some(d) => d.start(&inputs).map(Some),
+            None => h.forward(&inputs).map(|_| None),
+        }
+    };
     for _ in 0..warmup {
-        handler.forward(&inputs)?;
+        once(&mut handler)?;
     }
     let mut times = Vec::with_capacity(iterations);
     for _ in 0..iterations {
         let t = Instant::now();
-        handler.forward(&inputs)?;
+        once(&mut handler)?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
     }
+    let decode = if decode_tokens > 0 {
+        let mut logits = once(&mut handler)?.ok_or_else(|| {
+            Error::Usage(format!(
+                "--decode needs a generative model; {} is not one",
+                files.class.name()
+            ))
+        })?;
+        let decoder = handler
+            .decoder()
+            .ok_or_else(|| Error::Usage("the model has no decoder".to_string()))?;
+        let mut steps = Vec::with_capacity(decode_tokens);
+        for _ in 0..decode_tokens {
+            let next = argmax_rows(&logits);
+            let t = Instant::now();
+            logits = decoder.step(&next)?;
+            steps.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        let st = stats(&steps);
+        Some(DecodeReport {
+            new_tokens: decode_tokens,
+            tokens_per_s: shape.batch as f64 * 1e3 / st.mean,
+            ms_per_token_mean: st.mean,
+            ms_per_token_p50: st.p50,
+            ms_per_token_p90: st.p90,
+            ms_per_token_p99: st.p99,
+        })
+    } else {
+        None
+    };
     let memory_after_run_bytes = p.memory_in_use(opts.device_index);
-    let mean = times.iter().sum::<f64>() / times.len() as f64;
-    let var = times.iter().map(|t| (t - mean).powi(2)).sum::<f64>() / times.len() as f64;
-    let mut sorted = times.clone();
-    sorted.sort_by(f64::total_cmp);
-    let text = matches!(files.class, ModelClass::Bert);
+    let st = stats(&times);
+    let text = matches!(
+        files.class,
+        ModelClass::Bert | ModelClass::Llama | ModelClass::Qwen2 | ModelClass::Qwen3 | ModelClass::Opt
+    );
     Ok(BenchReport {
         model_dir: model_dir.display().to_string(),
         model_type: files.class.model_type().to_string(),
@@ -168,13 +273,15 @@ pub fn bench(
         warmup,
         iterations,
         load_seconds,
-        mean_ms: mean,
-        p50_ms: percentile(&sorted, 50.0),
-        p90_ms: percentile(&sorted, 90.0),
-        p99_ms: percentile(&sorted, 99.0),
-        stdev_ms: var.sqrt(),
-        throughput_per_s: shape.batch as f64 / (mean / 1e3),
+        mean_ms: st.mean,
+        p50_ms: st.p50,
+        p90_ms: st.p90,
+        p99_ms: st.p99,
+        stdev_ms: st.stdev,
+        throughput_per_s: shape.batch as f64 / (st.mean / 1e3),
         memory_after_load_bytes,
         memory_after_run_bytes,
+        pass: if generative { "prefill" } else { "forward" }.to_string(),
+        decode,
     })
 }

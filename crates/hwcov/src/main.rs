@@ -138,6 +138,9 @@ enum Command {
         warmup: usize,
         #[arg(long, default_value_t = 30)]
         iters: usize,
+        /// Generative models: also time this many decoding steps after a prefill (tokens per second).
+        #[arg(long, default_value_t = 0)]
+        decode: usize,
         #[arg(long)]
         json: bool,
     },
@@ -300,13 +303,22 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             seq,
             warmup,
             iters,
+            decode,
             json,
         } => {
             let opts = LoadOptions {
                 precision,
                 device_index: device,
             };
-            let r = bench(&model_dir, platform, &opts, BenchShape { batch, seq }, warmup, iters)?;
+            let r = bench(
+                &model_dir,
+                platform,
+                &opts,
+                BenchShape { batch, seq },
+                warmup,
+                iters,
+                decode,
+            )?;
             if json {
                 println!(
                     "{}",
@@ -329,6 +341,17 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                     r.throughput_per_s,
                     r.load_seconds
                 );
+                if let Some(d) = &r.decode {
+                    println!(
+                        "decode {} tokens: {:.1} tokens/s, {:.3} ms/token (p50 {:.3}, p90 {:.3}, p99 {:.3})",
+                        d.new_tokens,
+                        d.tokens_per_s,
+                        d.ms_per_token_mean,
+                        d.ms_per_token_p50,
+                        d.ms_per_token_p90,
+                        d.ms_per_token_p99
+                    );
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

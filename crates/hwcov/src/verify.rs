@@ -5,8 +5,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use hwcov_core::{
-    Availability, Decoder, Error, HostTensor, IoFile, LoadOptions, ModelFiles, NamedTensors, OutputComparison, Result,
-    Support, Tolerance, VerifyReport, compare,
+    Availability, Decoder, Error, HostTensor, IoFile, LoadOptions, ModelFiles, NamedTensors, OutputComparison,
+    Precision, Result, Support, Tolerance, VerifyReport, compare, compare::compare_prefix_ids,
 };
 
 use crate::generate::{GenerateOptions, GenerationConfig, generate};
@@ -63,12 +63,14 @@ pub fn verify(model_dir: &Path, io_path: &Path, platform: PlatformId, opts: &Ver
     let mut produced = handler.forward(&io.inputs).map_err(|e| name_io_tensor(e, io_path))?;
     // `generated` comes from the generation loop, which the handler's decoder drives.
     let mut generation_problem = None;
+    let mut prompt_len = 0;
     if let Some(expected) = io.outputs.get("generated")
         && let Some(decoder) = handler.decoder()
     {
         match verify_generation(&files, &io.inputs, expected, decoder) {
-            Ok(g) => {
+            Ok((g, len)) => {
                 produced.insert("generated".into(), g);
+                prompt_len = len;
             }
             Err(e) => generation_problem = Some(name_io_tensor(e, io_path).to_string()),
         }
@@ -82,6 +84,9 @@ pub fn verify(model_dir: &Path, io_path: &Path, platform: PlatformId, opts: &Ver
         .outputs
         .iter()
         .map(|(name, expected)| match (produced.get(name), &generation_problem) {
+            (Some(actual), _) if name == "generated" && opts.load.precision != Precision::F32 => {
+                compare_prefix_ids(name, expected, actual, prompt_len)
+            }
             (Some(actual), _) => compare(name, expected, actual, tolerance),
             (None, Some(problem)) if name == "generated" => {
                 OutputComparison::failure(name, expected, None, format!("generation failed: {problem}"))
@@ -105,15 +110,16 @@ pub fn verify(model_dir: &Path, io_path: &Path, platform: PlatformId, opts: &Ver
     })
 }
 
-/// Greedy generation from the io file's prompt, with as many new tokens as the reference has: the
-/// prompt is `input_ids` for decoder-only models; encoder-decoders start their decoder from
-/// `decoder_start_token_id` (the io file's `decoder_input_ids` are for the logits, not generation).
+/// Greedy generation from the io file's prompt, with as many new tokens as the reference has; also
+/// returns how many leading tokens are the echoed prompt. The prompt is `input_ids` for decoder-only
+/// models; encoder-decoders start their decoder from `decoder_start_token_id` (the io file's
+/// `decoder_input_ids` are for the logits, not generation).
 fn verify_generation(
     files: &ModelFiles,
     inputs: &NamedTensors,
     expected: &HostTensor,
     decoder: &mut dyn Decoder,
-) -> Result<HostTensor> {
+) -> Result<(HostTensor, usize)> {
     let config = GenerationConfig::from_model(files)?;
     let mut inputs = inputs.clone();
     let prompt_len = if config.is_encoder_decoder {
@@ -138,7 +144,7 @@ fn verify_generation(
         sampling: None,
         strict: true,
     };
-    generate(decoder, &inputs, &config, &opts)?.to_tensor()
+    Ok((generate(decoder, &inputs, &config, &opts)?.to_tensor()?, prompt_len))
 }
 
 /// A handler names its inputs as forward() arguments; the user knows them as `in_*` entries of the

@@ -4,11 +4,12 @@
 //! written here, class for class as in transformers.
 
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder, embedding, layer_norm, linear};
+use candle_nn::{Embedding, LayerNorm, VarBuilder, embedding, layer_norm};
 use serde::Deserialize;
 
 use crate::activation::Activation;
 use crate::models::common::{additive_padding_mask, eager_attention};
+use crate::nn::{Linear, linear};
 
 /// `BertConfig`, with transformers' defaults.
 #[derive(Debug, Clone, Deserialize)]

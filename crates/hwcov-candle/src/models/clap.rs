@@ -7,14 +7,13 @@
 //! is RoBERTa (position ids counted from `pad_token_id + 1`), whose layers are BERT's.
 
 use candle_core::{D, DType, Device, Module, Result, Tensor};
-use candle_nn::{
-    Conv2d, Conv2dConfig, Embedding, LayerNorm, Linear, VarBuilder, embedding, layer_norm, linear, linear_b,
-};
+use candle_nn::{Conv2d, Conv2dConfig, Embedding, LayerNorm, VarBuilder, embedding, layer_norm};
 use serde::Deserialize;
 
 use crate::activation::Activation;
 use crate::models::bert::{BertConfig, BertLayer, BertPooler};
 use crate::models::common::additive_padding_mask;
+use crate::nn::{Linear, linear, linear_b};
 
 /// An int or an [int, int] in the config (`patch_size`, `patch_stride`).
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -682,7 +681,7 @@ pub struct ClapAudioPatchMerging {
 impl ClapAudioPatchMerging {
     pub fn new(dim: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            reduction: candle_nn::linear_no_bias(4 * dim, 2 * dim, vb.pp("reduction"))?,
+            reduction: crate::nn::linear_no_bias(4 * dim, 2 * dim, vb.pp("reduction"))?,
             norm: layer_norm(4 * dim, TORCH_NORM_EPS, vb.pp("norm"))?,
         })
     }

@@ -6,14 +6,12 @@
 //! masks padding, so the model is written here.
 
 use candle_core::{D, DType, Device, IndexOp, Module, Result, Tensor};
-use candle_nn::{
-    Conv2d, Conv2dConfig, Embedding, LayerNorm, Linear, VarBuilder, conv2d_no_bias, embedding, layer_norm, linear,
-    linear_no_bias,
-};
+use candle_nn::{Conv2d, Conv2dConfig, Embedding, LayerNorm, VarBuilder, conv2d_no_bias, embedding, layer_norm};
 use serde::Deserialize;
 
 use crate::activation::Activation;
 use crate::models::common::{dtype_min, eager_attention};
+use crate::nn::{Linear, linear, linear_no_bias};
 
 /// `eos_token_id` of a text config: one id, or a list as transformers' type allows.
 #[derive(Debug, Clone, Deserialize)]

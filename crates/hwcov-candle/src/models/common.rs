@@ -29,7 +29,7 @@ pub fn eager_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>
     let dtype = q.dtype();
     let mut scores = (q.matmul(&k.t()?)? * scaling)?;
     if let Some(mask) = mask {
-        scores = scores.broadcast_add(mask)?;
+        scores = crate::nn::add_broadcast(&scores, mask)?;
     }
     let probs = candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(dtype)?;
     probs.matmul(v)
@@ -153,10 +153,10 @@ pub fn lm_head(
     tie_word_embeddings: bool,
     in_dim: usize,
     vocab_size: usize,
-) -> Result<candle_nn::Linear> {
+) -> Result<crate::nn::Linear> {
     if vb.contains_tensor("lm_head.weight") || !tie_word_embeddings {
-        candle_nn::linear_no_bias(in_dim, vocab_size, vb.pp("lm_head"))
+        crate::nn::linear_no_bias(in_dim, vocab_size, vb.pp("lm_head"))
     } else {
-        Ok(candle_nn::Linear::new(embeddings.clone(), None))
+        Ok(crate::nn::Linear::new(embeddings.clone(), None))
     }
 }

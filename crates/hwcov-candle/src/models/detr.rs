@@ -5,14 +5,13 @@
 //! `backbone.conv_encoder.model`, attention outputs `out_proj`, feed-forward `fc1`/`fc2` on the layer.
 
 use candle_core::{D, DType, Device, Module, Result, Tensor};
-use candle_nn::{
-    Conv2d, Conv2dConfig, Embedding, LayerNorm, Linear, VarBuilder, conv2d, embedding, layer_norm, linear,
-};
+use candle_nn::{Conv2d, Conv2dConfig, Embedding, LayerNorm, VarBuilder, conv2d, embedding, layer_norm};
 use serde::Deserialize;
 
 use crate::activation::Activation;
 use crate::models::common::dtype_min;
 use crate::models::resnet::{ResNetBackbone, ResNetConfig};
+use crate::nn::{Linear, linear};
 
 /// `DetrConfig` (the fields inference reads), with transformers' defaults.
 #[derive(Debug, Clone, Deserialize)]

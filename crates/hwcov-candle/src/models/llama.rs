@@ -5,12 +5,13 @@
 //! their configs into the [`LlamaArch`] this file builds.
 
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{Embedding, Linear, VarBuilder, embedding, linear_b};
+use candle_nn::{Embedding, VarBuilder, embedding};
 use serde::Deserialize;
 
 use crate::activation::Activation;
 use crate::models::common::{DynamicCache, RmsNorm, causal_mask, eager_attention, lm_head, repeat_kv};
 use crate::models::rope::{RopeParameters, RopeType, RotaryEmbedding, apply_rotary_pos_emb};
+use crate::nn::{Linear, linear_b};
 
 /// `LlamaConfig`, with transformers' defaults.
 #[derive(Debug, Clone, Deserialize)]

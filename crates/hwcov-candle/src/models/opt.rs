@@ -2,11 +2,12 @@
 //! cache). candle-transformers has no OPT.
 
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder, embedding, layer_norm, linear_b, linear_no_bias};
+use candle_nn::{Embedding, LayerNorm, VarBuilder, embedding, layer_norm};
 use serde::Deserialize;
 
 use crate::activation::Activation;
 use crate::models::common::{DynamicCache, causal_mask, eager_attention, lm_head};
+use crate::nn::{Linear, linear_b, linear_no_bias};
 
 /// `OPTConfig`, with transformers' defaults.
 #[derive(Debug, Clone, Deserialize)]

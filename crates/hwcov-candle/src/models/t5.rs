@@ -6,11 +6,12 @@
 //! so the model is written here.
 
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{Embedding, Linear, VarBuilder, embedding, linear_no_bias};
+use candle_nn::{Embedding, VarBuilder, embedding};
 use serde::Deserialize;
 
 use crate::activation::Activation;
 use crate::models::common::{DynamicCache, RmsNorm, additive_padding_mask, causal_mask};
+use crate::nn::{Linear, linear_no_bias};
 
 /// `T5Config`, with transformers' defaults.
 #[derive(Debug, Clone, Deserialize)]
@@ -369,7 +370,7 @@ impl T5Attention {
         // eager_attention_forward with scaling 1.0: T5 folds the scale into its weights' init.
         let mut attn_weights = query_states.matmul(&key_states.t()?)?.broadcast_add(&position_bias)?;
         if let Some(mask) = mask {
-            attn_weights = attn_weights.broadcast_add(mask)?;
+            attn_weights = crate::nn::add_broadcast(&attn_weights, mask)?;
         }
         let attn_weights = candle_nn::ops::softmax_last_dim(&attn_weights)?;
         let attn_output = attn_weights.matmul(&value_states)?;

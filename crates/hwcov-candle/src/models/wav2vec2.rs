@@ -9,13 +9,13 @@
 
 use candle_core::{D, DType, Module, Result, Tensor};
 use candle_nn::{
-    Conv1d, Conv1dConfig, GroupNorm, LayerNorm, Linear, VarBuilder, conv1d, conv1d_no_bias, group_norm, layer_norm,
-    linear,
+    Conv1d, Conv1dConfig, GroupNorm, LayerNorm, VarBuilder, conv1d, conv1d_no_bias, group_norm, layer_norm,
 };
 use serde::Deserialize;
 
 use crate::activation::Activation;
 use crate::models::common::{additive_padding_mask, eager_attention};
+use crate::nn::{Linear, linear};
 
 /// `Wav2Vec2Config`, with transformers' defaults.
 #[derive(Debug, Clone, Deserialize)]

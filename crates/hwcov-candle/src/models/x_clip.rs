@@ -5,7 +5,7 @@
 //! transformer (mit) and the video-specific prompt generator.
 
 use candle_core::{D, IndexOp, Module, Result, Tensor};
-use candle_nn::{LayerNorm, Linear, VarBuilder, layer_norm, linear, linear_no_bias};
+use candle_nn::{LayerNorm, VarBuilder, layer_norm};
 use serde::Deserialize;
 
 use crate::activation::Activation;
@@ -14,6 +14,7 @@ use crate::models::clip::{
     EncoderDims, EosPooling, l2_normalize,
 };
 use crate::models::common::eager_attention;
+use crate::nn::{Linear, linear, linear_no_bias};
 
 /// `XCLIPVisionConfig`: CLIP's vision fields (same defaults) and X-CLIP's own.
 #[derive(Debug, Clone, Deserialize)]

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The CPU benchmark of issue-sized models on this machine, one run, three columns: hwcov's cpu
+# platform (candle), hwcov's openvino platform, and ONNX Runtime from Python, on the same
+# random-weight checkpoints at real sizes. Needs python3 with torch + transformers + onnxruntime
+# (tools/fixtures/requirements.txt) to make the checkpoints and run ONNX Runtime, and a release
+# build of hwcov (`cargo build --release -p hwcov`).
+# Writes OUT_DIR/cpu-bench.jsonl.
+# Usage: tools/bench/cpu_bench.sh HWCOV_BINARY OUT_DIR [CHECKPOINT_DIR] [PYTHON]
+set -u
+bin=${1:?binary}; out=${2:?out}; ckpt=${3:-/tmp/hwcov-bench-checkpoints}; py=${4:-python3}
+here=$(cd "$(dirname "$0")" && pwd)
+mkdir -p "$out"
+"$py" "$here/make_checkpoints.py" "$ckpt" --only bert-base,vit-base
+for c in bert-base vit-base; do
+  [ -f "$ckpt/$c/model.onnx" ] || "$py" "$here/export_onnx.py" "$ckpt/$c"
+done
+: > "$out/cpu-bench.jsonl"
+emit() {  # side checkpoint batch seq json
+  SIDE=$1 CK=$2 B=$3 S=$4 R="$5" "$py" -c "import json, os
+row = {'side': os.environ['SIDE'], 'checkpoint': os.environ['CK'], 'precision': 'f32', 'batch': int(os.environ['B']), 'seq': int(os.environ['S'])}
+try: row['result'] = json.loads(os.environ['R'])
+except Exception: row['error'] = os.environ['R'][-600:]
+print(json.dumps(row))" >> "$out/cpu-bench.jsonl"
+}
+for spec in "bert-base 1 128" "bert-base 8 128" "vit-base 1 0" "vit-base 8 0"; do
+  set -- $spec
+  for p in cpu openvino; do
+    emit "hwcov-$p" "$1" "$2" "$3" "$("$bin" bench --platform $p --model-dir "$ckpt/$1" --batch "$2" --seq "$3" --iters 20 --json 2>&1)"
+  done
+  emit onnxruntime "$1" "$2" "$3" "$("$py" "$here/onnxruntime_bench.py" --model-dir "$ckpt/$1" --batch "$2" --seq "$3" --iters 20 2>&1 | tail -1)"
+  echo "$spec done"
+done
