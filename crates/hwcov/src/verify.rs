@@ -5,10 +5,11 @@ use std::path::Path;
 use std::time::Instant;
 
 use hwcov_core::{
-    Availability, Decoder, Error, HostTensor, IoFile, LoadOptions, ModelFiles, NamedTensors, OutputComparison, Result,
+    Availability, Decoder, Error, HostTensor, IoFile, LoadOptions, ModelClass, ModelFiles, NamedTensors, OutputComparison, Result,
     Support, Tolerance, VerifyReport, compare,
 };
 
+use crate::generate::whisper::{self, WhisperGenerationConfig, WhisperOptions};
 use crate::generate::{GenerateOptions, GenerationConfig, generate};
 
 use crate::platforms;
@@ -107,14 +108,24 @@ pub fn verify(model_dir: &Path, io_path: &Path, platform: PlatformId, opts: &Ver
 
 /// Greedy generation from the io file's prompt, with as many new tokens as the reference has: the
 /// prompt is `input_ids` for decoder-only models; encoder-decoders start their decoder from
-/// `decoder_start_token_id` (the io file's `decoder_input_ids` are for the logits, not generation).
+/// `decoder_start_token_id`, Whisper from the prompt its generation config makes (the io file's
+/// `decoder_input_ids` are for the logits, not generation).
 fn verify_generation(
     files: &ModelFiles,
     inputs: &NamedTensors,
     expected: &HostTensor,
     decoder: &mut dyn Decoder,
 ) -> Result<HostTensor> {
-    let config = GenerationConfig::from_model(files)?;
+    let mut config = GenerationConfig::from_model(files)?;
+    if files.class == ModelClass::Whisper {
+        // Whisper's generate() returns the new tokens only, without the final EOS: a reference of n
+        // tokens per row is what generation gives with n new tokens at most (a row that ended with
+        // EOS at n + 1 is the same n tokens).
+        let wcfg = WhisperGenerationConfig::from_model(files, &mut config)?;
+        let prompts = whisper::decoder_prompts(decoder, inputs, &wcfg, &WhisperOptions::default())?;
+        let n = expected.shape().get(1).copied().unwrap_or(0).max(1);
+        return whisper::generate(decoder, inputs, &config, &wcfg, &prompts, Some(n), true)?.to_tensor();
+    }
     let mut inputs = inputs.clone();
     let prompt_len = if config.is_encoder_decoder {
         inputs.remove("decoder_input_ids");

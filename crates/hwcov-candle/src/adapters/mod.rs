@@ -12,6 +12,7 @@ pub mod opt;
 pub mod t5;
 pub mod vit;
 pub mod wav2vec2;
+pub mod whisper;
 
 use candle_core::{DType, Device};
 use hwcov_core::{Decoder, ModelFiles, NamedTensors, Result};

@@ -11,3 +11,4 @@ pub mod rope;
 pub mod t5;
 pub mod vit;
 pub mod wav2vec2;
+pub mod whisper;

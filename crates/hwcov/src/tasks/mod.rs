@@ -3,4 +3,5 @@
 pub mod embed;
 pub mod generate;
 pub mod speech_recognition;
+pub mod speech_recognition_whisper;
 pub mod zero_shot_audio;
