@@ -130,7 +130,14 @@ impl WhisperGenerationConfig {
         } else {
             Value::Object(Default::default())
         };
-        let get = |name: &str| gen_json.get(name).filter(|v| !v.is_null());
+        // A file marked as made from the model config keeps, on load, only the fields that
+        // GenerationConfig has parameters for: none of the Whisper ones read here.
+        let from_model_config = gen_json.get("_from_model_config").and_then(|v| v.as_bool()) == Some(true);
+        let get = |name: &str| {
+            gen_json
+                .get(name)
+                .filter(|v| !v.is_null() && !from_model_config)
+        };
         let path = if gen_path.is_file() {
             gen_path.clone()
         } else {
