@@ -569,3 +569,95 @@ pub fn generate(
         ignored: g.ignored,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The Whisper fixture's generation config: <|startoftranscript|> 301, <|en|> 302, <|de|> 303,
+    /// <|fr|> 304, <|translate|> 305, <|transcribe|> 306, <|notimestamps|> 310.
+    fn fixture_config() -> WhisperGenerationConfig {
+        WhisperGenerationConfig {
+            path: PathBuf::from("generation_config.json"),
+            decoder_start_token_id: Some(301),
+            lang_to_id: Some([("<|en|>", 302), ("<|de|>", 303), ("<|fr|>", 304)].map(|(k, v)| (k.to_string(), v)).into()),
+            task_to_id: Some([("translate", 305), ("transcribe", 306)].map(|(k, v)| (k.to_string(), v)).into()),
+            no_timestamps_token_id: Some(310),
+            is_multilingual: Some(true),
+            forced_decoder_ids: Some(vec![(1, None), (2, Some(306))]),
+            max_target_positions: 40,
+            ..Default::default()
+        }
+    }
+
+    fn prompts(c: &WhisperGenerationConfig, language: Option<&str>, task: Option<&str>) -> Result<Vec<Vec<u32>>> {
+        let opts = WhisperOptions {
+            language: language.map(String::from),
+            task: task.map(String::from),
+        };
+        // The languages "detected" for the two rows.
+        c.init_tokens(&opts, 2, || Ok(vec![302, 304]))
+    }
+
+    /// The prompts of `_retrieve_init_tokens`, as transformers 5.17 gives them on the Whisper fixture.
+    #[test]
+    fn prompts_match_transformers() {
+        let c = fixture_config();
+        let p = |l, t| prompts(&c, l, t).unwrap();
+        assert_eq!(p(None, None), [[301, 302, 306, 310], [301, 304, 306, 310]]);
+        assert_eq!(p(Some("de"), None), [[301, 303, 306, 310]; 2]);
+        assert_eq!(p(None, Some("translate")), [[301, 302, 305, 310], [301, 304, 305, 310]]);
+        assert_eq!(p(Some("<|de|>"), Some("translate")), [[301, 303, 305, 310]; 2]);
+        assert_eq!(p(Some("German"), Some("translate")), [[301, 303, 305, 310]; 2]);
+        let mut c2 = fixture_config();
+        c2.language = Some("fr".into());
+        assert_eq!(prompts(&c2, None, None).unwrap(), [[301, 304, 306, 310]; 2]);
+        c2.language = None;
+        c2.forced_decoder_ids = Some(vec![(1, Some(303)), (2, Some(305)), (3, Some(310))]);
+        assert_eq!(prompts(&c2, None, None).unwrap(), [[301, 303, 305, 310]; 2]);
+        c2.forced_decoder_ids = Some(vec![(1, Some(303)), (2, Some(305))]);
+        assert_eq!(prompts(&c2, None, None).unwrap(), [[301, 303, 305, 310]; 2]);
+        // A task given: forced_decoder_ids do not count, the language is detected.
+        assert_eq!(
+            prompts(&c2, None, Some("transcribe")).unwrap(),
+            [[301, 302, 306, 310], [301, 304, 306, 310]]
+        );
+    }
+
+    #[test]
+    fn what_the_model_cannot_take_is_an_error() {
+        let c = fixture_config();
+        let err = |l, t| prompts(&c, l, t).unwrap_err().to_string();
+        let e = err(Some("es"), None);
+        assert!(e.contains("lang_to_id") && e.contains("<|es|>") && e.contains("generation_config.json"), "{e}");
+        let e = err(Some("klingon"), None);
+        assert!(e.contains("unsupported language `klingon`"), "{e}");
+        let e = err(None, Some("summarize"));
+        assert!(e.contains("unknown task `summarize`"), "{e}");
+        let mut en = fixture_config();
+        en.is_multilingual = Some(false);
+        let e = prompts(&en, Some("en"), None).unwrap_err().to_string();
+        assert!(e.contains("is_multilingual") && e.contains("English-only"), "{e}");
+        en.is_multilingual = None;
+        en.lang_to_id = None;
+        let e = prompts(&en, Some("en"), None).unwrap_err().to_string();
+        assert!(e.contains("lang_to_id") && e.contains("missing"), "{e}");
+        let mut gap = fixture_config();
+        gap.forced_decoder_ids = Some(vec![(1, None), (3, Some(306))]);
+        let e = prompts(&gap, None, None).unwrap_err().to_string();
+        assert!(e.contains("forced_decoder_ids"), "{e}");
+    }
+
+    #[test]
+    fn new_tokens_follow_max_length_within_the_positions() {
+        let c = fixture_config();
+        let mut g = GenerationConfig::default();
+        // No max_new_tokens: max_length (default 20) counts after the prompt, within 40 positions.
+        assert_eq!(c.max_new_tokens(&g, None, 4).unwrap(), 20);
+        g.max_length = Some(40);
+        assert_eq!(c.max_new_tokens(&g, None, 4).unwrap(), 36);
+        assert_eq!(c.max_new_tokens(&g, Some(36), 4).unwrap(), 36);
+        let e = c.max_new_tokens(&g, Some(37), 4).unwrap_err().to_string();
+        assert!(e.contains("max_target_positions = 40") && e.contains("at most 36"), "{e}");
+    }
+}
