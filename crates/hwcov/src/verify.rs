@@ -5,8 +5,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use hwcov_core::{
-    Availability, Decoder, Error, HostTensor, IoFile, LoadOptions, ModelClass, ModelFiles, NamedTensors, OutputComparison, Result,
-    Support, Tolerance, VerifyReport, compare,
+    Availability, Decoder, Error, HostTensor, IoFile, LoadOptions, ModelClass, ModelFiles, NamedTensors,
+    OutputComparison, Result, Support, Tolerance, VerifyReport, compare,
 };
 
 use crate::generate::whisper::{self, WhisperGenerationConfig, WhisperOptions};

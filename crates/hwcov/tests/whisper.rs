@@ -87,7 +87,8 @@ fn write_wav(path: &Path, rate: u32, seconds: f64) {
     let samples: Vec<i16> = (0..n)
         .map(|i| {
             let t = i as f64 / rate as f64;
-            let x = (2.0 * std::f64::consts::PI * 440.0 * t).sin() * (0.5 + 0.3 * (2.0 * std::f64::consts::PI * 3.0 * t).sin());
+            let x = (2.0 * std::f64::consts::PI * 440.0 * t).sin()
+                * (0.5 + 0.3 * (2.0 * std::f64::consts::PI * 3.0 * t).sin());
             (x * 20000.0) as i16
         })
         .collect();
@@ -137,9 +138,16 @@ fn languages_and_tasks_match_transformers() {
     let prompts = whisper::decoder_prompts(decoder, inputs, &wcfg, &WhisperOptions::default()).unwrap();
     let detected: Vec<String> = serde_json::from_value(meta["detected_languages"].clone()).unwrap();
     for (p, lang) in prompts.iter().zip(&detected) {
-        assert_eq!(p[1], wcfg.lang_to_id.as_ref().unwrap()[lang], "{prompts:?} vs {detected:?}");
+        assert_eq!(
+            p[1],
+            wcfg.lang_to_id.as_ref().unwrap()[lang],
+            "{prompts:?} vs {detected:?}"
+        );
     }
-    assert_ne!(prompts[0][1], prompts[1][1], "the fixture's rows detect different languages");
+    assert_ne!(
+        prompts[0][1], prompts[1][1],
+        "the fixture's rows detect different languages"
+    );
 
     for case in meta["other_generations"].as_array().unwrap() {
         let opts = WhisperOptions {
@@ -187,7 +195,10 @@ fn transcription_matches_the_pipeline() {
     };
     let t = transcribe(&files, &audio, &opts, None, PlatformId::Cpu, &LoadOptions::default()).unwrap();
     assert_eq!(t.text, asr["translate_de"].as_str().unwrap());
-    assert_eq!((t.language.as_deref(), t.task.as_deref()), (Some("<|de|>"), Some("translate")));
+    assert_eq!(
+        (t.language.as_deref(), t.task.as_deref()),
+        (Some("<|de|>"), Some("translate"))
+    );
     assert!(!t.language_detected);
 }
 
@@ -248,7 +259,10 @@ fn run_audio_prints_the_transcription() {
     );
     let windows = v["windows"].as_array().unwrap();
     assert_eq!(windows.len(), 2);
-    assert_eq!((windows[0]["start_s"].as_f64(), windows[0]["end_s"].as_f64()), (Some(0.0), Some(1.0)));
+    assert_eq!(
+        (windows[0]["start_s"].as_f64(), windows[0]["end_s"].as_f64()),
+        (Some(0.0), Some(1.0))
+    );
     assert_eq!(windows[1]["start_s"].as_f64(), Some(1.0));
     assert!((windows[1]["end_s"].as_f64().unwrap() - 1.3).abs() < 1e-3, "{v}");
     let eos = id("eos_token_id");
@@ -257,7 +271,10 @@ fn run_audio_prints_the_transcription() {
         assert!(ids.len() <= 36 && ids.iter().all(|t| t.as_u64().unwrap() != eos), "{w}");
     }
     let notes: Vec<String> = serde_json::from_value(v["notes"].clone()).unwrap();
-    assert!(notes.iter().any(|n| n.contains("resampled from 22050 Hz to 16000 Hz")), "{notes:?}");
+    assert!(
+        notes.iter().any(|n| n.contains("resampled from 22050 Hz to 16000 Hz")),
+        "{notes:?}"
+    );
     assert!(notes.iter().any(|n| n.contains("2 windows")), "{notes:?}");
 
     // A language and the task given.
@@ -270,7 +287,11 @@ fn run_audio_prints_the_transcription() {
     // The plain output: the text, then the notes.
     let o = run(&dir, &wav, &["--max-new-tokens", "2"]);
     assert_eq!(o.code, 0, "{}", o.stderr);
-    assert!(o.stdout.contains("note: window 1 stopped after 2 new tokens"), "{}", o.stdout);
+    assert!(
+        o.stdout.contains("note: window 1 stopped after 2 new tokens"),
+        "{}",
+        o.stdout
+    );
 }
 
 #[test]
@@ -285,39 +306,61 @@ fn features_of_the_wrong_shape() {
     };
     // 60 frames: the encoder takes exactly 2 * max_source_positions = 100.
     let io = edit_io(&|t| {
-        t.insert("in_input_features".into(), HostTensor::f32(vec![2, 80, 60], vec![0.0; 9600]).unwrap());
+        t.insert(
+            "in_input_features".into(),
+            HostTensor::f32(vec![2, 80, 60], vec![0.0; 9600]).unwrap(),
+        );
     });
     assert_error(
         &verify(d.path(), &io),
         &["in_input_features", "[2, 80, 60]", "2 * max_source_positions = 100"],
     );
     let io = edit_io(&|t| {
-        t.insert("in_input_features".into(), HostTensor::f32(vec![2, 64, 100], vec![0.0; 12800]).unwrap());
+        t.insert(
+            "in_input_features".into(),
+            HostTensor::f32(vec![2, 64, 100], vec![0.0; 12800]).unwrap(),
+        );
     });
     assert_error(&verify(d.path(), &io), &["in_input_features", "num_mel_bins"]);
     let io = edit_io(&|t| {
-        t.insert("in_input_features".into(), HostTensor::f32(vec![80, 100], vec![0.0; 8000]).unwrap());
+        t.insert(
+            "in_input_features".into(),
+            HostTensor::f32(vec![80, 100], vec![0.0; 8000]).unwrap(),
+        );
     });
     assert_error(&verify(d.path(), &io), &["in_input_features", "rank-3"]);
     let io = edit_io(&|t| {
-        t.insert("in_decoder_input_ids".into(), HostTensor::i64(vec![2, 41], vec![5; 82]).unwrap());
+        t.insert(
+            "in_decoder_input_ids".into(),
+            HostTensor::i64(vec![2, 41], vec![5; 82]).unwrap(),
+        );
     });
     assert_error(
         &verify(d.path(), &io),
         &["in_decoder_input_ids", "max_target_positions = 40"],
     );
     let io = edit_io(&|t| {
-        t.insert("in_decoder_input_ids".into(), HostTensor::i64(vec![1, 3], vec![5; 3]).unwrap());
+        t.insert(
+            "in_decoder_input_ids".into(),
+            HostTensor::i64(vec![1, 3], vec![5; 3]).unwrap(),
+        );
     });
     assert_error(&verify(d.path(), &io), &["in_decoder_input_ids", "batch size"]);
     // An extractor whose window does not give the encoder its frames.
-    edit_json(&d.path().join("preprocessor_config.json"), |c| c["chunk_length"] = 2.into());
+    edit_json(&d.path().join("preprocessor_config.json"), |c| {
+        c["chunk_length"] = 2.into()
+    });
     let tmp = tempfile::tempdir().unwrap();
     let wav = tmp.path().join("a.wav");
     write_wav(&wav, 16000, 0.5);
     assert_error(
         &run(d.path(), &wav, &[]),
-        &["preprocessor_config.json", "chunk_length", "200 mel frames", "max_source_positions = 100"],
+        &[
+            "preprocessor_config.json",
+            "chunk_length",
+            "200 mel frames",
+            "max_source_positions = 100",
+        ],
     );
 }
 
@@ -331,8 +374,14 @@ fn languages_and_tasks_the_model_does_not_take() {
         &run(&dir, &wav, &["--language", "es"]),
         &["generation_config.json", "lang_to_id", "<|es|>", "`es`"],
     );
-    assert_error(&run(&dir, &wav, &["--language", "klingon"]), &["unsupported language `klingon`"]);
-    assert_error(&run(&dir, &wav, &["--task", "summarize"]), &["unknown task `summarize`"]);
+    assert_error(
+        &run(&dir, &wav, &["--language", "klingon"]),
+        &["unsupported language `klingon`"],
+    );
+    assert_error(
+        &run(&dir, &wav, &["--task", "summarize"]),
+        &["unknown task `summarize`"],
+    );
     assert_error(
         &run(&fixture("whisper-en"), &wav, &["--language", "en"]),
         &["generation_config.json", "is_multilingual", "English-only"],
@@ -341,7 +390,10 @@ fn languages_and_tasks_the_model_does_not_take() {
         &run(&fixture("wav2vec2"), &wav, &["--language", "en"]),
         &["--language and --task are for Whisper"],
     );
-    assert_error(&run(&dir, &wav, &["--temperature", "0.7"]), &["greedily", "--temperature"]);
+    assert_error(
+        &run(&dir, &wav, &["--temperature", "0.7"]),
+        &["greedily", "--temperature"],
+    );
     assert_error(
         &run(&dir, &wav, &["--max-new-tokens", "37"]),
         &["max_target_positions = 40", "at most 36"],
@@ -354,7 +406,9 @@ fn generation_configs_that_change_the_prompt_or_are_not_supported() {
     // on load in transformers: the prompt is <|startoftranscript|> alone, and the reference (made
     // with the fields) no longer matches.
     let d = copy_fixture("whisper");
-    edit_json(&d.path().join("generation_config.json"), |g| g["_from_model_config"] = true.into());
+    edit_json(&d.path().join("generation_config.json"), |g| {
+        g["_from_model_config"] = true.into()
+    });
     let files = ModelFiles::open(d.path()).unwrap();
     let mut config = GenerationConfig::from_model(&files).unwrap();
     let wcfg = WhisperGenerationConfig::from_model(&files, &mut config).unwrap();
@@ -368,7 +422,9 @@ fn generation_configs_that_change_the_prompt_or_are_not_supported() {
     assert!(o.stdout.contains("FAIL generated"), "{}", o.stdout);
     // Timestamps are not implemented: verify fails on them, `run` says it left them out.
     let d = copy_fixture("whisper");
-    edit_json(&d.path().join("generation_config.json"), |g| g["return_timestamps"] = true.into());
+    edit_json(&d.path().join("generation_config.json"), |g| {
+        g["return_timestamps"] = true.into()
+    });
     let o = verify(d.path(), &d.path().join("io.safetensors"));
     assert_eq!(o.code, 1, "{}{}", o.stdout, o.stderr);
     assert!(o.stdout.contains("return_timestamps"), "{}", o.stdout);
@@ -378,7 +434,8 @@ fn generation_configs_that_change_the_prompt_or_are_not_supported() {
     let o = run(d.path(), &wav, &[]);
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert!(
-        o.stdout.contains("sets return_timestamps = true, which hwcov does not apply"),
+        o.stdout
+            .contains("sets return_timestamps = true, which hwcov does not apply"),
         "{}",
         o.stdout
     );
@@ -388,13 +445,17 @@ fn generation_configs_that_change_the_prompt_or_are_not_supported() {
 fn weights_and_config_that_disagree() {
     // Untied in config.json, but the checkpoint has no proj_out.weight.
     let d = copy_fixture("whisper");
-    edit_json(&d.path().join("config.json"), |c| c["tie_word_embeddings"] = false.into());
+    edit_json(&d.path().join("config.json"), |c| {
+        c["tie_word_embeddings"] = false.into()
+    });
     assert_error(
         &verify(d.path(), &d.path().join("io.safetensors")),
         &["model.safetensors", "proj_out.weight"],
     );
     let d = copy_fixture("whisper");
-    edit_json(&d.path().join("config.json"), |c| c["decoder_attention_heads"] = 3.into());
+    edit_json(&d.path().join("config.json"), |c| {
+        c["decoder_attention_heads"] = 3.into()
+    });
     assert_error(
         &verify(d.path(), &d.path().join("io.safetensors")),
         &["config.json", "decoder_attention_heads", "d_model 16"],

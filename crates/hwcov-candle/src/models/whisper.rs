@@ -200,8 +200,7 @@ impl FeedForward {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.fc2
-            .forward(&self.activation_fn.forward(&self.fc1.forward(x)?)?)
+        self.fc2.forward(&self.activation_fn.forward(&self.fc1.forward(x)?)?)
     }
 }
 
@@ -374,13 +373,7 @@ impl WhisperDecoder {
         let position_ids = Tensor::arange(past as u32, (past + seq) as u32, input_ids.device())?;
         let positions = self.embed_positions.forward(&position_ids)?;
         let mut hidden_states = inputs_embeds.broadcast_add(&positions)?;
-        let mask = causal_mask(
-            attention_mask,
-            seq,
-            None,
-            hidden_states.dtype(),
-            hidden_states.device(),
-        )?;
+        let mask = causal_mask(attention_mask, seq, None, hidden_states.dtype(), hidden_states.device())?;
         for layer in &self.layers {
             hidden_states = layer.forward(
                 &hidden_states,

@@ -105,13 +105,23 @@ fn id_map(path: &PathBuf, field: &str, v: &Value) -> Result<BTreeMap<String, u32
 
 fn forced_ids(path: &PathBuf, v: &Value) -> Result<Vec<(u64, Option<u32>)>> {
     let field = "forced_decoder_ids";
-    let bad = || Error::config(path, field, format!("expected [[position, token id or null], ...], got {v}"));
+    let bad = || {
+        Error::config(
+            path,
+            field,
+            format!("expected [[position, token id or null], ...], got {v}"),
+        )
+    };
     let list = v.as_array().ok_or_else(bad)?;
     list.iter()
         .map(|pair| match pair.as_array().map(|p| p.as_slice()) {
             Some([pos, tok]) => {
                 let pos = pos.as_u64().ok_or_else(bad)?;
-                let tok = if tok.is_null() { None } else { Some(token(path, field, tok)?) };
+                let tok = if tok.is_null() {
+                    None
+                } else {
+                    Some(token(path, field, tok)?)
+                };
                 Ok((pos, tok))
             }
             _ => Err(bad()),
@@ -133,11 +143,7 @@ impl WhisperGenerationConfig {
         // A file marked as made from the model config keeps, on load, only the fields that
         // GenerationConfig has parameters for: none of the Whisper ones read here.
         let from_model_config = gen_json.get("_from_model_config").and_then(|v| v.as_bool()) == Some(true);
-        let get = |name: &str| {
-            gen_json
-                .get(name)
-                .filter(|v| !v.is_null() && !from_model_config)
-        };
+        let get = |name: &str| gen_json.get(name).filter(|v| !v.is_null() && !from_model_config);
         let path = if gen_path.is_file() {
             gen_path.clone()
         } else {
@@ -160,7 +166,10 @@ impl WhisperGenerationConfig {
         };
         config.unsupported.retain(|(field, _)| field != "forced_decoder_ids");
         for (field, unsupported) in [
-            ("return_timestamps", &(|v: &Value| v.as_bool() == Some(true)) as &dyn Fn(&Value) -> bool),
+            (
+                "return_timestamps",
+                &(|v: &Value| v.as_bool() == Some(true)) as &dyn Fn(&Value) -> bool,
+            ),
             ("return_token_timestamps", &|v: &Value| v.as_bool() == Some(true)),
             ("no_speech_threshold", &|_: &Value| true),
             ("force_unique_generate_call", &|v: &Value| v.as_bool() == Some(true)),
@@ -179,8 +188,12 @@ impl WhisperGenerationConfig {
         Ok(WhisperGenerationConfig {
             path,
             decoder_start_token_id: config.decoder_start_token_id,
-            lang_to_id: get("lang_to_id").map(|v| id_map(&gen_path, "lang_to_id", v)).transpose()?,
-            task_to_id: get("task_to_id").map(|v| id_map(&gen_path, "task_to_id", v)).transpose()?,
+            lang_to_id: get("lang_to_id")
+                .map(|v| id_map(&gen_path, "lang_to_id", v))
+                .transpose()?,
+            task_to_id: get("task_to_id")
+                .map(|v| id_map(&gen_path, "task_to_id", v))
+                .transpose()?,
             no_timestamps_token_id: get("no_timestamps_token_id")
                 .map(|v| token(&gen_path, "no_timestamps_token_id", v))
                 .transpose()?,
@@ -293,7 +306,11 @@ impl WhisperGenerationConfig {
                 return Err(Error::config(
                     &self.path,
                     "forced_decoder_ids",
-                    format!("positions must run 1, 2, 3, ... without a gap (position {} follows {})", rest[0].0, i - 1),
+                    format!(
+                        "positions must run 1, 2, 3, ... without a gap (position {} follows {})",
+                        rest[0].0,
+                        i - 1
+                    ),
                 ));
             }
         }
@@ -325,11 +342,16 @@ impl WhisperGenerationConfig {
         for row in &mut rows {
             let task_ids = |name: &str| -> Result<(u32, Vec<u32>)> {
                 let map = self.task_to_id.as_ref().ok_or_else(|| {
-                    Error::config(&self.path, "task_to_id", "missing: the generation config names no task tokens")
+                    Error::config(
+                        &self.path,
+                        "task_to_id",
+                        "missing: the generation config names no task tokens",
+                    )
                 })?;
-                let id = map.get(name).copied().ok_or_else(|| {
-                    Error::config(&self.path, "task_to_id", format!("has no `{name}`"))
-                })?;
+                let id = map
+                    .get(name)
+                    .copied()
+                    .ok_or_else(|| Error::config(&self.path, "task_to_id", format!("has no `{name}`")))?;
                 Ok((id, map.values().copied().collect()))
             };
             if let Some(task) = task {
@@ -365,7 +387,12 @@ impl WhisperGenerationConfig {
     /// `_set_max_new_tokens_and_length`: the new tokens asked for, which must fit the decoder's
     /// positions after the prompt, else the config's `max_length` counted after the prompt, within
     /// the positions.
-    pub fn max_new_tokens(&self, config: &GenerationConfig, requested: Option<usize>, prompt_len: usize) -> Result<usize> {
+    pub fn max_new_tokens(
+        &self,
+        config: &GenerationConfig,
+        requested: Option<usize>,
+        prompt_len: usize,
+    ) -> Result<usize> {
         let max = self.max_target_positions;
         match requested.or(config.max_new_tokens) {
             Some(n) if n + prompt_len > max => Err(Error::Usage(format!(
@@ -393,7 +420,11 @@ pub fn detect_language(
     batch: usize,
 ) -> Result<Vec<u32>> {
     let start = wcfg.decoder_start_token_id.ok_or_else(|| {
-        Error::config(&wcfg.path, "decoder_start_token_id", "missing: language detection starts from it")
+        Error::config(
+            &wcfg.path,
+            "decoder_start_token_id",
+            "missing: language detection starts from it",
+        )
     })?;
     let langs: Vec<u32> = wcfg
         .lang_to_id
@@ -405,7 +436,11 @@ pub fn detect_language(
         })
         .unwrap_or_default();
     if langs.is_empty() {
-        return Err(Error::config(&wcfg.path, "lang_to_id", "is empty: no language to detect"));
+        return Err(Error::config(
+            &wcfg.path,
+            "lang_to_id",
+            "is empty: no language to detect",
+        ));
     }
     let mut start_inputs = features_only(inputs);
     start_inputs.insert(
@@ -517,7 +552,10 @@ pub fn generate(
     if prompts.len() != batch || prompts.iter().any(|p| p.len() != prompt_len) {
         return Err(Error::tensor(
             "decoder_input_ids",
-            format!("{} prompts for a batch of {batch}, all of one length needed", prompts.len()),
+            format!(
+                "{} prompts for a batch of {batch}, all of one length needed",
+                prompts.len()
+            ),
         ));
     }
     let max_new_tokens = wcfg.max_new_tokens(config, max_new_tokens, prompt_len)?;
@@ -534,7 +572,11 @@ pub fn generate(
     };
     let g = generate_loop(decoder, &start, config, &opts)?;
     let pad = config.pad().ok_or_else(|| {
-        Error::config(&config.path, "pad_token_id", "missing (and no eos_token_id): Whisper pads its rows with it")
+        Error::config(
+            &config.path,
+            "pad_token_id",
+            "missing (and no eos_token_id): Whisper pads its rows with it",
+        )
     })?;
     let single_eos = match config.eos_token_id.as_slice() {
         [e] => Some(*e),
@@ -580,8 +622,16 @@ mod tests {
         WhisperGenerationConfig {
             path: PathBuf::from("generation_config.json"),
             decoder_start_token_id: Some(301),
-            lang_to_id: Some([("<|en|>", 302), ("<|de|>", 303), ("<|fr|>", 304)].map(|(k, v)| (k.to_string(), v)).into()),
-            task_to_id: Some([("translate", 305), ("transcribe", 306)].map(|(k, v)| (k.to_string(), v)).into()),
+            lang_to_id: Some(
+                [("<|en|>", 302), ("<|de|>", 303), ("<|fr|>", 304)]
+                    .map(|(k, v)| (k.to_string(), v))
+                    .into(),
+            ),
+            task_to_id: Some(
+                [("translate", 305), ("transcribe", 306)]
+                    .map(|(k, v)| (k.to_string(), v))
+                    .into(),
+            ),
             no_timestamps_token_id: Some(310),
             is_multilingual: Some(true),
             forced_decoder_ids: Some(vec![(1, None), (2, Some(306))]),
@@ -629,7 +679,10 @@ mod tests {
         let c = fixture_config();
         let err = |l, t| prompts(&c, l, t).unwrap_err().to_string();
         let e = err(Some("es"), None);
-        assert!(e.contains("lang_to_id") && e.contains("<|es|>") && e.contains("generation_config.json"), "{e}");
+        assert!(
+            e.contains("lang_to_id") && e.contains("<|es|>") && e.contains("generation_config.json"),
+            "{e}"
+        );
         let e = err(Some("klingon"), None);
         assert!(e.contains("unsupported language `klingon`"), "{e}");
         let e = err(None, Some("summarize"));
@@ -658,6 +711,9 @@ mod tests {
         assert_eq!(c.max_new_tokens(&g, None, 4).unwrap(), 36);
         assert_eq!(c.max_new_tokens(&g, Some(36), 4).unwrap(), 36);
         let e = c.max_new_tokens(&g, Some(37), 4).unwrap_err().to_string();
-        assert!(e.contains("max_target_positions = 40") && e.contains("at most 36"), "{e}");
+        assert!(
+            e.contains("max_target_positions = 40") && e.contains("at most 36"),
+            "{e}"
+        );
     }
 }

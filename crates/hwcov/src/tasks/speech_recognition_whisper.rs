@@ -240,6 +240,9 @@ mod tests {
     #[test]
     fn timestamps_are_filtered_like_the_regex() {
         assert_eq!(filter_timestamps("<|0.00|> Hello<|1.08|> world<|2.5|>"), " Hello world");
-        assert_eq!(filter_timestamps("a <|en|> <|.5|> <|3.|> <|12.34"), "a <|en|> <|.5|> <|3.|> <|12.34");
+        assert_eq!(
+            filter_timestamps("a <|en|> <|.5|> <|3.|> <|12.34"),
+            "a <|en|> <|.5|> <|3.|> <|12.34"
+        );
     }
 }
