@@ -12,14 +12,11 @@
 //! it), changes nothing.
 
 use candle_core::{D, DType, Module, Result, Tensor};
-use candle_nn::{
-    Conv1d, Conv1dConfig, Embedding, LayerNorm, Linear, VarBuilder, conv1d, embedding, layer_norm, linear,
-    linear_no_bias,
-};
+use candle_nn::{Conv1d, Conv1dConfig, Embedding, Linear, VarBuilder, conv1d, embedding, linear, linear_no_bias};
 use serde::Deserialize;
 
 use crate::activation::Activation;
-use crate::models::common::{DynamicCache, causal_mask};
+use crate::models::common::{DynamicCache, LayerNorm, causal_mask};
 use crate::models::t5::EncoderDecoderCache;
 
 /// `WhisperConfig`, with transformers' defaults.
@@ -96,7 +93,7 @@ impl WhisperConfig {
 
 /// `nn.LayerNorm(d_model)`: eps 1e-5.
 fn whisper_layer_norm(size: usize, vb: VarBuilder) -> Result<LayerNorm> {
-    layer_norm(size, 1e-5, vb)
+    LayerNorm::new(size, 1e-5, vb)
 }
 
 /// `WhisperAttention`: self-attention, or attention over the encoder output (`key_value_states`).
