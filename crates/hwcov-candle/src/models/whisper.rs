@@ -5,8 +5,8 @@
 //! `embed_tokens` unless the checkpoint has its own.
 //!
 //! candle-transformers' whisper scales queries and keys by head_dim**-0.25 each (transformers scales
-//! the projected queries by head_dim**-0.5) and keeps its cache inside the model, so the model is
-//! written here.
+//! the projected queries by head_dim**-0.5), computes the encoder's sinusoids instead of reading
+//! them, and keeps its cache inside the model, so the model is written here.
 //!
 //! `scale_embedding` is read but, as in transformers (which computes `embed_scale` and never uses
 //! it), changes nothing.
