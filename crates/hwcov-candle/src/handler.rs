@@ -26,6 +26,7 @@ fn loader(class: ModelClass) -> Option<Loader> {
         ModelClass::Vit => Some(adapters::vit::load),
         ModelClass::Clap => Some(adapters::clap::load),
         ModelClass::Wav2Vec2 => Some(adapters::wav2vec2::load),
+        ModelClass::Whisper => Some(adapters::whisper::load),
         ModelClass::T5 => Some(adapters::t5::load),
         ModelClass::Opt => Some(adapters::opt::load),
         ModelClass::Llama | ModelClass::Qwen2 | ModelClass::Qwen3 => Some(adapters::llama::load),

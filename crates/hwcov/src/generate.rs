@@ -4,6 +4,8 @@
 //! and padding of the rows that finished. The model side is a [`Decoder`] (start, then one step per
 //! token, with its own KV cache).
 
+pub mod whisper;
+
 use std::path::{Path, PathBuf};
 
 use hwcov_core::error::read_json;

@@ -55,7 +55,8 @@ enum Command {
         json: bool,
     },
     /// Run a model folder on user input, with the task of its class (BERT: sentence embeddings;
-    /// T5, OPT, LLaMA, Qwen2, Qwen3: generated text).
+    /// T5, OPT, LLaMA, Qwen2, Qwen3: generated text; Wav2Vec2, Whisper: speech recognition; CLAP:
+    /// zero-shot audio classification).
     Run {
         #[arg(long)]
         model_dir: PathBuf,
@@ -110,6 +111,13 @@ enum Command {
         /// (default "This is a photo of {}.").
         #[arg(long)]
         hypothesis_template: Option<String>,
+        /// Whisper: the language of the audio, as a code (en), name (english) or token (<|en|>);
+        /// default: the generation config's, else the model detects it.
+        #[arg(long)]
+        language: Option<String>,
+        /// Whisper: transcribe (default) or translate (into English).
+        #[arg(long)]
+        task: Option<String>,
         #[arg(long, default_value = "cpu")]
         platform: PlatformId,
         #[arg(long, default_value = "f32")]
@@ -251,6 +259,8 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             truncate,
             threshold,
             hypothesis_template,
+            language,
+            task,
             platform,
             precision,
             json,
@@ -266,6 +276,8 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                 audio,
                 pooling,
                 max_new_tokens,
+                language,
+                task,
                 generation: TextGenerationSettings {
                     max_new_tokens: None,
                     do_sample,

@@ -21,6 +21,10 @@ pub struct RunRequest {
     pub pooling: tasks::embed::Pooling,
     /// The most new tokens to generate.
     pub max_new_tokens: Option<usize>,
+    /// Whisper: the language of the audio (code, name or token; default: the generation config's,
+    /// else detected) and the task (transcribe or translate).
+    pub language: Option<String>,
+    pub task: Option<String>,
     /// Sampling, chat template and truncation of text generation (`max_new_tokens` above wins over
     /// the one in here).
     pub generation: tasks::generate::TextGenerationSettings,
@@ -43,9 +47,16 @@ pub struct RunOutput {
 /// Runs the task of the model's class on `platform`.
 pub fn run(model_dir: &Path, request: &RunRequest, platform: PlatformId, opts: &LoadOptions) -> Result<RunOutput> {
     let files = ModelFiles::open(model_dir)?;
+    if (request.language.is_some() || request.task.is_some()) && files.class != ModelClass::Whisper {
+        return Err(Error::Usage(format!(
+            "--language and --task are for Whisper; this is a {} model",
+            files.class.name()
+        )));
+    }
     match files.class {
         ModelClass::Bert => tasks::embed::run(&files, request, platform, opts),
         ModelClass::Wav2Vec2 => tasks::speech_recognition::run(&files, request, platform, opts),
+        ModelClass::Whisper => tasks::speech_recognition_whisper::run(&files, request, platform, opts),
         ModelClass::Clap => tasks::zero_shot_audio::run(&files, request, platform, opts),
         ModelClass::T5 | ModelClass::Opt | ModelClass::Llama | ModelClass::Qwen2 | ModelClass::Qwen3 => {
             tasks::generate::run(&files, request, platform, opts)

@@ -5,10 +5,11 @@ use std::path::Path;
 use std::time::Instant;
 
 use hwcov_core::{
-    Availability, Decoder, Error, HostTensor, IoFile, LoadOptions, ModelFiles, NamedTensors, OutputComparison,
-    Precision, Result, Support, Tolerance, VerifyReport, compare, compare::compare_prefix_ids,
+    Availability, Decoder, Error, HostTensor, IoFile, LoadOptions, ModelClass, ModelFiles, NamedTensors,
+    OutputComparison, Precision, Result, Support, Tolerance, VerifyReport, compare, compare::compare_prefix_ids,
 };
 
+use crate::generate::whisper::{self, WhisperGenerationConfig, WhisperOptions};
 use crate::generate::{GenerateOptions, GenerationConfig, generate};
 
 use crate::platforms;
@@ -112,7 +113,8 @@ pub fn verify(model_dir: &Path, io_path: &Path, platform: PlatformId, opts: &Ver
 
 /// Greedy generation from the io file's prompt, with as many new tokens as the reference has; also
 /// returns how many leading tokens are the echoed prompt. The prompt is `input_ids` for decoder-only
-/// models; encoder-decoders start their decoder from `decoder_start_token_id` (the io file's
+/// models; encoder-decoders start their decoder from `decoder_start_token_id`, Whisper from the prompt
+/// its generation config makes (the io file's
 /// `decoder_input_ids` are for the logits, not generation).
 fn verify_generation(
     files: &ModelFiles,
@@ -120,7 +122,17 @@ fn verify_generation(
     expected: &HostTensor,
     decoder: &mut dyn Decoder,
 ) -> Result<(HostTensor, usize)> {
-    let config = GenerationConfig::from_model(files)?;
+    let mut config = GenerationConfig::from_model(files)?;
+    if files.class == ModelClass::Whisper {
+        // Whisper's generate() returns the new tokens only, without the final EOS: a reference of n
+        // tokens per row is what generation gives with n new tokens at most (a row that ended with
+        // EOS at n + 1 is the same n tokens). Nothing of the prompt is echoed.
+        let wcfg = WhisperGenerationConfig::from_model(files, &mut config)?;
+        let prompts = whisper::decoder_prompts(decoder, inputs, &wcfg, &WhisperOptions::default())?;
+        let n = expected.shape().get(1).copied().unwrap_or(0).max(1);
+        let tokens = whisper::generate(decoder, inputs, &config, &wcfg, &prompts, Some(n), true)?.to_tensor()?;
+        return Ok((tokens, 0));
+    }
     let mut inputs = inputs.clone();
     let prompt_len = if config.is_encoder_decoder {
         inputs.remove("decoder_input_ids");

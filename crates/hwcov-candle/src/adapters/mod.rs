@@ -14,6 +14,7 @@ pub mod opt;
 pub mod t5;
 pub mod vit;
 pub mod wav2vec2;
+pub mod whisper;
 pub mod x_clip;
 
 use candle_core::{DType, Device};

@@ -160,3 +160,32 @@ pub fn lm_head(
         Ok(crate::nn::Linear::new(embeddings.clone(), None))
     }
 }
+
+/// `nn.LayerNorm` computed in two passes as torch does (the mean, then the mean of the squared
+/// deviations from it). candle-nn's fused layer norm takes the variance as E[x^2] - E[x]^2 in f32,
+/// which loses digits when the activations are large next to their spread.
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    pub fn new(size: usize, eps: f64, vb: candle_nn::VarBuilder) -> Result<Self> {
+        Ok(LayerNorm {
+            weight: vb.get(size, "weight")?,
+            bias: vb.get(size, "bias")?,
+            eps,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dtype = x.dtype();
+        let x = x.to_dtype(DType::F32)?;
+        let xc = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
+        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = xc.broadcast_div(&(var + self.eps)?.sqrt()?)?.to_dtype(dtype)?;
+        normed.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
+    }
+}

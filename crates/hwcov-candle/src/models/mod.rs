@@ -14,4 +14,5 @@ pub mod rope;
 pub mod t5;
 pub mod vit;
 pub mod wav2vec2;
+pub mod whisper;
 pub mod x_clip;

@@ -5,6 +5,7 @@ pub mod generate;
 pub mod image_classification;
 pub mod object_detection;
 pub mod speech_recognition;
+pub mod speech_recognition_whisper;
 pub mod video_text;
 pub mod vision;
 pub mod zero_shot_audio;

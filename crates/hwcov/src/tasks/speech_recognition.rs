@@ -1,4 +1,5 @@
-//! Automatic speech recognition with a CTC model (Wav2Vec2ForCTC): an audio file to text, as
+//! Automatic speech recognition with a CTC model (Wav2Vec2ForCTC; Whisper is in
+//! `speech_recognition_whisper`): an audio file to text, as
 //! transformers' `automatic-speech-recognition` pipeline does it (feature extractor, logits, greedy
 //! CTC decoding with the folder's vocab.json).
 
@@ -19,27 +20,37 @@ pub struct Transcription {
 }
 
 pub fn run(files: &ModelFiles, request: &RunRequest, platform: PlatformId, opts: &LoadOptions) -> Result<RunOutput> {
+    let audio = audio_request(files, request)?;
+    let t = transcribe(&files.dir, audio, platform, opts)?;
+    let json = serde_json::json!({
+        "task": "automatic-speech-recognition",
+        "text": t.text,
+        "notes": t.notes,
+    });
+    Ok(output(&t.text, &t.notes, json))
+}
+
+/// The audio file of a speech recognition request, which takes nothing else.
+pub(crate) fn audio_request<'a>(files: &ModelFiles, request: &'a RunRequest) -> Result<&'a Path> {
     if !request.texts.is_empty() || request.image.is_some() || request.video.is_some() {
         return Err(Error::Usage(format!(
             "{} speech recognition takes --audio only",
             files.class.name()
         )));
     }
-    let audio = request
+    request
         .audio
         .as_deref()
-        .ok_or_else(|| Error::Usage("give the audio file to transcribe with --audio".to_string()))?;
-    let t = transcribe(&files.dir, audio, platform, opts)?;
-    let mut text = format!("{}\n", t.text);
-    for n in &t.notes {
+        .ok_or_else(|| Error::Usage("give the audio file to transcribe with --audio".to_string()))
+}
+
+/// The transcription as the user reads it: the text, then the notes.
+pub(crate) fn output(transcription: &str, notes: &[String], json: serde_json::Value) -> RunOutput {
+    let mut text = format!("{transcription}\n");
+    for n in notes {
         text.push_str(&format!("note: {n}\n"));
     }
-    let json = serde_json::json!({
-        "task": "automatic-speech-recognition",
-        "text": t.text,
-        "notes": t.notes,
-    });
-    Ok(RunOutput { text, json })
+    RunOutput { text, json }
 }
 
 /// Transcribes an audio file with a Wav2Vec2ForCTC folder.
