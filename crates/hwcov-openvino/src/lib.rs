@@ -6,6 +6,8 @@
 //! from the working directory and the executable upwards), then the usual install locations
 //! (openvino-finder: `INTEL_OPENVINO_DIR`, the library path, /opt/intel).
 
+mod graph;
+mod handler;
 mod runtime;
 
 use std::path::PathBuf;
@@ -63,12 +65,12 @@ impl Platform for OpenVinoPlatform {
 
     fn load(&self, model: &ModelFiles, opts: &LoadOptions) -> Result<Box<dyn Handler>> {
         ensure_loaded()?;
-        Ok(Box::new(runtime::GraphHandler::load(model, opts)?))
+        Ok(Box::new(handler::GraphHandler::load(model, opts)?))
     }
 }
 
 /// Runs named inputs through a compiled graph.
-impl Handler for runtime::GraphHandler {
+impl Handler for handler::GraphHandler {
     fn forward(&mut self, inputs: &NamedTensors) -> Result<NamedTensors> {
         self.run(inputs)
     }
@@ -82,17 +84,13 @@ impl Handler for runtime::GraphHandler {
     }
 
     fn decoder(&mut self) -> Option<&mut dyn Decoder> {
-        if self.sequence_input().is_some() {
-            Some(self)
-        } else {
-            None
-        }
+        if self.can_decode() { Some(self) } else { None }
     }
 }
 
 /// Token-by-token decoding by re-running the whole graph: the exports have no KV cache. Correct,
 /// and slow for long outputs.
-impl Decoder for runtime::GraphHandler {
+impl Decoder for handler::GraphHandler {
     fn start(&mut self, inputs: &NamedTensors) -> Result<HostTensor> {
         self.start_decoding(inputs)
     }

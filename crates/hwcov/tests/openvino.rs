@@ -92,7 +92,10 @@ fn inputs_that_do_not_fit_the_graph() {
     let d = copy_fixture("vit");
     let mut io = read_safetensors(&d.path().join("io.safetensors")).unwrap();
     io.remove("in_pixel_values");
-    io.insert("in_pixel_mask".into(), hwcov::HostTensor::i64(vec![1, 2], vec![1, 1]).unwrap());
+    io.insert(
+        "in_pixel_mask".into(),
+        hwcov::HostTensor::i64(vec![1, 2], vec![1, 1]).unwrap(),
+    );
     write_safetensors(&d.path().join("no-input.safetensors"), &io).unwrap();
     let (code, err) = verify(d.path(), &d.path().join("no-input.safetensors"));
     assert_eq!(code, 2, "{err}");
@@ -216,4 +219,31 @@ fn a_runtime_that_is_not_there_says_how_to_get_one() {
         row.contains("unavailable") && row.contains("/nonexistent/libopenvino_c.so.2641"),
         "{row}"
     );
+}
+
+/// optimum's seq2seq layout (onnx/encoder_model.onnx + onnx/decoder_model.onnx) runs too, generation
+/// included: the fixture folders without their single graph.
+#[test]
+fn encoder_decoder_graphs_verify() {
+    if !runtime_here() {
+        return;
+    }
+    for name in ["t5", "whisper"] {
+        let d = tempfile::tempdir().unwrap();
+        for entry in std::fs::read_dir(fixture(name)).unwrap() {
+            let p = entry.unwrap().path();
+            let to = d.path().join(p.file_name().unwrap());
+            if p.is_dir() {
+                std::fs::create_dir(&to).unwrap();
+                for f in std::fs::read_dir(&p).unwrap() {
+                    let f = f.unwrap().path();
+                    std::fs::copy(&f, to.join(f.file_name().unwrap())).unwrap();
+                }
+            } else if p.file_name().unwrap() != "model.onnx" {
+                std::fs::copy(&p, &to).unwrap();
+            }
+        }
+        let (code, err) = verify(d.path(), &d.path().join("io.safetensors"));
+        assert_eq!(code, 0, "{name}: {err}");
+    }
 }
