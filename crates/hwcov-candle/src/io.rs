@@ -5,10 +5,25 @@ use hwcov_core::{Error, HostTensor, NamedTensors, Result, TensorData};
 
 /// Wraps a candle error raised while running a model.
 pub fn run_error(context: &str) -> impl Fn(candle_core::Error) -> Error + '_ {
-    move |e| {
-        let msg = e.to_string();
-        Error::runtime(context, msg.lines().next().unwrap_or_default())
-    }
+    move |e| out_of_memory(context, &e).unwrap_or_else(|| Error::runtime(context, first_line(&e)))
+}
+
+fn first_line(e: &candle_core::Error) -> String {
+    e.to_string().lines().next().unwrap_or_default().to_string()
+}
+
+/// A device allocation that failed, said as such (the driver's words are `CUDA_ERROR_OUT_OF_MEMORY`).
+pub fn out_of_memory(context: &str, e: &candle_core::Error) -> Option<Error> {
+    let msg = e.to_string();
+    (msg.contains("OUT_OF_MEMORY") || msg.contains("out of memory")).then(|| {
+        Error::runtime(
+            context,
+            format!(
+                "the device ran out of memory ({}); use a smaller batch or sequence, bf16/f16, or a device with more memory",
+                msg.lines().next().unwrap_or_default()
+            ),
+        )
+    })
 }
 
 /// The inputs of one forward call, read by name.
@@ -153,4 +168,18 @@ pub fn check_ids_below(name: &str, ids: &Tensor, limit: usize, what: &str) -> Re
         return Err(Error::tensor(name, format!("holds id {max}, but {what} is {limit}")));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_memory_is_said_as_such() {
+        let e = candle_core::Error::Msg("DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")".into());
+        let err = run_error("BertModel.forward")(e).to_string();
+        assert!(err.contains("BertModel.forward") && err.contains("ran out of memory"), "{err}");
+        let other = run_error("x")(candle_core::Error::Msg("shape mismatch".into())).to_string();
+        assert!(!other.contains("memory"), "{other}");
+    }
 }

@@ -68,6 +68,9 @@ pub fn var_builder(files: &ModelFiles, dtype: DType, device: &Device) -> Result<
 /// Turns a candle error raised while building a model from its weights into one that says the
 /// weights and config.json disagree (shape mismatch, missing tensor), naming both files.
 pub fn load_error(files: &ModelFiles, err: candle_core::Error) -> Error {
+    if let Some(oom) = crate::io::out_of_memory(&format!("loading {}", files.dir.display()), &err) {
+        return oom;
+    }
     let weights = weight_files(files)
         .ok()
         .and_then(|p| p.first().cloned())
