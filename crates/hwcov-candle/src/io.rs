@@ -178,7 +178,10 @@ mod tests {
     fn out_of_memory_is_said_as_such() {
         let e = candle_core::Error::Msg("DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")".into());
         let err = run_error("BertModel.forward")(e).to_string();
-        assert!(err.contains("BertModel.forward") && err.contains("ran out of memory"), "{err}");
+        assert!(
+            err.contains("BertModel.forward") && err.contains("ran out of memory"),
+            "{err}"
+        );
         let other = run_error("x")(candle_core::Error::Msg("shape mismatch".into())).to_string();
         assert!(!other.contains("memory"), "{other}");
     }

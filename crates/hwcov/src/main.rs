@@ -36,14 +36,15 @@ enum Command {
         /// A safetensors file of `in_<arg>` inputs and `out_<field>` reference outputs.
         #[arg(long)]
         io: PathBuf,
-        #[arg(long, default_value = "cpu")]
-        platform: PlatformId,
+        /// cpu (default), cuda, openvino, ... (`hwcov platforms` lists them).
+        #[arg(long)]
+        platform: Option<PlatformId>,
         /// f32 (default), f16 or bf16; the default tolerance follows the precision.
         #[arg(long, default_value = "f32")]
         precision: Precision,
-        /// Device index of the platform (cuda:N).
-        #[arg(long, default_value_t = 0)]
-        device: usize,
+        /// The device: its index (1) or platform and index (cuda:1); default the platform's first.
+        #[arg(long)]
+        device: Option<DeviceArg>,
         /// Absolute tolerance (default: the precision's).
         #[arg(long, requires = "rtol")]
         atol: Option<f64>,
@@ -118,8 +119,11 @@ enum Command {
         /// Whisper: transcribe (default) or translate (into English).
         #[arg(long)]
         task: Option<String>,
-        #[arg(long, default_value = "cpu")]
-        platform: PlatformId,
+        #[arg(long)]
+        platform: Option<PlatformId>,
+        /// The device: its index (1) or platform and index (cuda:1).
+        #[arg(long)]
+        device: Option<DeviceArg>,
         #[arg(long, default_value = "f32")]
         precision: Precision,
         /// Print the result as JSON.
@@ -131,12 +135,13 @@ enum Command {
     Bench {
         #[arg(long)]
         model_dir: PathBuf,
-        #[arg(long, default_value = "cpu")]
-        platform: PlatformId,
+        #[arg(long)]
+        platform: Option<PlatformId>,
         #[arg(long, default_value = "f32")]
         precision: Precision,
-        #[arg(long, default_value_t = 0)]
-        device: usize,
+        /// The device: its index (1) or platform and index (cuda:1).
+        #[arg(long)]
+        device: Option<DeviceArg>,
         #[arg(long, default_value_t = 1)]
         batch: usize,
         /// Tokens per sequence (text models).
@@ -219,10 +224,11 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             rtol,
             json,
         } => {
+            let (platform, device_index) = target(platform, device)?;
             let opts = VerifyOptions {
                 load: LoadOptions {
                     precision,
-                    device_index: device,
+                    device_index,
                 },
                 tolerance: atol.zip(rtol).map(|(atol, rtol)| Tolerance { atol, rtol }),
             };
@@ -262,12 +268,14 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             language,
             task,
             platform,
+            device,
             precision,
             json,
         } => {
+            let (platform, device_index) = target(platform, device)?;
             let opts = LoadOptions {
                 precision,
-                device_index: 0,
+                device_index,
             };
             let request = RunRequest {
                 texts: text,
@@ -318,9 +326,10 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             decode,
             json,
         } => {
+            let (platform, device_index) = target(platform, device)?;
             let opts = LoadOptions {
                 precision,
-                device_index: device,
+                device_index,
             };
             let r = bench(
                 &model_dir,
@@ -453,6 +462,47 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `--device`: an index (`1`), or a platform and an index (`cuda:1`, `cuda`).
+#[derive(Debug, Clone, Copy)]
+struct DeviceArg {
+    platform: Option<PlatformId>,
+    index: usize,
+}
+
+impl std::str::FromStr for DeviceArg {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let bad = || {
+            Error::Usage(format!(
+                "--device `{s}`: give an index (1) or a platform and an index (cuda:1)"
+            ))
+        };
+        if let Ok(index) = s.parse() {
+            return Ok(DeviceArg { platform: None, index });
+        }
+        let (p, i) = s.split_once(':').unwrap_or((s, "0"));
+        Ok(DeviceArg {
+            platform: Some(p.parse()?),
+            index: i.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+/// The platform and device index from `--platform` and `--device` (cpu and 0 by default).
+fn target(platform: Option<PlatformId>, device: Option<DeviceArg>) -> Result<(PlatformId, usize), Error> {
+    let named = device.and_then(|d| d.platform);
+    let platform = match (platform, named) {
+        (Some(p), Some(d)) if p != d => {
+            return Err(Error::Usage(format!(
+                "--platform {p} and --device {d}:... name different platforms"
+            )));
+        }
+        (Some(p), _) | (None, Some(p)) => p,
+        (None, None) => PlatformId::Cpu,
+    };
+    Ok((platform, device.map(|d| d.index).unwrap_or(0)))
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<String, Error> {
