@@ -7,19 +7,8 @@ use std::process::Command;
 use hwcov::tensor::{read_safetensors, write_safetensors};
 use hwcov::{HostTensor, NamedTensors, TensorData};
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures").join(name)
-}
-
-/// A writable copy of a fixture folder.
-fn copy_fixture(name: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(fixture(name)).unwrap() {
-        let p = entry.unwrap().path();
-        std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
-    }
-    dir
-}
+mod common;
+use common::{copy_fixture, fixture};
 
 struct Outcome {
     code: i32,

@@ -7,6 +7,9 @@ use std::process::Command;
 use hwcov::tensor::{read_safetensors, write_safetensors};
 use hwcov::{HostTensor, NamedTensors};
 
+mod common;
+use common::copy_fixture;
+
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
 }
@@ -213,16 +216,6 @@ fn bad_processor_configs_name_the_file_and_field() {
         &write("broken", "{ not json"),
         &["preprocessor_config.json", "invalid JSON"],
     );
-}
-
-/// A writable copy of a fixture folder.
-fn copy_fixture(name: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(fixtures().join(name)).unwrap() {
-        let p = entry.unwrap().path();
-        std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
-    }
-    dir
 }
 
 fn edit_io(dir: &Path, f: impl FnOnce(&mut NamedTensors)) -> String {

@@ -1,21 +1,11 @@
 //! Bad input on the OpenVINO platform: each error names the graph file and what is wrong.
 //! These need the runtime; `cargo xtask test` installs it and requires it (HWCOV_REQUIRE_PLATFORMS).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures").join(name)
-}
-
-fn copy_fixture(name: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(fixture(name)).unwrap() {
-        let p = entry.unwrap().path();
-        std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
-    }
-    dir
-}
+mod common;
+use common::copy_fixture;
 
 /// Whether the OpenVINO runtime is here; when `cargo xtask test` requires it, its absence fails.
 fn runtime_here() -> bool {
@@ -229,20 +219,8 @@ fn encoder_decoder_graphs_verify() {
         return;
     }
     for name in ["t5", "whisper"] {
-        let d = tempfile::tempdir().unwrap();
-        for entry in std::fs::read_dir(fixture(name)).unwrap() {
-            let p = entry.unwrap().path();
-            let to = d.path().join(p.file_name().unwrap());
-            if p.is_dir() {
-                std::fs::create_dir(&to).unwrap();
-                for f in std::fs::read_dir(&p).unwrap() {
-                    let f = f.unwrap().path();
-                    std::fs::copy(&f, to.join(f.file_name().unwrap())).unwrap();
-                }
-            } else if p.file_name().unwrap() != "model.onnx" {
-                std::fs::copy(&p, &to).unwrap();
-            }
-        }
+        let d = copy_fixture(name);
+        std::fs::remove_file(d.path().join("model.onnx")).unwrap();
         let (code, err) = verify(d.path(), &d.path().join("io.safetensors"));
         assert_eq!(code, 0, "{name}: {err}");
     }

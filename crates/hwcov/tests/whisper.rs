@@ -12,18 +12,8 @@ use hwcov::tasks::speech_recognition_whisper::transcribe;
 use hwcov::tensor::{read_safetensors, write_safetensors};
 use hwcov::{HostTensor, IoFile, LoadOptions, ModelFiles, PlatformId};
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures").join(name)
-}
-
-fn copy_fixture(name: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(fixture(name)).unwrap() {
-        let p = entry.unwrap().path();
-        std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
-    }
-    dir
-}
+mod common;
+use common::{copy_fixture, fixture};
 
 fn json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
