@@ -32,6 +32,7 @@ fn loader(class: ModelClass) -> Option<Loader> {
         ModelClass::Clip => Some(adapters::clip::load),
         ModelClass::Detr => Some(adapters::detr::load),
         ModelClass::XClip => Some(adapters::x_clip::load),
+        ModelClass::Llava | ModelClass::LlavaNext => Some(adapters::llava::load),
         _ => None,
     }
 }
