@@ -590,12 +590,13 @@ mod tests {
             rewrite_generation_blocks("a{% generation %}b{%- endgeneration -%} c{% if x %}"),
             "a{% if true %}b{%- endif -%} c{% if x %}"
         );
+        // transformers renders this as "hix": trim_blocks eats the newline after the end tag.
         let out = render_chat_template(
-            "{% for m in messages %}{% generation %}{{ m.content }}{% endgeneration %}\n{% endfor %}",
+            "{% for m in messages %}{% generation %}{{ m.content }}{% endgeneration %}\n{% endfor %}x",
             serde_json::json!({"messages": [{"content": "hi"}]}),
         )
         .unwrap();
-        assert_eq!(out, "hi\n");
+        assert_eq!(out, "hix");
     }
 
     #[test]
