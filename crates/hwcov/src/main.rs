@@ -55,7 +55,7 @@ enum Command {
         json: bool,
     },
     /// Run a model folder on user input, with the task of its class (BERT: sentence embeddings;
-    /// T5, OPT, LLaMA, Qwen2, Qwen3: generated text).
+    /// T5, OPT, LLaMA, Qwen2, Qwen3: generated text; LLaVA, LLaVA-NeXT: an answer about --image).
     Run {
         #[arg(long)]
         model_dir: PathBuf,

@@ -353,9 +353,12 @@ fn llava_next_image_inputs_are_checked() {
     verify_error(d.path(), &io, &["in_pixel_values", "9 tiles", "take 10"]);
 }
 
+/// A fixture, an edit of its config.json, and what the error must say.
+type ConfigCase = (&'static str, fn(&mut serde_json::Value), &'static [&'static str]);
+
 #[test]
 fn bad_llava_configs_name_the_field() {
-    let cases: [(&str, fn(&mut serde_json::Value), &[&str]); 7] = [
+    let cases: [ConfigCase; 7] = [
         (
             "llava",
             |c| c["vision_feature_layer"] = serde_json::json!(-4),
