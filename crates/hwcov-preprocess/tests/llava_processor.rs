@@ -68,6 +68,13 @@ fn llava_next_inputs_match_transformers() {
     check("llava-next", LlavaKind::LlavaNext);
 }
 
+/// The variant fixtures: the "full" strategy, and other grid pinpoints.
+#[test]
+fn variant_inputs_match_transformers() {
+    check("llava-qwen2-full", LlavaKind::Llava);
+    check("llava-next-qwen2", LlavaKind::LlavaNext);
+}
+
 /// Every case of fixtures/llava-processor (tools/fixtures/llava_processor.py): other image processors
 /// and settings, images of other sizes, several images per prompt, and chat templates.
 #[test]

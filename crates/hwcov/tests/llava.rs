@@ -80,9 +80,11 @@ fn verify_error(dir: &Path, io: &str, needles: &[&str]) {
 /// The image token id of the fixtures' tokenizer (config.json's image_token_index).
 const IMAGE_TOKEN: i64 = 3;
 
+/// The models.toml fixtures, and the variants: a Qwen2 language model with two feature layers and the
+/// "full" strategy (llava-qwen2-full), and with up to 3x3 tiles (llava-next-qwen2).
 #[test]
 fn fixtures_verify() {
-    for name in ["llava", "llava-next"] {
+    for name in ["llava", "llava-next", "llava-qwen2-full", "llava-next-qwen2"] {
         let dir = fixtures().join(name);
         let o = hwcov(&[
             "verify",
