@@ -134,3 +134,43 @@ fn processor_cases_match_transformers() {
     }
     assert_eq!(compared, reference.len(), "every reference tensor compared");
 }
+
+/// transformers' processor fails on fewer images than image tokens and passes more images on to the
+/// model, which then fails; hwcov says so at once, in both cases.
+#[test]
+fn image_tokens_and_images_must_pair_up() {
+    let dir = fixture("llava-next");
+    let processor = LlavaProcessor::from_dir(&dir, LlavaKind::LlavaNext).unwrap();
+    let image = load_image(&dir.join("image.png")).unwrap();
+    let more = processor
+        .process(&["<image> once".to_string()], &[image.clone(), image.clone()], true)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(more.contains("1 image token") && more.contains("2 images"), "{more}");
+    let fewer = processor
+        .process(&["<image> and <image>".to_string()], std::slice::from_ref(&image), true)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(fewer.contains("2 image tokens") && fewer.contains("1 image"), "{fewer}");
+    let none = processor
+        .process(&["no image token".to_string()], &[image], true)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(none.contains("0 image tokens") && none.contains("`<image>`"), "{none}");
+    // Text alone needs no image.
+    let text = processor.process(&["just text".to_string()], &[], true).unwrap();
+    assert!(!text.inputs.contains_key("pixel_values"));
+}
+
+/// A LLaVA-NeXT folder whose image processor is not LlavaNextImageProcessor is refused, naming it.
+#[test]
+fn llava_next_needs_its_image_processor() {
+    let err = LlavaProcessor::from_dir(&fixture("llava"), LlavaKind::LlavaNext)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("image_processor_type") && err.contains("LlavaNextImageProcessor"), "{err}");
+}
