@@ -172,5 +172,8 @@ fn llava_next_needs_its_image_processor() {
         .err()
         .unwrap()
         .to_string();
-    assert!(err.contains("image_processor_type") && err.contains("LlavaNextImageProcessor"), "{err}");
+    assert!(
+        err.contains("image_processor_type") && err.contains("LlavaNextImageProcessor"),
+        "{err}"
+    );
 }

@@ -2,7 +2,7 @@
 //! (LlavaNextForConditionalGeneration, inference with a KV cache): LLaVA's vision tower, projector and
 //! language model (`llava.rs`), with "anyres" images: each image arrives as a base image plus the tiles
 //! of the grid resolution picked for its size (`image_grid_pinpoints`); the tiles' features are laid
-//! out as one grid, cut to the image's aspect ratio (`unpad_image`), and end each row with the learned
+//! out as one grid, cut to the image's aspect ratio (`unpad_image`, as `hwcov_core::anyres::unpad`), and end each row with the learned
 //! `image_newline` (`pack_image_features`). The resolution arithmetic is `hwcov_core::anyres`, which
 //! the image processor shares.
 
@@ -50,14 +50,6 @@ impl LlavaNextConfig {
             .clone()
             .unwrap_or_else(|| DEFAULT_IMAGE_GRID_PINPOINTS.to_vec())
     }
-}
-
-/// `unpad_image` of a (hidden, height, width) grid of features for an image of `original_size`
-/// (height, width).
-pub fn unpad_image(tensor: &Tensor, original_size: (usize, usize)) -> Result<Tensor> {
-    let (_, h, w) = tensor.dims3()?;
-    let ((top, rows), (left, cols)) = unpad(original_size, (h, w));
-    tensor.narrow(1, top, rows)?.narrow(2, left, cols)
 }
 
 pub struct LlavaNextModel {
@@ -148,18 +140,23 @@ impl LlavaNextModel {
                     .permute((4, 0, 2, 1, 3))?
                     .contiguous()?
                     .reshape((hidden, num_patch_height * height, num_patch_width * width))?;
-                let grid = unpad_image(&grid, image_size)?;
-                let (_, rows, cols) = grid.dims3()?;
-                let newlines = newline.reshape((hidden, 1, 1))?.broadcast_as((hidden, rows, 1))?;
-                let grid = if cols == 0 {
-                    newlines.contiguous()?
-                } else {
-                    Tensor::cat(&[&grid, &newlines.contiguous()?], 2)?
-                };
-                let grid = grid.reshape((hidden, rows * (cols + 1)))?.t()?;
+                let (_, current_height, current_width) = grid.dims3()?;
+                let ((top, rows), (left, cols)) = unpad(image_size, (current_height, current_width));
+                // An image so thin that its grid keeps no row adds nothing to the base image's features.
                 if rows == 0 {
                     base_image_feature
                 } else {
+                    let newlines = newline
+                        .reshape((hidden, 1, 1))?
+                        .broadcast_as((hidden, rows, 1))?
+                        .contiguous()?;
+                    let grid = if cols == 0 {
+                        newlines
+                    } else {
+                        let grid = grid.narrow(1, top, rows)?.narrow(2, left, cols)?;
+                        Tensor::cat(&[&grid, &newlines], 2)?
+                    };
+                    let grid = grid.reshape((hidden, rows * (cols + 1)))?.t()?;
                     Tensor::cat(&[&base_image_feature, &grid], 0)?
                 }
             } else {
