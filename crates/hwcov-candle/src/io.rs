@@ -47,6 +47,11 @@ impl<'a> Inputs<'a> {
         self.tensors.contains_key(name)
     }
 
+    /// The rank of an input, where it is given.
+    pub fn rank(&self, name: &str) -> Option<usize> {
+        self.tensors.get(name).map(|t| t.shape().len())
+    }
+
     /// Fails on an input the model does not take, rather than running without it.
     pub fn reject_unknown(&self, known: &[&str]) -> Result<()> {
         match self.tensors.keys().find(|k| !known.contains(&k.as_str())) {

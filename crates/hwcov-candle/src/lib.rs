@@ -19,13 +19,7 @@ pub use handler::CandleHandler;
 
 use hwcov_core::{ModelClass, Support};
 
-/// The classes with a candle port. Every platform on candle claims exactly these.
-pub fn support(class: ModelClass) -> Support {
-    if handler::has_port(class) {
-        Support::Implemented
-    } else {
-        Support::NotImplemented {
-            reason: format!("no candle port of {} yet", class.name()),
-        }
-    }
+/// What the platforms on candle claim: every class of the matrix has a candle port.
+pub fn support(_class: ModelClass) -> Support {
+    Support::Implemented
 }

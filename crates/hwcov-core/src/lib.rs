@@ -1,5 +1,6 @@
 //! hwcov-core: the traits and plain data every hwcov crate shares. It depends on no runtime.
 //!
+//! - [`anyres`]: LLaVA-NeXT's tiling arithmetic, shared by its processor and its model.
 //! - [`platform`]: the `Platform` and `Handler` traits, platform ids, precisions.
 //! - [`class`]: the model classes and a model folder (`config.json` decides the class).
 //! - [`tensor`]: named host tensors and the io files of fixtures.
@@ -8,6 +9,7 @@
 //! - [`report`]: statuses and results.
 //! - [`error`]: one error type that names the file, field or tensor at fault.
 
+pub mod anyres;
 pub mod class;
 pub mod compare;
 pub mod error;

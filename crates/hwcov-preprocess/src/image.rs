@@ -1,6 +1,7 @@
 //! Image files to `pixel_values` (and DETR's `pixel_mask`), identical to transformers' image processors
 //! with their PIL backend (`ViTImageProcessorPil`, `CLIPImageProcessorPil`, `DetrImageProcessorPil`,
-//! `VideoMAEImageProcessorPil`), which transformers picks where torchvision is not installed.
+//! `VideoMAEImageProcessorPil`, `LlavaImageProcessorPil`, `LlavaNextImageProcessorPil`), which
+//! transformers picks where torchvision is not installed.
 //!
 //! A file is read as `transformers.image_utils.load_image` reads a path: decoded (JPEGs exactly as
 //! libjpeg-turbo decodes them for PIL, see `jpeg.rs`), turned by its EXIF orientation, and converted to
@@ -22,6 +23,7 @@ mod pil;
 
 use std::path::{Path, PathBuf};
 
+use hwcov_core::anyres::select_best_resolution;
 use hwcov_core::error::read_json;
 use hwcov_core::{Error, HostTensor, NamedTensors, Result};
 use serde_json::Value;
@@ -151,6 +153,11 @@ pub enum ProcessorKind {
     Clip,
     Detr,
     VideoMae,
+    /// CLIP's steps, with an optional pad to a square of the mean colour first.
+    Llava,
+    /// "anyres": the image resized and padded to the best grid resolution, cut into tiles, after
+    /// the whole image resized to one tile (`image_grid_pinpoints`).
+    LlavaNext,
 }
 
 impl ProcessorKind {
@@ -165,6 +172,8 @@ impl ProcessorKind {
             "CLIPImageProcessor" => ProcessorKind::Clip,
             "DetrImageProcessor" => ProcessorKind::Detr,
             "VideoMAEImageProcessor" => ProcessorKind::VideoMae,
+            "LlavaImageProcessor" => ProcessorKind::Llava,
+            "LlavaNextImageProcessor" => ProcessorKind::LlavaNext,
             _ => return None,
         })
     }
@@ -173,7 +182,9 @@ impl ProcessorKind {
     pub fn from_model_type(model_type: &str) -> Option<Self> {
         Some(match model_type {
             "vit" => ProcessorKind::Vit,
-            "clip" | "xclip" | "llava" => ProcessorKind::Clip,
+            "clip" | "xclip" => ProcessorKind::Clip,
+            "llava" => ProcessorKind::Llava,
+            "llava_next" => ProcessorKind::LlavaNext,
             "detr" => ProcessorKind::Detr,
             "videomae" => ProcessorKind::VideoMae,
             _ => return None,
@@ -186,6 +197,8 @@ impl ProcessorKind {
             ProcessorKind::Clip => "CLIPImageProcessor",
             ProcessorKind::Detr => "DetrImageProcessor",
             ProcessorKind::VideoMae => "VideoMAEImageProcessor",
+            ProcessorKind::Llava => "LlavaImageProcessor",
+            ProcessorKind::LlavaNext => "LlavaNextImageProcessor",
         }
     }
 }
@@ -215,7 +228,15 @@ pub struct ImageProcessor {
     pub image_std: [f32; 3],
     pub do_pad: bool,
     pub pad_size: Option<SizeDict>,
+    /// LlavaImageProcessor's padding colour: `int(mean * 255)` of each channel.
+    pub background_color: [u8; 3],
+    /// LlavaNextImageProcessor's grid resolutions, (height, width).
+    pub image_grid_pinpoints: Vec<(usize, usize)>,
 }
+
+/// `LlavaNextImageProcessor.image_grid_pinpoints` where the config has none.
+pub const DEFAULT_IMAGE_GRID_PINPOINTS: [(usize, usize); 5] =
+    [(336, 672), (672, 336), (672, 672), (1008, 336), (336, 1008)];
 
 impl ImageProcessor {
     /// The image processor of a model folder, as `AutoImageProcessor.from_pretrained` picks it.
@@ -258,7 +279,7 @@ impl ImageProcessor {
                 None,
                 false,
             ),
-            ProcessorKind::Clip => (
+            ProcessorKind::Clip | ProcessorKind::Llava | ProcessorKind::LlavaNext => (
                 Resample::Bicubic,
                 OPENAI_CLIP_MEAN,
                 OPENAI_CLIP_STD,
@@ -313,7 +334,14 @@ impl ImageProcessor {
             Some(b) => b,
             None => cfg
                 .bool("pad_and_return_pixel_mask")?
-                .unwrap_or(kind == ProcessorKind::Detr),
+                .unwrap_or(matches!(kind, ProcessorKind::Detr | ProcessorKind::LlavaNext)),
+        };
+        let mean64 = cfg.triple_f64("image_mean")?.unwrap_or(mean);
+        // Python's int() of mean * 255, in f64 as the JSON holds it.
+        let background_color = mean64.map(|m| (m * 255.0).clamp(0.0, 255.0) as u8);
+        let image_grid_pinpoints = match cfg.get("image_grid_pinpoints") {
+            None => DEFAULT_IMAGE_GRID_PINPOINTS.to_vec(),
+            Some(v) => parse_pinpoints(path, v)?,
         };
         let processor = ImageProcessor {
             kind,
@@ -331,13 +359,15 @@ impl ImageProcessor {
                     .ok_or_else(|| Error::config(path, "rescale_factor", format!("{v} is not a number")))?,
             },
             do_normalize: cfg.bool("do_normalize")?.unwrap_or(true),
-            image_mean: cfg.triple("image_mean")?.unwrap_or(mean.map(|x| x as f32)),
+            image_mean: mean64.map(|x| x as f32),
             image_std: cfg.triple("image_std")?.unwrap_or(std.map(|x| x as f32)),
             do_pad,
             pad_size: cfg
                 .get("pad_size")
                 .map(|v| parse_size(path, "pad_size", v, true))
                 .transpose()?,
+            background_color,
+            image_grid_pinpoints,
         };
         processor.validate()?;
         Ok(processor)
@@ -412,6 +442,9 @@ impl ImageProcessor {
     /// One image, resized, cropped, rescaled and normalised: (3, height, width) channel-first.
     fn process_one(&self, img: &RgbImage) -> Result<Planar> {
         let mut img = img.clone();
+        if self.kind == ProcessorKind::Llava && self.do_pad {
+            img = pad_to_square(&img, self.background_color);
+        }
         if self.do_resize {
             let (h, w) = self.output_size(img.height, img.width)?;
             img = resize(&img, w, h, self.resample);
@@ -495,9 +528,13 @@ impl ImageProcessor {
         if self.kind == ProcessorKind::VideoMae {
             return self.preprocess_videos(&[images.to_vec()]);
         }
+        if self.kind == ProcessorKind::LlavaNext {
+            return self.preprocess_anyres(images);
+        }
         let planes = images.iter().map(|i| self.process_one(i)).collect::<Result<Vec<_>>>()?;
         let mut out = NamedTensors::new();
-        if self.do_pad {
+        // LlavaImageProcessor's do_pad pads each image to a square (above), not the batch.
+        if self.do_pad && self.kind != ProcessorKind::Llava {
             let (ph, pw) = self.pad_target(&planes)?;
             let mut values = Vec::with_capacity(planes.len() * 3 * ph * pw);
             let mut mask = Vec::with_capacity(planes.len() * ph * pw);
@@ -525,6 +562,88 @@ impl ImageProcessor {
                 HostTensor::f32(vec![images.len(), 3, h, w], values)?,
             );
         }
+        Ok(out)
+    }
+
+    /// LlavaNextImageProcessor: per image, the whole image resized to one tile, then the tiles of the
+    /// image resized and padded to its best grid resolution, each through the usual resize, crop,
+    /// rescale and normalisation. `pixel_values` (batch, most tiles, 3, height, width), zero-padded
+    /// to the image with the most tiles (`do_pad`), and `image_sizes` (batch, 2): each image's
+    /// (height, width).
+    fn preprocess_anyres(&self, images: &[RgbImage]) -> Result<NamedTensors> {
+        let s = &self.size;
+        let size_tuple = match (s.height, s.width, s.shortest_edge) {
+            (Some(h), Some(w), _) if h > 0 && w > 0 => (h, w),
+            (_, _, Some(e)) => (e, e),
+            _ => {
+                return Err(Error::config(
+                    &self.source,
+                    "size",
+                    "LlavaNextImageProcessor needs height and width, or shortest_edge",
+                ));
+            }
+        };
+        let patch_size = match (self.crop_size.and_then(|c| c.height), s.height, s.shortest_edge) {
+            (Some(h), _, _) | (None, Some(h), _) | (None, None, Some(h)) if h > 0 => h,
+            _ => {
+                return Err(Error::config(
+                    &self.source,
+                    "crop_size",
+                    "LlavaNextImageProcessor needs a tile size (crop_size.height, size.height or size.shortest_edge)",
+                ));
+            }
+        };
+        let mut per_image = Vec::with_capacity(images.len());
+        let mut image_sizes = Vec::with_capacity(images.len() * 2);
+        for img in images {
+            let best = select_best_resolution((img.height, img.width), &self.image_grid_pinpoints)
+                .ok_or_else(|| Error::config(&self.source, "image_grid_pinpoints", "is empty"))?;
+            let (nh, nw) = patch_output_size((img.height, img.width), best);
+            let resized = resize(img, nw, nh, self.resample);
+            // `_pad_for_patching` measures the resized image again.
+            let (ph, pw) = patch_output_size((resized.height, resized.width), best);
+            let (top, bottom) = ((best.0 - ph) / 2, (best.0 - ph) / 2 + (best.0 - ph) % 2);
+            let (left, right) = ((best.1 - pw) / 2, (best.1 - pw) / 2 + (best.1 - pw) % 2);
+            let padded = pad_rgb(&resized, (top, bottom), (left, right), [0, 0, 0]);
+            let mut patches = vec![resize(img, size_tuple.1, size_tuple.0, self.resample)];
+            patches.extend(divide_to_patches(&padded, patch_size));
+            let planes = patches
+                .iter()
+                .map(|p| self.process_one(p))
+                .collect::<Result<Vec<_>>>()?;
+            let (h, w) = same_size(&planes)?;
+            per_image.push((planes, h, w));
+            image_sizes.extend([img.height as i64, img.width as i64]);
+        }
+        let (h, w) = (per_image[0].1, per_image[0].2);
+        if let Some((_, ph, pw)) = per_image.iter().find(|(_, ph, pw)| (*ph, *pw) != (h, w)) {
+            return Err(Error::Usage(format!(
+                "the images end at tiles of different sizes ({h}x{w} and {ph}x{pw}); give one image at a time"
+            )));
+        }
+        let most = per_image.iter().map(|(p, ..)| p.len()).max().unwrap_or(0);
+        if !self.do_pad && per_image.iter().any(|(p, ..)| p.len() != most) {
+            return Err(Error::Usage(format!(
+                "the images make different numbers of tiles and {} sets do_pad to false; give one image at a time",
+                self.source.display()
+            )));
+        }
+        let mut values = Vec::with_capacity(images.len() * most * 3 * h * w);
+        for (planes, ..) in &per_image {
+            for p in planes {
+                values.extend_from_slice(&p.data);
+            }
+            values.extend(std::iter::repeat_n(0f32, (most - planes.len()) * 3 * h * w));
+        }
+        let mut out = NamedTensors::new();
+        out.insert(
+            "pixel_values".into(),
+            HostTensor::f32(vec![images.len(), most, 3, h, w], values)?,
+        );
+        out.insert(
+            "image_sizes".into(),
+            HostTensor::i64(vec![images.len(), 2], image_sizes)?,
+        );
         Ok(out)
     }
 
@@ -606,6 +725,74 @@ fn same_size(planes: &[Planar]) -> Result<(usize, usize)> {
         )));
     }
     Ok((h, w))
+}
+
+/// `get_patch_output_size`: the size an image of (height, width) is resized to on its way to the
+/// `target` (height, width) resolution, keeping its aspect ratio (the ceiling of the scaled side).
+pub fn patch_output_size(original: (usize, usize), target: (usize, usize)) -> (usize, usize) {
+    let (oh, ow) = (original.0 as f64, original.1 as f64);
+    let (th, tw) = target;
+    let scale_w = tw as f64 / ow;
+    let scale_h = th as f64 / oh;
+    if scale_w < scale_h {
+        (((oh * scale_w).ceil() as usize).min(th), tw)
+    } else {
+        (th, ((ow * scale_h).ceil() as usize).min(tw))
+    }
+}
+
+/// Pads an image with `color` by (top, bottom) rows and (left, right) columns.
+fn pad_rgb(img: &RgbImage, (top, bottom): (usize, usize), (left, right): (usize, usize), color: [u8; 3]) -> RgbImage {
+    let (h, w) = (img.height + top + bottom, img.width + left + right);
+    let mut data: Vec<u8> = std::iter::repeat_n(color, h * w).flatten().collect();
+    for y in 0..img.height {
+        let src = &img.data[y * img.width * 3..(y + 1) * img.width * 3];
+        let dst = ((y + top) * w + left) * 3;
+        data[dst..dst + img.width * 3].copy_from_slice(src);
+    }
+    RgbImage {
+        width: w,
+        height: h,
+        data,
+    }
+}
+
+/// `LlavaImageProcessor.pad_to_square`: the image centred on a square of `color` as wide as its
+/// longer side (the extra row or column, if any, at the bottom or right).
+pub fn pad_to_square(img: &RgbImage, color: [u8; 3]) -> RgbImage {
+    let (h, w) = (img.height, img.width);
+    if h == w {
+        return img.clone();
+    }
+    let max_dim = h.max(w);
+    if w > h {
+        let start = (max_dim - h) / 2;
+        pad_rgb(img, (start, max_dim - h - start), (0, 0), color)
+    } else {
+        let start = (max_dim - w) / 2;
+        pad_rgb(img, (0, 0), (start, max_dim - w - start), color)
+    }
+}
+
+/// `image_transforms.divide_to_patches`: tiles of `patch` pixels, row by row, those at the right
+/// and bottom edges cut short where the image does not divide evenly.
+pub fn divide_to_patches(img: &RgbImage, patch: usize) -> Vec<RgbImage> {
+    let mut patches = Vec::new();
+    for y0 in (0..img.height).step_by(patch) {
+        for x0 in (0..img.width).step_by(patch) {
+            let (ph, pw) = (patch.min(img.height - y0), patch.min(img.width - x0));
+            let mut data = Vec::with_capacity(ph * pw * 3);
+            for y in y0..y0 + ph {
+                data.extend_from_slice(&img.data[(y * img.width + x0) * 3..(y * img.width + x0 + pw) * 3]);
+            }
+            patches.push(RgbImage {
+                width: pw,
+                height: ph,
+                data,
+            });
+        }
+    }
+    patches
 }
 
 /// `image_transforms.center_crop`: crops around the centre, zero-padding first where the image is
@@ -723,7 +910,7 @@ fn processor_kind(path: &Path, json: &Value, dir: &Path) -> Result<ProcessorKind
                         path,
                         field,
                         format!(
-                            "hwcov has no port of {name}; it ports ViTImageProcessor, CLIPImageProcessor, DetrImageProcessor and VideoMAEImageProcessor"
+                            "hwcov has no port of {name}; it ports ViTImageProcessor, CLIPImageProcessor, DetrImageProcessor, VideoMAEImageProcessor, LlavaImageProcessor and LlavaNextImageProcessor"
                         ),
                     )
                 });
@@ -776,17 +963,18 @@ impl Settings<'_> {
 
     /// Three per-channel values, or one for all channels.
     fn triple(&self, key: &str) -> Result<Option<[f32; 3]>> {
+        Ok(self.triple_f64(key)?.map(|t| t.map(|x| x as f32)))
+    }
+
+    /// [`Self::triple`] as the JSON holds the numbers (Python floats).
+    fn triple_f64(&self, key: &str) -> Result<Option<[f64; 3]>> {
         let Some(v) = self.get(key) else { return Ok(None) };
         if let Some(x) = v.as_f64() {
-            return Ok(Some([x as f32; 3]));
+            return Ok(Some([x; 3]));
         }
-        let values: Option<Vec<f32>> = v
+        let values: Option<Vec<f64>> = v
             .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|x| x.as_f64().map(|x| x as f32))
-                    .collect::<Option<Vec<_>>>()
-            })
+            .map(|a| a.iter().map(|x| x.as_f64()).collect::<Option<Vec<_>>>())
             .unwrap_or(None);
         match values.as_deref() {
             Some([a, b, c]) => Ok(Some([*a, *b, *c])),
@@ -797,6 +985,32 @@ impl Settings<'_> {
             )),
         }
     }
+}
+
+/// `image_grid_pinpoints`: a list of [height, width] pairs, each positive.
+fn parse_pinpoints(path: &Path, v: &Value) -> Result<Vec<(usize, usize)>> {
+    let bad = || {
+        Error::config(
+            path,
+            "image_grid_pinpoints",
+            format!("expected a non-empty list of [height, width] pairs of positive sizes, got {v}"),
+        )
+    };
+    let list = v.as_array().ok_or_else(bad)?;
+    let pairs = list
+        .iter()
+        .map(|p| match p.as_array().map(|a| a.as_slice()) {
+            Some([h, w]) => match (h.as_u64(), w.as_u64()) {
+                (Some(h), Some(w)) if h > 0 && w > 0 => Ok((h as usize, w as usize)),
+                _ => Err(bad()),
+            },
+            _ => Err(bad()),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if pairs.is_empty() {
+        return Err(bad());
+    }
+    Ok(pairs)
 }
 
 fn positive(path: &Path, field: &str, v: &Value) -> Result<usize> {

@@ -6,10 +6,13 @@
 //! - [`ctc`]: CTC logits back to text (Wav2Vec2CTCTokenizer's decoding).
 //! - [`image`]: image files to `pixel_values` (and `pixel_mask`) as transformers' image processors
 //!   make them with their PIL backend (ViT, CLIP, DETR, VideoMAE).
+//! - [`llava`]: LLaVA's and LLaVA-NeXT's processors: images, and the image tokens of the prompts
+//!   expanded to the model's count of image features.
 //! - [`video`]: GIFs and folders of frames, sampled to a model's frame count.
 
 pub mod audio;
 pub mod ctc;
 pub mod image;
+pub mod llava;
 pub mod text;
 pub mod video;

@@ -163,30 +163,38 @@ impl TextTokenizer {
                 "the model folder has no chat template",
             )
         })?;
+        let messages = serde_json::to_value(messages).map_err(|e| Error::Usage(e.to_string()))?;
+        self.render_chat_template(template, messages, add_generation_prompt)
+            .map_err(|e| Error::config(&self.config_path, "chat_template", e))
+    }
+
+    /// Renders a chat template (the tokenizer's, or a processor's) over `messages` as given (their
+    /// `content` may be a list of typed parts, as processors' templates take), with the tokenizer's
+    /// special tokens as variables. The error is the template's message.
+    pub fn render_chat_template(
+        &self,
+        template: &str,
+        messages: serde_json::Value,
+        add_generation_prompt: bool,
+    ) -> std::result::Result<String, String> {
         let mut ctx = serde_json::Map::new();
-        for name in [
-            "bos_token",
-            "eos_token",
-            "unk_token",
-            "sep_token",
-            "pad_token",
-            "cls_token",
-            "mask_token",
-        ] {
-            if let Some(t) = self.special_token(name) {
-                ctx.insert(name.to_string(), serde_json::Value::String(t));
+        // The named special tokens (`special_tokens_map`): the standard ones and those a model adds
+        // (`image_token`, ...), which tokenizer_config.json keeps at its top level.
+        if let Some(serde_json::Value::Object(config)) = &self.config {
+            for (name, value) in config {
+                if name.ends_with("_token")
+                    && let Some(t) = token_content(value)
+                {
+                    ctx.insert(name.clone(), serde_json::Value::String(t));
+                }
             }
         }
-        ctx.insert(
-            "messages".into(),
-            serde_json::to_value(messages).map_err(|e| Error::Usage(e.to_string()))?,
-        );
+        ctx.insert("messages".into(), messages);
         ctx.insert(
             "add_generation_prompt".into(),
             serde_json::Value::Bool(add_generation_prompt),
         );
         render_chat_template(template, serde_json::Value::Object(ctx))
-            .map_err(|e| Error::config(&self.config_path, "chat_template", e))
     }
 
     /// The token ids of one text, with or without the special tokens that the tokenizer's
@@ -361,8 +369,51 @@ fn read_chat_template(dir: &Path, config: Option<&serde_json::Value>, config_pat
     Ok(None)
 }
 
+/// transformers' `{% generation %}` ... `{% endgeneration %}` blocks (which only mark the assistant's
+/// tokens) render their body as it is: they become `{% if true %}` ... `{% endif %}`, keeping any
+/// whitespace control of the tags.
+fn rewrite_generation_blocks(template: &str) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.find("{%") {
+        out.push_str(&rest[..start]);
+        let tag = &rest[start..];
+        let Some(end) = tag.find("%}") else {
+            out.push_str(tag);
+            return out;
+        };
+        let inner = &tag[2..end];
+        let (open, body, close) = split_whitespace_control(inner);
+        let replaced = match body.trim() {
+            "generation" => Some("if true"),
+            "endgeneration" => Some("endif"),
+            _ => None,
+        };
+        match replaced {
+            Some(r) => out.push_str(&format!("{{%{open} {r} {close}%}}")),
+            None => out.push_str(&tag[..end + 2]),
+        }
+        rest = &tag[end + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A tag's inside split into its whitespace-control marks (`-` or `+`) and its body.
+fn split_whitespace_control(inner: &str) -> (&str, &str, &str) {
+    let open = if inner.starts_with(['-', '+']) { &inner[..1] } else { "" };
+    let inner = &inner[open.len()..];
+    let close = if inner.ends_with(['-', '+']) {
+        &inner[inner.len() - 1..]
+    } else {
+        ""
+    };
+    (open, &inner[..inner.len() - close.len()], close)
+}
+
 /// Renders a chat template with the settings of transformers' `_compile_jinja_template`.
 fn render_chat_template(template: &str, ctx: serde_json::Value) -> std::result::Result<String, String> {
+    let template = rewrite_generation_blocks(template);
     let mut env = minijinja::Environment::new();
     let syntax = minijinja::syntax::SyntaxConfig::builder()
         .trim_blocks(true)
@@ -378,7 +429,7 @@ fn render_chat_template(template: &str, ctx: serde_json::Value) -> std::result::
         },
     );
     env.add_function("strftime_now", |format: String| strftime_now(&format));
-    let tmpl = env.template_from_str(template).map_err(|e| e.to_string())?;
+    let tmpl = env.template_from_str(&template).map_err(|e| e.to_string())?;
     tmpl.render(minijinja::value::Serde(ctx)).map_err(|e| e.to_string())
 }
 
@@ -531,6 +582,21 @@ mod tests {
             err.contains("chat_template") && err.contains("Only user and assistant"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn generation_blocks_render_their_body() {
+        assert_eq!(
+            rewrite_generation_blocks("a{% generation %}b{%- endgeneration -%} c{% if x %}"),
+            "a{% if true %}b{%- endif -%} c{% if x %}"
+        );
+        // transformers renders this as "hix": trim_blocks eats the newline after the end tag.
+        let out = render_chat_template(
+            "{% for m in messages %}{% generation %}{{ m.content }}{% endgeneration %}\n{% endfor %}x",
+            serde_json::json!({"messages": [{"content": "hi"}]}),
+        )
+        .unwrap();
+        assert_eq!(out, "hix");
     }
 
     #[test]

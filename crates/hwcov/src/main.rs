@@ -56,8 +56,8 @@ enum Command {
         json: bool,
     },
     /// Run a model folder on user input, with the task of its class (BERT: sentence embeddings;
-    /// T5, OPT, LLaMA, Qwen2, Qwen3: generated text; Wav2Vec2, Whisper: speech recognition; CLAP:
-    /// zero-shot audio classification).
+    /// T5, OPT, LLaMA, Qwen2, Qwen3: generated text; LLaVA, LLaVA-NeXT: an answer about --image;
+    /// Wav2Vec2, Whisper: speech recognition; CLAP: zero-shot audio classification).
     Run {
         #[arg(long)]
         model_dir: PathBuf,

@@ -65,9 +65,6 @@ pub fn run(model_dir: &Path, request: &RunRequest, platform: PlatformId, opts: &
         ModelClass::Clip => tasks::zero_shot_image::run(&files, request, platform, opts),
         ModelClass::Detr => tasks::object_detection::run(&files, request, platform, opts),
         ModelClass::XClip => tasks::video_text::run(&files, request, platform, opts),
-        other => Err(Error::NotImplemented {
-            platform: platform.to_string(),
-            reason: format!("`hwcov run` has no task for {} models yet", other.name()),
-        }),
+        ModelClass::Llava | ModelClass::LlavaNext => tasks::image_text::run(&files, request, platform, opts),
     }
 }

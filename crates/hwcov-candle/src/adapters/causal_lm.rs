@@ -29,6 +29,22 @@ pub trait CausalLm: Send + 'static {
     ) -> candle_core::Result<Tensor>;
 }
 
+/// `_prepare_position_ids_for_generation`: cumsum(mask) - 1 along each row, padding at 0.
+pub fn generation_position_ids(attention_mask: &[Vec<u32>]) -> Vec<Vec<i64>> {
+    attention_mask
+        .iter()
+        .map(|row| {
+            let mut sum = 0i64;
+            row.iter()
+                .map(|&m| {
+                    sum += m as i64;
+                    if m == 0 { 0 } else { sum - 1 }
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// The state of a batch being decoded.
 struct DecodeState {
     attention_mask: Vec<Vec<u32>>,
@@ -134,19 +150,7 @@ impl<M: CausalLm> Decoder for CausalLmAdapter<M> {
         self.state = None;
         let device = self.device.clone();
         let (input_ids, attention_mask) = self.read_inputs(&Inputs::new(tensors, &device))?;
-        // `_prepare_position_ids_for_generation`: cumsum(mask) - 1, padding at 0.
-        let position_ids: Vec<Vec<i64>> = attention_mask
-            .iter()
-            .map(|row| {
-                let mut sum = 0i64;
-                row.iter()
-                    .map(|&m| {
-                        sum += m as i64;
-                        if m == 0 { 0 } else { sum - 1 }
-                    })
-                    .collect()
-            })
-            .collect();
+        let position_ids = generation_position_ids(&attention_mask);
         let next_position: Vec<i64> = position_ids
             .iter()
             .map(|r| r.last().copied().unwrap_or(-1) + 1)

@@ -10,6 +10,7 @@ pub mod clap;
 pub mod clip;
 pub mod detr;
 pub mod llama;
+pub mod llava;
 pub mod opt;
 pub mod t5;
 pub mod vit;

@@ -293,6 +293,21 @@ impl CLIPEncoder {
         }
         Ok(h)
     }
+
+    /// `output_hidden_states=True`: the input and the output of each layer, up to and including
+    /// hidden state `last` (0 is the input); the layers after it are not run.
+    pub fn hidden_states(&self, inputs_embeds: &Tensor, last: usize) -> Result<Vec<Tensor>> {
+        let mut states = vec![inputs_embeds.clone()];
+        for layer in self.layers.iter().take(last) {
+            let h = layer.forward(&states[states.len() - 1], None)?;
+            states.push(h);
+        }
+        Ok(states)
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
 }
 
 pub struct CLIPTextEmbeddings {
@@ -458,6 +473,18 @@ impl CLIPVisionModel {
         let last = self.encoder.forward(&h, None)?;
         let pooled = self.post_layernorm.forward(&last.i((.., 0, ..))?)?;
         Ok((last, pooled))
+    }
+
+    /// `hidden_states` of `forward(output_hidden_states=True)`, up to index `last`: the embeddings
+    /// after pre_layrnorm (0), then the output of each encoder layer (the last one is
+    /// `last_hidden_state`, before post_layernorm).
+    pub fn hidden_states(&self, pixel_values: &Tensor, last: usize) -> Result<Vec<Tensor>> {
+        let h = self.pre_layrnorm.forward(&self.embeddings.forward(pixel_values)?)?;
+        self.encoder.hidden_states(&h, last)
+    }
+
+    pub fn num_hidden_layers(&self) -> usize {
+        self.encoder.num_layers()
     }
 }
 

@@ -12,7 +12,9 @@
 //! it), changes nothing.
 
 use candle_core::{D, DType, Module, Result, Tensor};
-use candle_nn::{Conv1d, Conv1dConfig, Embedding, Linear, VarBuilder, conv1d, embedding, linear, linear_no_bias};
+use candle_nn::{Conv1d, Conv1dConfig, Embedding, VarBuilder, conv1d, embedding};
+
+use crate::nn::{Linear, linear, linear_no_bias};
 use serde::Deserialize;
 
 use crate::activation::Activation;

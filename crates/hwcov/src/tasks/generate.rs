@@ -126,7 +126,7 @@ pub fn run(files: &ModelFiles, request: &RunRequest, platform: PlatformId, opts:
 }
 
 /// The most prompt tokens the model takes, and the config field that says so.
-fn prompt_limit(files: &ModelFiles, tokenizer: &TextTokenizer, encoder_decoder: bool) -> Option<(usize, String)> {
+pub fn prompt_limit(files: &ModelFiles, tokenizer: &TextTokenizer, encoder_decoder: bool) -> Option<(usize, String)> {
     if encoder_decoder {
         // Relative positions have no hard limit; the tokenizer states what the model was trained on.
         let tokenizer_config = tokenizer.path().with_file_name("tokenizer_config.json");
@@ -243,38 +243,7 @@ pub fn generate_text(
         platform: platform.to_string(),
         reason: format!("the {} handler cannot decode token by token", files.class.name()),
     })?;
-    let sampling =
-        (settings.do_sample || settings.temperature.is_some() || settings.top_k.is_some() || settings.top_p.is_some())
-            .then(|| {
-                let seed = settings.seed.unwrap_or_else(|| {
-                    SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .map(|d| d.as_nanos() as u64)
-                        .unwrap_or(0)
-                });
-                let mut s = Sampling::from_config(&config, seed);
-                if let Some(t) = settings.temperature {
-                    s.temperature = t;
-                }
-                if let Some(k) = settings.top_k {
-                    s.top_k = k;
-                }
-                if let Some(p) = settings.top_p {
-                    s.top_p = p;
-                }
-                s
-            });
-    if let Some(s) = &sampling {
-        if s.temperature.is_nan() || s.temperature <= 0.0 {
-            return Err(Error::Usage(format!(
-                "--temperature {} must be positive (greedy decoding is the default without sampling flags)",
-                s.temperature
-            )));
-        }
-        if s.top_p.is_nan() || s.top_p <= 0.0 || s.top_p > 1.0 {
-            return Err(Error::Usage(format!("--top-p {} must be in (0, 1]", s.top_p)));
-        }
-    }
+    let sampling = sampling(settings, &config)?;
     let gen_opts = GenerateOptions {
         max_new_tokens,
         sampling: sampling.clone(),
@@ -304,8 +273,45 @@ pub fn generate_text(
     })
 }
 
+/// The sampling that the settings ask for (`None`: greedy), checked.
+pub fn sampling(settings: &TextGenerationSettings, config: &GenerationConfig) -> Result<Option<Sampling>> {
+    let sampling =
+        (settings.do_sample || settings.temperature.is_some() || settings.top_k.is_some() || settings.top_p.is_some())
+            .then(|| {
+                let seed = settings.seed.unwrap_or_else(|| {
+                    SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map(|d| d.as_nanos() as u64)
+                        .unwrap_or(0)
+                });
+                let mut s = Sampling::from_config(config, seed);
+                if let Some(t) = settings.temperature {
+                    s.temperature = t;
+                }
+                if let Some(k) = settings.top_k {
+                    s.top_k = k;
+                }
+                if let Some(p) = settings.top_p {
+                    s.top_p = p;
+                }
+                s
+            });
+    if let Some(s) = &sampling {
+        if s.temperature.is_nan() || s.temperature <= 0.0 {
+            return Err(Error::Usage(format!(
+                "--temperature {} must be positive (greedy decoding is the default without sampling flags)",
+                s.temperature
+            )));
+        }
+        if s.top_p.is_nan() || s.top_p <= 0.0 || s.top_p > 1.0 {
+            return Err(Error::Usage(format!("--top-p {} must be in (0, 1]", s.top_p)));
+        }
+    }
+    Ok(sampling)
+}
+
 /// The tokenizer must not produce ids beyond the model's embedding table.
-fn check_vocabulary(files: &ModelFiles, tokenizer: &TextTokenizer) -> Result<()> {
+pub fn check_vocabulary(files: &ModelFiles, tokenizer: &TextTokenizer) -> Result<()> {
     let cfg = &files.config;
     let Some(vocab_size) = cfg
         .get("vocab_size")

@@ -3,6 +3,7 @@
 pub mod embed;
 pub mod generate;
 pub mod image_classification;
+pub mod image_text;
 pub mod object_detection;
 pub mod speech_recognition;
 pub mod speech_recognition_whisper;
