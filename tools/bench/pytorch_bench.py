@@ -28,6 +28,10 @@ def synthetic_inputs(config, batch, seq):
     if mt in ("llama", "qwen2", "qwen3", "opt"):
         ids = torch.randint(0, config.vocab_size, (batch, seq), generator=g)
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    if mt == "whisper":
+        frames = 2 * config.max_source_positions
+        feats = torch.randn(batch, config.num_mel_bins, frames, generator=g)
+        return {"input_features": feats, "decoder_input_ids": torch.full((batch, 1), config.decoder_start_token_id)}
     if mt == "vit":
         size = config.image_size
         return {"pixel_values": torch.randn(batch, config.num_channels, size, size, generator=g)}
@@ -59,13 +63,18 @@ def main():
     load = time.perf_counter() - t0
     inputs = synthetic_inputs(config, args.batch, args.seq)
     floats = {k for k, v in inputs.items() if v.is_floating_point()}
-    generative = config.model_type in ("llama", "qwen2", "qwen3", "opt")
+    generative = config.model_type in ("llama", "qwen2", "qwen3", "opt", "whisper")
+    seq2seq = config.model_type == "whisper"
 
     def once():
         # Like `hwcov bench`: host tensors in; the outputs (for generative models, the next-token
         # logits of the prompt, as a prefill returns them) back on the host.
         with torch.inference_mode():
             x = {k: (v.to(dev, DTYPES[args.precision]) if k in floats else v.to(dev)) for k, v in inputs.items()}
+            if seq2seq:
+                out = model(**x, use_cache=True)
+                out.logits[:, -1].float().cpu()
+                return out
             if generative:
                 out = model(**x, use_cache=True, logits_to_keep=1)
                 out.logits[:, -1].float().cpu()
@@ -91,14 +100,19 @@ def main():
         # A plain greedy loop over the KV cache, one token per step, as hwcov's decoder steps.
         with torch.inference_mode():
             out = once()
-            past, mask = out.past_key_values, inputs["attention_mask"].to(dev)
+            past = out.past_key_values
+            mask = None if seq2seq else inputs["attention_mask"].to(dev)
+            enc = getattr(out, "encoder_last_hidden_state", None)
             nxt = out.logits[:, -1].argmax(-1, keepdim=True)
             steps = []
             for _ in range(args.decode):
                 torch.cuda.synchronize()
                 t = time.perf_counter()
-                mask = torch.cat([mask, torch.ones_like(nxt)], 1)
-                out = model(input_ids=nxt, attention_mask=mask, past_key_values=past, use_cache=True)
+                if seq2seq:
+                    out = model(encoder_outputs=(enc,), decoder_input_ids=nxt, past_key_values=past, use_cache=True)
+                else:
+                    mask = torch.cat([mask, torch.ones_like(nxt)], 1)
+                    out = model(input_ids=nxt, attention_mask=mask, past_key_values=past, use_cache=True)
                 past = out.past_key_values
                 nxt = out.logits[:, -1].argmax(-1, keepdim=True)
                 nxt.cpu()

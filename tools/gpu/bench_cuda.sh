@@ -12,7 +12,7 @@ if [ -z "${HWCOV_CUDA_LIBS:-}" ]; then
 fi
 export LD_LIBRARY_PATH="${HWCOV_CUDA_LIBS}:${LD_LIBRARY_PATH:-}"
 here=$(cd "$(dirname "$0")/.." && pwd)
-python3 "$here/bench/make_checkpoints.py" "$ckpt" --only "${BENCH_CHECKPOINTS:-bert-base,vit-base,qwen2-0.5b,qwen2-7b}"
+python3 "$here/bench/make_checkpoints.py" "$ckpt" --only "${BENCH_CHECKPOINTS:-bert-base,vit-base,whisper-tiny,qwen2-0.5b,qwen2-7b}"
 
 python3 - > "$out/copy_bandwidth.json" <<'PY'
 import json, torch
@@ -43,11 +43,16 @@ print(json.dumps(row))" >> "$out/bench.jsonl"
   echo "$1 $p b$b s$s done"
 }
 for p in ${BENCH_PRECISIONS:-f32 bf16}; do
+  [ -d "$ckpt/bert-base" ] || continue
   row bert-base $p 1 128
   row bert-base $p 32 128
   row vit-base $p 1 0
   row vit-base $p 32 0
 done
+if [ -d "$ckpt/whisper-tiny" ]; then
+  row whisper-tiny f32 1 0 64
+  row whisper-tiny bf16 1 0 64
+fi
 if [ -d "$ckpt/qwen2-0.5b" ]; then
   row qwen2-0.5b bf16 1 512 64
   row qwen2-0.5b f32 1 512 64

@@ -139,6 +139,22 @@ pub fn synthetic_inputs(files: &ModelFiles, shape: BenchShape) -> Result<NamedTe
                 HostTensor::i64(vec![shape.batch, shape.seq], vec![1; n])?,
             );
         }
+        ModelClass::Whisper => {
+            // 30 s of log-mel features (2 * max_source_positions frames) and the decoder's start token.
+            let mels = config_usize(files, "num_mel_bins", Some(80))?;
+            let frames = 2 * config_usize(files, "max_source_positions", Some(1500))?;
+            let start = config_usize(files, "decoder_start_token_id", Some(50258))? as i64;
+            let n = shape.batch * mels * frames;
+            let feats = (0..n).map(|_| rng.normal()).collect();
+            inputs.insert(
+                "input_features".into(),
+                HostTensor::f32(vec![shape.batch, mels, frames], feats)?,
+            );
+            inputs.insert(
+                "decoder_input_ids".into(),
+                HostTensor::i64(vec![shape.batch, 1], vec![start; shape.batch])?,
+            );
+        }
         ModelClass::Bert => {
             let vocab = config_usize(files, "vocab_size", None)? as u64;
             let n = shape.batch * shape.seq;
