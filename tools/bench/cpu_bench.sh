@@ -10,11 +10,11 @@ set -u
 bin=${1:?binary}; out=${2:?out}; ckpt=${3:-/tmp/hwcov-bench-checkpoints}; py=${4:-python3}
 here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$out"
-"$py" "$here/make_checkpoints.py" "$ckpt" --only bert-base,vit-base
-for c in bert-base vit-base; do
-  [ -f "$ckpt/$c/model.onnx" ] || "$py" "$here/export_onnx.py" "$ckpt/$c"
+"$py" "$here/make_checkpoints.py" "$ckpt" --only bert-base,vit-base,whisper-tiny
+for c in bert-base vit-base whisper-tiny; do
+  [ -f "$ckpt/$c/model.onnx" ] || [ -f "$ckpt/$c/onnx/encoder_model.onnx" ] || "$py" "$here/export_onnx.py" "$ckpt/$c"
 done
-: > "$out/cpu-bench.jsonl"
+[ -n "${CPU_BENCH_APPEND:-}" ] || : > "$out/cpu-bench.jsonl"
 emit() {  # side checkpoint batch seq json
   SIDE=$1 CK=$2 B=$3 S=$4 R="$5" "$py" -c "import json, os
 row = {'side': os.environ['SIDE'], 'checkpoint': os.environ['CK'], 'precision': 'f32', 'batch': int(os.environ['B']), 'seq': int(os.environ['S'])}
@@ -22,7 +22,9 @@ try: row['result'] = json.loads(os.environ['R'])
 except Exception: row['error'] = os.environ['R'][-600:]
 print(json.dumps(row))" >> "$out/cpu-bench.jsonl"
 }
-for spec in "bert-base 1 128" "bert-base 8 128" "vit-base 1 0" "vit-base 8 0"; do
+specs=${CPU_BENCH_ROWS:-"bert-base 1 128;bert-base 8 128;vit-base 1 0;vit-base 8 0;whisper-tiny 1 0"}
+IFS=';' read -ra rows <<< "$specs"
+for spec in "${rows[@]}"; do
   set -- $spec
   for p in cpu openvino; do
     emit "hwcov-$p" "$1" "$2" "$3" "$("$bin" bench --platform $p --model-dir "$ckpt/$1" --batch "$2" --seq "$3" --iters 20 --json 2>&1)"

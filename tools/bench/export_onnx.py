@@ -4,6 +4,9 @@ with the same exporter settings as the fixtures (torch.onnx TorchScript exporter
 batch and sequence), so that graph platforms and onnxruntime run the same weights as hwcov's eager
 platforms.
 
+Whisper is exported as optimum lays out seq2seq models (onnx/encoder_model.onnx +
+onnx/decoder_model.onnx), with the fixture generator's own `export_split`.
+
 Usage: python3 tools/bench/export_onnx.py CHECKPOINT_DIR [CHECKPOINT_DIR ...]
 """
 
@@ -37,6 +40,14 @@ def main():
             inputs = {"pixel_values": torch.randn(1, 3, cfg.image_size, cfg.image_size)}
             outputs = ["logits"]
             dynamic = {"pixel_values": {0: "batch"}}
+        elif cfg.model_type == "whisper":
+            sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
+            from generate import export_split
+
+            feats = torch.randn(1, cfg.num_mel_bins, 2 * cfg.max_source_positions)
+            info = export_split(model, {"input_features": feats}, torch.tensor([[cfg.decoder_start_token_id]]), d / "onnx")
+            print(f"{d / 'onnx'}: {info['onnxruntime_max_abs_err']}")
+            continue
         else:
             sys.exit(f"{d}: no export recipe for {cfg.model_type}")
         names = list(inputs)
