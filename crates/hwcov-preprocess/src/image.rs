@@ -14,7 +14,7 @@
 //! - 16-bit grayscale PNGs are clipped at 255, not scaled (PIL's `I;16` to `RGB` conversion), so
 //!   most of such an image turns white, as it does in transformers.
 //!
-//! Both backends get the images so: the pipelines read files with `load_image` and hand PIL images to
+//! Both backends get images read so: the pipelines read files with `load_image` and hand PIL images to
 //! either backend, which the torchvision one turns into tensors with `pil_to_tensor`. (Handed a path
 //! string, transformers' torchvision backend decodes it with `torchvision.io.decode_image` instead:
 //! the same pixels for 8-bit PNGs and JPEGs, but no EXIF orientation, 16-bit PNGs kept at 16 bits and

@@ -144,3 +144,30 @@ fn the_backends_differ() {
         .count();
     assert!(differing >= 30, "only {differing} of {} tensors differ", tv.len());
 }
+
+/// As in transformers 5.17, the folder does not choose the backend: whatever class name
+/// preprocessor_config.json records (the base name both backends save, a hand-written `Pil` name, a
+/// legacy `Fast` one, a legacy feature extractor, or none, by config.json's model_type), the processor
+/// computes as the torchvision backend, which AutoImageProcessor picks where torchvision is installed,
+/// until the caller asks for PIL.
+#[test]
+fn the_folder_does_not_choose_the_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let folders = [
+        r#"{"image_processor_type": "ViTImageProcessor"}"#,
+        r#"{"image_processor_type": "ViTImageProcessorPil"}"#,
+        r#"{"image_processor_type": "ViTImageProcessorFast"}"#,
+        r#"{"feature_extractor_type": "ViTFeatureExtractor"}"#,
+        r#"{"image_processor_type": "ViTImageProcessor", "use_fast": false}"#,
+        r#"{}"#,
+    ];
+    for (i, json) in folders.iter().enumerate() {
+        let d = dir.path().join(i.to_string());
+        std::fs::create_dir(&d).unwrap();
+        std::fs::write(d.join("preprocessor_config.json"), json).unwrap();
+        std::fs::write(d.join("config.json"), r#"{"model_type": "vit"}"#).unwrap();
+        let proc = ImageProcessor::from_dir(&d).unwrap();
+        assert_eq!(proc.backend, Backend::Torchvision, "{json}");
+        assert_eq!(proc.with_backend(Backend::Pil).backend, Backend::Pil, "{json}");
+    }
+}

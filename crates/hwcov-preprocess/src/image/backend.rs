@@ -2,8 +2,9 @@
 //!
 //! transformers 5.17 writes each image processor twice: `XImageProcessor` on torchvision (the one
 //! called "fast" before 5.0) and `XImageProcessorPil` on PIL and NumPy. They resize differently (torch's
-//! kernels against Pillow's; up to one grey level per pixel, 0.0078 to 0.0175 after normalising), and
-//! the torchvision one pads its centre crop on the other side. `AutoImageProcessor.from_pretrained`,
+//! kernels against Pillow's: a grey level here and there, 0.008 to 0.018 after normalising; Lanczos,
+//! which torchvision 0.26 lacks, becomes bicubic), and the torchvision one pads a centre crop larger
+//! than the image on the other side. `AutoImageProcessor.from_pretrained`,
 //! `AutoProcessor` and the pipelines choose between them by `_resolve_backend`
 //! (models/auto/image_processing_auto.py), in this order:
 //!
