@@ -1,7 +1,8 @@
 //! Image files to `pixel_values` (and DETR's `pixel_mask`), identical to transformers' image processors
-//! with their PIL backend (`ViTImageProcessorPil`, `CLIPImageProcessorPil`, `DetrImageProcessorPil`,
-//! `VideoMAEImageProcessorPil`, `LlavaImageProcessorPil`, `LlavaNextImageProcessorPil`), which
-//! transformers picks where torchvision is not installed.
+//! (ViT, CLIP, DETR, VideoMAE; LLaVA and LLaVA-NeXT on PIL only) with either of their backends ([`Backend`]): torchvision
+//! (`ViTImageProcessor`, ...), which transformers picks where torchvision is installed and hwcov
+//! therefore uses by default, or PIL (`ViTImageProcessorPil`, ...), which it picks where torchvision is
+//! not (see `backend.rs` for transformers' rule, `torchvision.rs` and `pil.rs` for the two).
 //!
 //! A file is read as `transformers.image_utils.load_image` reads a path: decoded (JPEGs exactly as
 //! libjpeg-turbo decodes them for PIL, see `jpeg.rs`), turned by its EXIF orientation, and converted to
@@ -13,13 +14,21 @@
 //! - 16-bit grayscale PNGs are clipped at 255, not scaled (PIL's `I;16` to `RGB` conversion), so
 //!   most of such an image turns white, as it does in transformers.
 //!
+//! Both backends get images read so: the pipelines read files with `load_image` and hand PIL images to
+//! either backend, which the torchvision one turns into tensors with `pil_to_tensor`. (Handed a path
+//! string, transformers' torchvision backend decodes it with `torchvision.io.decode_image` instead:
+//! the same pixels for 8-bit PNGs and JPEGs, but no EXIF orientation, 16-bit PNGs kept at 16 bits and
+//! every frame of a GIF.)
+//!
 //! The processor is the one transformers' `AutoImageProcessor` picks for the model folder: the
 //! `image_processor` of `processor_config.json`, else `preprocessor_config.json` (its
 //! `image_processor_type`, or a legacy `feature_extractor_type`), else the `model_type` of config.json.
 //! Keys the file leaves out (or sets to null) take the processor class's defaults.
 
+mod backend;
 mod jpeg;
 mod pil;
+pub mod torchvision;
 
 use std::path::{Path, PathBuf};
 
@@ -28,7 +37,9 @@ use hwcov_core::error::read_json;
 use hwcov_core::{Error, HostTensor, NamedTensors, Result};
 use serde_json::Value;
 
+pub use backend::Backend;
 pub use pil::{Resample, resize};
+pub use torchvision::CpuKernels;
 
 /// An 8-bit RGB image, rows top to bottom, pixels interleaved (height, width, 3).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,6 +202,16 @@ impl ProcessorKind {
         })
     }
 
+    /// The backend that computes the pixels unless asked otherwise: transformers' choice with
+    /// torchvision installed, except for LLaVA's processors, whose torchvision backend hwcov does not
+    /// reproduce yet (their PIL backend it does, exactly).
+    pub fn default_backend(self) -> Backend {
+        match self {
+            ProcessorKind::Llava | ProcessorKind::LlavaNext => Backend::Pil,
+            _ => Backend::default_for(self.class_name()),
+        }
+    }
+
     pub fn class_name(self) -> &'static str {
         match self {
             ProcessorKind::Vit => "ViTImageProcessor",
@@ -232,6 +253,11 @@ pub struct ImageProcessor {
     pub background_color: [u8; 3],
     /// LlavaNextImageProcessor's grid resolutions, (height, width).
     pub image_grid_pinpoints: Vec<(usize, usize)>,
+    /// Which of transformers' backends computes the pixels (default: as transformers picks with
+    /// torchvision installed, [`Backend::default_for`]).
+    pub backend: Backend,
+    /// torch's CPU kernels the torchvision backend resizes as (default: this machine's).
+    pub cpu_kernels: CpuKernels,
 }
 
 /// `LlavaNextImageProcessor.image_grid_pinpoints` where the config has none.
@@ -368,9 +394,27 @@ impl ImageProcessor {
                 .transpose()?,
             background_color,
             image_grid_pinpoints,
+            backend: kind.default_backend(),
+            cpu_kernels: CpuKernels::current(),
         };
         processor.validate()?;
         Ok(processor)
+    }
+
+    /// The same processor computed with `backend` (as `backend=` of transformers' `from_pretrained`).
+    pub fn with_backend(mut self, backend: Backend) -> Result<Self> {
+        if backend == Backend::Torchvision && matches!(self.kind, ProcessorKind::Llava | ProcessorKind::LlavaNext) {
+            return Err(Error::config(
+                &self.source,
+                "image_processor_type",
+                format!(
+                    "{} is reproduced on transformers' PIL backend only; use --image-backend pil",
+                    self.kind.class_name()
+                ),
+            ));
+        }
+        self.backend = backend;
+        Ok(self)
     }
 
     /// The checks of transformers' `validate_preprocess_arguments`, plus the size rules each
@@ -441,13 +485,16 @@ impl ImageProcessor {
 
     /// One image, resized, cropped, rescaled and normalised: (3, height, width) channel-first.
     fn process_one(&self, img: &RgbImage) -> Result<Planar> {
+        let b = self.backend;
         let mut img = img.clone();
         if self.kind == ProcessorKind::Llava && self.do_pad {
             img = pad_to_square(&img, self.background_color);
         }
         if self.do_resize {
             let (h, w) = self.output_size(img.height, img.width)?;
-            img = resize(&img, w, h, self.resample);
+            img = b
+                .resize(&img, w, h, self.resample, self.cpu_kernels)
+                .map_err(|e| Error::config(&self.source, "resample", e))?;
         }
         if self.do_center_crop
             && self.kind != ProcessorKind::Detr
@@ -457,9 +504,21 @@ impl ImageProcessor {
                 ..
             }) = self.crop_size
         {
-            img = center_crop(&img, h, w);
+            img = b.center_crop(&img, h, w);
         }
-        Ok(self.rescale_and_normalize(&img))
+        let data = b.rescale_and_normalize(
+            &img,
+            self.do_rescale,
+            self.rescale_factor,
+            self.do_normalize,
+            self.image_mean,
+            self.image_std,
+        );
+        Ok(Planar {
+            height: img.height,
+            width: img.width,
+            data,
+        })
     }
 
     /// The (height, width) an image of (height, width) is resized to.
@@ -492,31 +551,6 @@ impl ImageProcessor {
             )));
         }
         Ok(out)
-    }
-
-    fn rescale_and_normalize(&self, img: &RgbImage) -> Planar {
-        let (h, w) = (img.height, img.width);
-        let mut data = vec![0f32; 3 * h * w];
-        for c in 0..3 {
-            for i in 0..h * w {
-                let v = img.data[i * 3 + c];
-                // np.float64 * scale, then float32 (transformers' rescale); normalize in float32.
-                let mut x = if self.do_rescale {
-                    (v as f64 * self.rescale_factor) as f32
-                } else {
-                    v as f32
-                };
-                if self.do_normalize {
-                    x = (x - self.image_mean[c]) / self.image_std[c];
-                }
-                data[c * h * w + i] = x;
-            }
-        }
-        Planar {
-            height: h,
-            width: w,
-            data,
-        }
     }
 
     /// A batch of images: `pixel_values` (batch, 3, height, width), and `pixel_mask` (batch, height,

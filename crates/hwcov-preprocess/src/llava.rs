@@ -17,7 +17,7 @@ use hwcov_core::error::read_json;
 use hwcov_core::{Error, NamedTensors, Result};
 use serde_json::Value;
 
-use crate::image::{ImageProcessor, ProcessorKind, RgbImage};
+use crate::image::{Backend, ImageProcessor, ProcessorKind, RgbImage};
 use crate::text::{TextTokenizer, pad_batch};
 
 /// The processor class of a LLaVA-family folder.
@@ -52,8 +52,9 @@ pub struct ProcessedPrompts {
 }
 
 impl LlavaProcessor {
-    /// The processor of a model folder. `kind` is the model's class (config.json's model_type).
-    pub fn from_dir(dir: &Path, kind: LlavaKind) -> Result<Self> {
+    /// The processor of a model folder. `kind` is the model's class (config.json's model_type);
+    /// `backend` the image processor's (default: [`ProcessorKind::default_backend`]).
+    pub fn from_dir(dir: &Path, kind: LlavaKind, backend: Option<Backend>) -> Result<Self> {
         let path = dir.join("processor_config.json");
         let settings = if path.is_file() {
             let v = read_json(&path)?;
@@ -100,7 +101,10 @@ impl LlavaProcessor {
                 )
             })? as usize,
         };
-        let image_processor = ImageProcessor::from_dir(dir)?;
+        let image_processor = match backend {
+            Some(b) => ImageProcessor::from_dir(dir)?.with_backend(b)?,
+            None => ImageProcessor::from_dir(dir)?,
+        };
         let want = match kind {
             LlavaKind::Llava => None,
             LlavaKind::LlavaNext => Some(ProcessorKind::LlavaNext),

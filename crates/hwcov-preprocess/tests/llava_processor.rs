@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use hwcov_core::IoFile;
 use hwcov_core::error::read_json;
-use hwcov_preprocess::image::{RgbImage, load_image};
+use hwcov_preprocess::image::{Backend, RgbImage, load_image};
 use hwcov_preprocess::llava::{LlavaKind, LlavaProcessor};
 
 fn fixture(name: &str) -> PathBuf {
@@ -33,7 +33,7 @@ fn check(name: &str, kind: LlavaKind) {
     let prompts: Vec<String> = serde_json::from_value(meta["prompts"].clone()).unwrap();
     let image = load_image(&dir.join("image.png")).unwrap();
     let images = [image.clone(), rotate_90(&image)];
-    let processor = LlavaProcessor::from_dir(&dir, kind).unwrap();
+    let processor = LlavaProcessor::from_dir(&dir, kind, Some(Backend::Pil)).unwrap();
     let got = processor.process(&prompts, &images, true).unwrap().inputs;
     let io = IoFile::read(&dir.join("io.safetensors")).unwrap();
     let mut names: Vec<&String> = got.keys().collect();
@@ -92,8 +92,12 @@ fn processor_cases_match_transformers() {
             "LlavaNextProcessor" => LlavaKind::LlavaNext,
             other => panic!("{name}: {other}"),
         };
-        let processor = LlavaProcessor::from_dir(&root.join(case["processor"].as_str().unwrap()), kind)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let processor = LlavaProcessor::from_dir(
+            &root.join(case["processor"].as_str().unwrap()),
+            kind,
+            Some(Backend::Pil),
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
         let images: Vec<RgbImage> = case["images"]
             .as_array()
             .unwrap()
@@ -140,7 +144,7 @@ fn processor_cases_match_transformers() {
 #[test]
 fn image_tokens_and_images_must_pair_up() {
     let dir = fixture("llava-next");
-    let processor = LlavaProcessor::from_dir(&dir, LlavaKind::LlavaNext).unwrap();
+    let processor = LlavaProcessor::from_dir(&dir, LlavaKind::LlavaNext, Some(Backend::Pil)).unwrap();
     let image = load_image(&dir.join("image.png")).unwrap();
     let more = processor
         .process(&["<image> once".to_string()], &[image.clone(), image.clone()], true)
@@ -168,7 +172,7 @@ fn image_tokens_and_images_must_pair_up() {
 /// A LLaVA-NeXT folder whose image processor is not LlavaNextImageProcessor is refused, naming it.
 #[test]
 fn llava_next_needs_its_image_processor() {
-    let err = LlavaProcessor::from_dir(&fixture("llava"), LlavaKind::LlavaNext)
+    let err = LlavaProcessor::from_dir(&fixture("llava"), LlavaKind::LlavaNext, None)
         .err()
         .unwrap()
         .to_string();

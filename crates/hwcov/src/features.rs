@@ -1,21 +1,36 @@
 //! The model input tensors that hwcov-preprocess makes of user input, named as transformers'
 //! processors name them (`pixel_values`, `pixel_mask`): what `hwcov features` writes, and what the
 //! tasks of `hwcov run` feed the model.
+//!
+//! Images and videos go through the image processor of transformers' torchvision backend unless the
+//! caller names a backend: that is the one `AutoImageProcessor` (and every pipeline) picks where
+//! torchvision is installed, as it is where transformers runs on a GPU (hwcov_preprocess::image::Backend).
 
 use std::path::Path;
 
 use hwcov_core::error::read_json;
 use hwcov_core::{Error, NamedTensors, Result};
+pub use hwcov_preprocess::image::Backend as ImageBackend;
 use hwcov_preprocess::image::{ImageProcessor, load_image};
 use hwcov_preprocess::video::load_video;
 
+/// The image processor of `model_dir`, computing with `backend` (default: as transformers picks it
+/// with torchvision installed).
+pub fn image_processor(model_dir: &Path, backend: Option<ImageBackend>) -> Result<ImageProcessor> {
+    let processor = ImageProcessor::from_dir(model_dir)?;
+    Ok(match backend {
+        Some(b) => processor.with_backend(b)?,
+        None => processor,
+    })
+}
+
 /// `pixel_values` (and `pixel_mask` where the processor pads) of a batch of image files, with the
-/// image processor of `model_dir`.
-pub fn image(model_dir: &Path, images: &[&Path]) -> Result<NamedTensors> {
+/// image processor of `model_dir` on `backend` (see [`image_processor`]).
+pub fn image(model_dir: &Path, images: &[&Path], backend: Option<ImageBackend>) -> Result<NamedTensors> {
     if images.is_empty() {
         return Err(Error::Usage("give an image file with --image".to_string()));
     }
-    let processor = ImageProcessor::from_dir(model_dir)?;
+    let processor = image_processor(model_dir, backend)?;
     let decoded = images.iter().map(|p| load_image(p)).collect::<Result<Vec<_>>>()?;
     processor.preprocess(&decoded)
 }
@@ -46,9 +61,15 @@ pub fn model_num_frames(model_dir: &Path) -> Result<Option<usize>> {
 }
 
 /// `pixel_values` (1, frames, channels, height, width) of a video (an animated GIF or a folder of
-/// frames), sampled to `num_frames` (by default the model's, else every frame).
-pub fn video(model_dir: &Path, video: &Path, num_frames: Option<usize>) -> Result<NamedTensors> {
-    let processor = ImageProcessor::from_dir(model_dir)?;
+/// frames), sampled to `num_frames` (by default the model's, else every frame), with the image
+/// processor of `model_dir` on `backend` (see [`image_processor`]).
+pub fn video(
+    model_dir: &Path,
+    video: &Path,
+    num_frames: Option<usize>,
+    backend: Option<ImageBackend>,
+) -> Result<NamedTensors> {
+    let processor = image_processor(model_dir, backend)?;
     let n = match num_frames {
         Some(n) => Some(n),
         None => model_num_frames(model_dir)?,

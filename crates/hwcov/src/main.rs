@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use hwcov::bench::{BenchShape, bench};
 use hwcov::coverage::run_platforms;
+use hwcov::features::ImageBackend;
 use hwcov::platforms::{self, Build};
 use hwcov::run::{RunRequest, run as run_task};
 use hwcov::tasks::embed::Pooling;
@@ -119,6 +120,10 @@ enum Command {
         /// Whisper: transcribe (default) or translate (into English).
         #[arg(long)]
         task: Option<String>,
+        /// Images and videos: compute as transformers' torchvision image processors (the default:
+        /// what transformers picks where torchvision is installed) or its PIL ones.
+        #[arg(long, value_name = "pil|torchvision")]
+        image_backend: Option<ImageBackend>,
         #[arg(long)]
         platform: Option<PlatformId>,
         /// The device: its index (1) or platform and index (cuda:1).
@@ -177,6 +182,10 @@ enum Command {
         /// An audio file (WAV, FLAC, MP3): resampled to the extractor's rate, channels averaged.
         #[arg(long)]
         audio: Option<PathBuf>,
+        /// Images and videos: compute as transformers' torchvision image processors (the default:
+        /// what transformers picks where torchvision is installed) or its PIL ones.
+        #[arg(long, conflicts_with = "audio", value_name = "pil|torchvision")]
+        image_backend: Option<ImageBackend>,
         /// The safetensors file to write.
         #[arg(long)]
         out: PathBuf,
@@ -267,6 +276,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             hypothesis_template,
             language,
             task,
+            image_backend,
             platform,
             device,
             precision,
@@ -305,6 +315,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                 top_k,
                 threshold,
                 hypothesis_template,
+                image_backend,
             };
             let out = run_task(&model_dir, &request, platform, &opts)?;
             if json {
@@ -382,6 +393,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             video,
             num_frames,
             audio,
+            image_backend,
             out,
         } => {
             let mut notes = Vec::new();
@@ -390,10 +402,10 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                 notes = f.notes;
                 f.tensors
             } else if let Some(v) = video {
-                hwcov::features::video(&model_dir, &v, num_frames)?
+                hwcov::features::video(&model_dir, &v, num_frames, image_backend)?
             } else {
                 let paths: Vec<&std::path::Path> = image.iter().map(PathBuf::as_path).collect();
-                hwcov::features::image(&model_dir, &paths)?
+                hwcov::features::image(&model_dir, &paths, image_backend)?
             };
             hwcov::tensor::write_safetensors(&out, &tensors)?;
             for (name, t) in &tensors {

@@ -35,6 +35,9 @@ pub struct RunRequest {
     /// Zero-shot image classification's template for the candidate labels (default
     /// "This is a photo of {}.").
     pub hypothesis_template: Option<String>,
+    /// The image processor backend for images and videos (default: torchvision, as transformers
+    /// picks where torchvision is installed).
+    pub image_backend: Option<crate::features::ImageBackend>,
 }
 
 /// What a task returns: a human-readable rendering and the same as JSON.
@@ -50,6 +53,16 @@ pub fn run(model_dir: &Path, request: &RunRequest, platform: PlatformId, opts: &
     if (request.language.is_some() || request.task.is_some()) && files.class != ModelClass::Whisper {
         return Err(Error::Usage(format!(
             "--language and --task are for Whisper; this is a {} model",
+            files.class.name()
+        )));
+    }
+    let vision = matches!(
+        files.class,
+        ModelClass::Vit | ModelClass::Clip | ModelClass::Detr | ModelClass::XClip
+    );
+    if let (Some(b), false) = (request.image_backend, vision) {
+        return Err(Error::Usage(format!(
+            "--image-backend {b} is for models that take images or videos; this is a {} model",
             files.class.name()
         )));
     }

@@ -343,3 +343,32 @@ fn unknown_inputs_name_the_tensor() {
     });
     verify(d.path(), &io, &["in_labels", "not an input"]);
 }
+
+/// A backend name that is not transformers', a filter the torchvision backend cannot resize with,
+/// and a backend for a model without images.
+#[test]
+fn bad_image_backends_say_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = s(&image("rgb.png"));
+    let vit = fixtures().join("preprocess/processors/vit");
+    let args = features(&vit, &["--image", &img, "--image-backend", "fast"], dir.path());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_error(&args, &["fast", "pil or torchvision"]);
+
+    // transformers' torchvision backend fails on BOX (torch's interpolate has no such mode); the PIL
+    // backend resizes with it.
+    let boxed = fixtures().join("preprocess/processors/vit-box");
+    let args = features(&boxed, &["--image", &img], dir.path());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_error(&args, &["preprocessor_config.json", "`resample`", "Box", "PIL backend"]);
+    let args = features(&boxed, &["--image", &img, "--image-backend", "pil"], dir.path());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, stderr) = hwcov(&args);
+    assert_eq!(code, 0, "{stderr}");
+
+    let bert = s(&fixtures().join("bert"));
+    assert_error(
+        &["run", "--model-dir", &bert, "--text", "a dog", "--image-backend", "pil"],
+        &["--image-backend", "images"],
+    );
+}

@@ -1,13 +1,16 @@
 //! The vision tasks of `hwcov run` and `hwcov features` end to end, against what transformers made of
-//! the same files with the same model fixtures (fixtures/preprocess/tasks.json and
-//! reference.safetensors, written by tools/fixtures/preprocess.py).
+//! the same files with the same model fixtures, with either image processor backend
+//! (fixtures/preprocess/tasks.json and reference.safetensors with PIL, fixtures/preprocess/torchvision/
+//! with torchvision; written by tools/fixtures/preprocess.py).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use hwcov::features::ImageBackend;
 use hwcov::run::{RunRequest, run};
 use hwcov::tensor::read_safetensors;
-use hwcov::{LoadOptions, PlatformId};
+use hwcov::{LoadOptions, NamedTensors, PlatformId};
+use hwcov_preprocess::image::CpuKernels;
 use serde_json::Value;
 
 fn fixtures() -> PathBuf {
@@ -30,12 +33,33 @@ fn strings(v: &Value) -> Vec<String> {
         .collect()
 }
 
+fn read_tasks(file: &str) -> Vec<Value> {
+    serde_json::from_str(&std::fs::read_to_string(fixtures().join("preprocess").join(file)).unwrap()).unwrap()
+}
+
+/// With the PIL backend asked for, the tasks match transformers' pipelines with the PIL backend.
 #[test]
-fn tasks_match_transformers() {
-    let tasks: Vec<Value> =
-        serde_json::from_str(&std::fs::read_to_string(fixtures().join("preprocess/tasks.json")).unwrap()).unwrap();
+fn tasks_match_transformers_pil() {
+    let tasks = read_tasks("tasks.json");
     assert!(tasks.len() >= 7);
-    for task in &tasks {
+    check_tasks(&tasks, Some(ImageBackend::Pil));
+}
+
+/// By default, the tasks match transformers' pipelines with torchvision installed (its backend, on
+/// the torch kernels of this machine's CPU).
+#[test]
+fn tasks_match_transformers_torchvision_by_default() {
+    let kernels = CpuKernels::current().name();
+    let tasks: Vec<Value> = read_tasks("torchvision/tasks.json")
+        .into_iter()
+        .filter(|t| t["kernels"] == kernels)
+        .collect();
+    assert!(tasks.len() >= 7, "{} tasks for the {kernels} kernels", tasks.len());
+    check_tasks(&tasks, None);
+}
+
+fn check_tasks(tasks: &[Value], backend: Option<ImageBackend>) {
+    for task in tasks {
         let model = task["model"].as_str().unwrap();
         let mut request = RunRequest::default();
         if let Some(img) = task["image"].as_str() {
@@ -49,6 +73,7 @@ fn tasks_match_transformers() {
         }
         request.top_k = task["top_k"].as_u64().map(|k| k as usize);
         request.threshold = task["threshold"].as_f64();
+        request.image_backend = backend;
         let out = run(
             &fixtures().join(model),
             &request,
@@ -97,77 +122,90 @@ fn tasks_match_transformers() {
     }
 }
 
-/// `hwcov features` writes what transformers' processor makes of the same files.
+fn max_error(got: &NamedTensors, reference: &NamedTensors, case: &str, key: &str) -> f64 {
+    let (g, w) = (&got[key], &reference[&format!("{case}.{key}")]);
+    assert_eq!(g.shape(), w.shape(), "{case}: {key}");
+    g.to_f64_vec()
+        .iter()
+        .zip(w.to_f64_vec())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max)
+}
+
+/// `hwcov features` writes what transformers' processor makes of the same files: with the
+/// torchvision backend by default (on the AVX2 kernels, and on the default ones where
+/// ATEN_CPU_CAPABILITY=default says so, as it says to torch), with PIL where asked.
 #[test]
 fn features_cli_matches_transformers() {
-    let reference = read_safetensors(&fixtures().join("preprocess/reference.safetensors")).unwrap();
+    let pil = read_safetensors(&fixtures().join("preprocess/reference.safetensors")).unwrap();
+    let tv_avx2 = read_safetensors(&fixtures().join("preprocess/torchvision/avx2.safetensors")).unwrap();
+    let mut tv_default = tv_avx2.clone();
+    tv_default.extend(read_safetensors(&fixtures().join("preprocess/torchvision/default.safetensors")).unwrap());
     let dir = tempfile::tempdir().unwrap();
-    let run_features = |args: &[&str], out: &Path| {
-        let o = Command::new(env!("CARGO_BIN_EXE_hwcov"))
-            .arg("features")
-            .args(args)
-            .arg("--out")
-            .arg(out)
-            .output()
-            .unwrap();
+    let run_features = |args: &[&str], kernels: Option<&str>, out: &Path| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hwcov"));
+        cmd.arg("features").args(args).arg("--out").arg(out);
+        match kernels {
+            Some(k) => cmd.env("ATEN_CPU_CAPABILITY", k),
+            None => cmd.env_remove("ATEN_CPU_CAPABILITY"),
+        };
+        let o = cmd.output().unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         read_safetensors(out).unwrap()
     };
     let procs = fixtures().join("preprocess/processors");
     let img = |f: &str| images().join(f).display().to_string();
+    let detr = procs.join("detr").display().to_string();
+    let detr_args = [
+        "--model-dir",
+        &detr,
+        "--image",
+        &img("rgb.png"),
+        "--image",
+        &img("exif.jpg"),
+        "--image",
+        &img("gray.png"),
+    ];
+    let videomae = procs.join("videomae").display().to_string();
+    let video_args = ["--model-dir", &videomae, "--video", &img("frames"), "--num-frames", "3"];
+    let out = dir.path().join("out.safetensors");
 
-    let out = dir.path().join("detr.safetensors");
-    let got = run_features(
-        &[
-            "--model-dir",
-            &procs.join("detr").display().to_string(),
-            "--image",
-            &img("rgb.png"),
-            "--image",
-            &img("exif.jpg"),
-            "--image",
-            &img("gray.png"),
-        ],
-        &out,
-    );
-    for key in ["pixel_values", "pixel_mask"] {
-        let (g, w) = (&got[key], &reference[&format!("detr/batch.{key}")]);
-        assert_eq!(g.shape(), w.shape(), "{key}");
-        let err = g
-            .to_f64_vec()
-            .iter()
-            .zip(w.to_f64_vec())
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max);
-        assert!(err <= 1e-4, "{key}: {err}");
+    // The default backend, on this machine's kernels and on each set named.
+    let here = match CpuKernels::current() {
+        CpuKernels::Avx2 => &tv_avx2,
+        CpuKernels::Default => &tv_default,
+    };
+    let named = [(None, here), (Some("default"), &tv_default)];
+    for (kernels, reference) in named {
+        let got = run_features(&detr_args, kernels, &out);
+        for key in ["pixel_values", "pixel_mask"] {
+            let err = max_error(&got, reference, "detr/batch", key);
+            assert!(err <= 1e-4, "torchvision ({kernels:?}) {key}: {err}");
+        }
+        let got = run_features(&video_args, kernels, &out);
+        let err = max_error(&got, reference, "videomae/frames_3", "pixel_values");
+        assert!(err <= 1e-4, "torchvision ({kernels:?}) video: {err}");
     }
 
-    let out = dir.path().join("video.safetensors");
-    let got = run_features(
-        &[
-            "--model-dir",
-            &procs.join("videomae").display().to_string(),
-            "--video",
-            &img("video.gif"),
-            "--num-frames",
-            "4",
-        ],
-        &out,
-    );
-    let (g, w) = (&got["pixel_values"], &reference["videomae/video_gif_4.pixel_values"]);
-    assert_eq!(g.shape(), w.shape());
-    assert!(
-        g.to_f64_vec()
-            .iter()
-            .zip(w.to_f64_vec())
-            .all(|(a, b)| (a - b).abs() <= 1e-4)
-    );
+    // The PIL backend where asked for: what the PIL processors make, which is not what the torchvision
+    // ones make of these files.
+    fn with_pil<'a>(args: &[&'a str]) -> Vec<&'a str> {
+        [args, &["--image-backend", "pil"]].concat()
+    }
+    let got = run_features(&with_pil(&detr_args), None, &out);
+    for key in ["pixel_values", "pixel_mask"] {
+        assert!(max_error(&got, &pil, "detr/batch", key) <= 1e-4, "pil {key}");
+    }
+    assert!(max_error(&got, &tv_avx2, "detr/batch", "pixel_values") > 1e-3);
+    let got = run_features(&with_pil(&video_args), None, &out);
+    assert!(max_error(&got, &pil, "videomae/frames_3", "pixel_values") <= 1e-4);
+    assert!(max_error(&got, &tv_avx2, "videomae/frames_3", "pixel_values") > 1e-3);
 }
 
 /// The model's num_frames picks the frames when no --num-frames is given.
 #[test]
 fn video_features_take_the_models_frame_count() {
-    let t = hwcov::features::video(&fixtures().join("xclip"), &images().join("video.gif"), None).unwrap();
+    let t = hwcov::features::video(&fixtures().join("xclip"), &images().join("video.gif"), None, None).unwrap();
     let n = hwcov::features::model_num_frames(&fixtures().join("xclip"))
         .unwrap()
         .unwrap();

@@ -17,7 +17,7 @@ pub fn run(files: &ModelFiles, request: &RunRequest, platform: PlatformId, opts:
         .image
         .as_deref()
         .ok_or_else(|| Error::Usage("give the image to classify with --image".to_string()))?;
-    let inputs = features::image(&files.dir, &[image])?;
+    let inputs = features::image(&files.dir, &[image], request.image_backend)?;
     let mut handler = platforms::get(platform)?.load(files, opts)?;
     let outputs = handler.forward(&inputs)?;
     let (shape, logits) = output(&outputs, "logits").map_err(|_| {

@@ -104,7 +104,7 @@ pub fn answer(
             "--truncate cannot cut a prompt whose image tokens must all stay; shorten the text instead".to_string(),
         ));
     }
-    let processor = LlavaProcessor::from_dir(&files.dir, kind)?;
+    let processor = LlavaProcessor::from_dir(&files.dir, kind, request.image_backend)?;
     check_vocabulary(files, &processor.tokenizer)?;
     let token = processor.image_token.clone();
     let use_chat = match settings.chat {

@@ -66,7 +66,7 @@ pub fn run(files: &ModelFiles, request: &RunRequest, platform: PlatformId, opts:
         .ok_or_else(|| Error::Usage("give the image to search with --image".to_string()))?;
     let threshold = request.threshold.unwrap_or(DEFAULT_THRESHOLD);
     let decoded = hwcov_preprocess::image::load_image(image)?;
-    let inputs = features::image(&files.dir, &[image])?;
+    let inputs = features::image(&files.dir, &[image], request.image_backend)?;
     let mut handler = platforms::get(platform)?.load(files, opts)?;
     let outputs = handler.forward(&inputs)?;
     let (shape, logits) = output(&outputs, "logits").map_err(|_| {

@@ -25,7 +25,7 @@ pub fn run(files: &ModelFiles, request: &RunRequest, platform: PlatformId, opts:
     let tokenizer = TextTokenizer::from_dir(&files.dir)?;
     let batch: Vec<TextInput> = request.texts.iter().map(|s| TextInput::Single(s)).collect();
     let mut inputs = tokenizer.encode(&batch)?;
-    inputs.extend(features::video(&files.dir, video, None)?);
+    inputs.extend(features::video(&files.dir, video, None, request.image_backend)?);
     let mut handler = platforms::get(platform)?.load(files, opts)?;
     let outputs = handler.forward(&inputs)?;
     let (shape, logits) = output(&outputs, "logits_per_video")?;

@@ -51,7 +51,7 @@ pub fn run(files: &ModelFiles, request: &RunRequest, platform: PlatformId, opts:
     let tokenizer = TextTokenizer::from_dir(&files.dir)?;
     let batch: Vec<TextInput> = sequences.iter().map(|s| TextInput::Single(s)).collect();
     let mut inputs = tokenizer.encode(&batch)?;
-    inputs.extend(features::image(&files.dir, &[image])?);
+    inputs.extend(features::image(&files.dir, &[image], request.image_backend)?);
     let mut handler = platforms::get(platform)?.load(files, opts)?;
     let outputs = handler.forward(&inputs)?;
     let ranked = ranked(&outputs, &request.texts)?;
