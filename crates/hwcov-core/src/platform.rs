@@ -121,11 +121,24 @@ impl FromStr for Precision {
 }
 
 /// How to load a model on a platform.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct LoadOptions {
     pub precision: Precision,
     /// Which device of the platform (cuda:N); 0 where there is one.
     pub device_index: usize,
+    /// Hold the runtime to `precision` (verification). When false, a runtime that picks its own
+    /// inference precision for speed (OpenVINO's bf16 on CPUs with AMX) may do so: for benchmarks.
+    pub pin_precision: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            precision: Precision::F32,
+            device_index: 0,
+            pin_precision: true,
+        }
+    }
 }
 
 pub trait Platform: Send + Sync {

@@ -48,14 +48,18 @@ impl Graph {
                 ),
             })?;
         let device = DeviceType::from(name.as_str());
-        // Pin the inference precision: on CPUs with AMX or avx512_bf16 the default is bf16.
+        // The inference precision: on CPUs with AMX or avx512_bf16 OpenVINO's default is bf16.
         let hint = match opts.precision {
             Precision::F32 => "f32",
             Precision::F16 => "f16",
             Precision::BF16 => "bf16",
         };
-        core.set_property(&device, &RwPropertyKey::HintInferencePrecision, hint)
-            .map_err(ov_error("setting INFERENCE_PRECISION_HINT"))?;
+        // Verification holds OpenVINO to the precision asked for; a benchmark without one lets it keep
+        // its own default.
+        if opts.pin_precision || opts.precision != Precision::F32 {
+            core.set_property(&device, &RwPropertyKey::HintInferencePrecision, hint)
+                .map_err(ov_error("setting INFERENCE_PRECISION_HINT"))?;
+        }
         let weights = graph
             .weights
             .as_ref()

@@ -26,6 +26,8 @@ pub struct BenchReport {
     pub platform: PlatformId,
     pub device: String,
     pub precision: String,
+    /// Whether the runtime was held to `precision`, or free to pick its own for speed.
+    pub precision_pinned: bool,
     pub batch: usize,
     pub seq: Option<usize>,
     pub warmup: usize,
@@ -284,6 +286,7 @@ pub fn bench(
         platform,
         device,
         precision: opts.precision.to_string(),
+        precision_pinned: opts.pin_precision,
         batch: shape.batch,
         seq: text.then_some(shape.seq),
         warmup,

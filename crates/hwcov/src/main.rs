@@ -142,8 +142,10 @@ enum Command {
         model_dir: PathBuf,
         #[arg(long)]
         platform: Option<PlatformId>,
-        #[arg(long, default_value = "f32")]
-        precision: Precision,
+        /// f32, f16 or bf16, held exactly; default: f32 where the runtime lets itself choose (OpenVINO
+        /// picks bf16 on CPUs with AMX), for speed.
+        #[arg(long)]
+        precision: Option<Precision>,
         /// The device: its index (1) or platform and index (cuda:1).
         #[arg(long)]
         device: Option<DeviceArg>,
@@ -238,6 +240,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                 load: LoadOptions {
                     precision,
                     device_index,
+                    pin_precision: true,
                 },
                 tolerance: atol.zip(rtol).map(|(atol, rtol)| Tolerance { atol, rtol }),
             };
@@ -286,6 +289,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             let opts = LoadOptions {
                 precision,
                 device_index,
+                pin_precision: true,
             };
             let request = RunRequest {
                 texts: text,
@@ -338,9 +342,11 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             json,
         } => {
             let (platform, device_index) = target(platform, device)?;
+            // Without --precision, each runtime runs at its own default for speed (f32 on candle).
             let opts = LoadOptions {
-                precision,
+                precision: precision.unwrap_or_default(),
                 device_index,
+                pin_precision: precision.is_some(),
             };
             let r = bench(
                 &model_dir,
