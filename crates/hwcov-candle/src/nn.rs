@@ -117,8 +117,11 @@ ADD_BROADCAST(add_broadcast_f16, unsigned short, f16_to_f32, f32_to_f16)
         inner: u32,
     }
 
-    /// A plan when `b` is a bias (shape `[inner]` or `[1, ..., inner]`) or a per-batch row
-    /// (`[batch, 1, ..., inner]`) of a contiguous `x` of at most 2^32 elements; `None` otherwise.
+    /// A plan when `b` repeats along `x`'s leading dimensions: its trailing dimensions equal `x`'s
+    /// (`inner` elements), and before them it has only ones, or the batch and then ones. That is a
+    /// bias (`[out]`, `[1, 1, out]`) or an attention mask (`[batch, 1, q_len, kv_len]` on
+    /// `[batch, heads, q_len, kv_len]`). `None` for anything else, for other dtypes, and for
+    /// non-contiguous tensors or more than 2^32 elements.
     pub fn plan(x: &Tensor, b: &Tensor) -> Option<Plan> {
         if !x.device().is_cuda() || x.dtype() != b.dtype() || !x.is_contiguous() || !b.is_contiguous() {
             return None;
@@ -128,15 +131,19 @@ ADD_BROADCAST(add_broadcast_f16, unsigned short, f16_to_f32, f32_to_f16)
         }
         let (xd, bd) = (x.dims(), b.dims());
         let n = u32::try_from(x.elem_count()).ok()?;
-        let inner = *xd.last()?;
-        if bd.last() != Some(&inner) || bd.len() > xd.len() || inner == 0 {
+        if bd.len() > xd.len() || n == 0 {
             return None;
         }
-        let lead = &bd[..bd.len() - 1];
-        let middle_ones = |s: &[usize]| s.iter().all(|&d| d == 1);
-        let group = if middle_ones(lead) {
+        let matching = bd.iter().rev().zip(xd.iter().rev()).take_while(|(b, x)| b == x).count();
+        if matching == 0 {
+            return None;
+        }
+        let inner: usize = xd[xd.len() - matching..].iter().product();
+        let lead = &bd[..bd.len() - matching];
+        let ones = |s: &[usize]| s.iter().all(|&d| d == 1);
+        let group = if ones(lead) {
             n
-        } else if bd.len() == xd.len() && lead[0] == xd[0] && middle_ones(&lead[1..]) {
+        } else if bd.len() == xd.len() && lead[0] == xd[0] && ones(&lead[1..]) {
             n / xd[0] as u32
         } else {
             return None;

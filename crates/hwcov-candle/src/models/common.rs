@@ -26,13 +26,50 @@ pub fn additive_padding_mask(attention_mask: &Tensor, dtype: DType) -> Result<Te
 /// `eager_attention_forward`: softmax(q k^T * scaling + mask) v, the softmax in f32 as transformers
 /// does. q, k, v are (batch, heads, seq, head_dim).
 pub fn eager_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scaling: f64) -> Result<Tensor> {
-    let dtype = q.dtype();
     let mut scores = (q.matmul(&k.t()?)? * scaling)?;
     if let Some(mask) = mask {
         scores = crate::nn::add_broadcast(&scores, mask)?;
     }
-    let probs = candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(dtype)?;
-    probs.matmul(v)
+    softmax_f32(&scores)?.matmul(v)
+}
+
+/// Softmax over the last dimension, computed in f32 and returned in the input's dtype, as
+/// transformers' `softmax(..., dtype=torch.float32).to(dtype)`. candle's CUDA kernel already
+/// accumulates half precision in f32 and rounds once, so there half inputs skip the two casts; its
+/// CPU kernel computes in the input's dtype, so there they are cast.
+fn softmax_f32(scores: &Tensor) -> Result<Tensor> {
+    let dtype = scores.dtype();
+    if dtype == DType::F32 || scores.device().is_cuda() {
+        candle_nn::ops::softmax_last_dim(scores)
+    } else {
+        candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(dtype)
+    }
+}
+
+/// `eager_attention_forward` with grouped-query attention: q is (batch, heads, q_len, head_dim), k and
+/// v (batch, kv_heads, kv_len, head_dim) with heads = kv_heads * n_rep, head h reading kv head
+/// h / n_rep as `repeat_kv` arranges it. The query heads of a group are stacked against their one
+/// kv head, so that k and v are never copied n_rep times.
+pub fn grouped_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    scaling: f64,
+    n_rep: usize,
+) -> Result<Tensor> {
+    if n_rep == 1 {
+        return eager_attention(q, k, v, mask, scaling);
+    }
+    let (b, h, lq, d) = q.dims4()?;
+    let (kvh, lk) = (k.dim(1)?, k.dim(2)?);
+    let q = q.contiguous()?.reshape((b, kvh, n_rep * lq, d))?;
+    let mut scores = (q.matmul(&k.t()?)? * scaling)?.reshape((b, h, lq, lk))?;
+    if let Some(mask) = mask {
+        scores = crate::nn::add_broadcast(&scores, mask)?;
+    }
+    let probs = softmax_f32(&scores)?.reshape((b, kvh, n_rep * lq, lk))?;
+    probs.matmul(v)?.reshape((b, h, lq, d))
 }
 
 /// `create_causal_mask` of `masking_utils` for eager attention: an additive (batch, 1, q_len, kv_len)

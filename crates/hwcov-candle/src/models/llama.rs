@@ -9,8 +9,8 @@ use candle_nn::{Embedding, VarBuilder, embedding};
 use serde::Deserialize;
 
 use crate::activation::Activation;
-use crate::models::common::{DynamicCache, RmsNorm, causal_mask, eager_attention, lm_head, repeat_kv};
-use crate::models::rope::{RopeParameters, RopeType, RotaryEmbedding, apply_rotary_pos_emb};
+use crate::models::common::{DynamicCache, RmsNorm, causal_mask, grouped_attention, lm_head};
+use crate::models::rope::{RopeParameters, RopeType, RotaryEmbedding};
 use crate::nn::{Linear, linear_b};
 
 /// `LlamaConfig`, with transformers' defaults.
@@ -244,22 +244,24 @@ impl LlamaAttention {
         )?;
         let value_states = heads(self.v_proj.forward(hidden_states)?, self.num_key_value_heads, &None)?;
 
+        // transformers' apply_rotary_pos_emb (q * cos + rotate_half(q) * sin), as candle's fused rope
+        // kernel computes it from the first halves of cos and sin (the second halves repeat them).
         let (cos, sin) = position_embeddings;
-        let (query_states, key_states) = apply_rotary_pos_emb(&query_states, &key_states, cos, sin)?;
+        let query_states = candle_nn::rotary_emb::rope(&query_states, cos, sin)?;
+        let key_states = candle_nn::rotary_emb::rope(&key_states, cos, sin)?;
 
         let (key_states, value_states) = match past_key_values {
             Some(cache) => cache.update(self.layer_idx, key_states, value_states)?,
             None => (key_states, value_states),
         };
         let n_rep = self.num_heads / self.num_key_value_heads;
-        let key_states = repeat_kv(&key_states, n_rep)?.contiguous()?;
-        let value_states = repeat_kv(&value_states, n_rep)?.contiguous()?;
-        let attn_output = eager_attention(
+        let attn_output = grouped_attention(
             &query_states,
-            &key_states,
-            &value_states,
+            &key_states.contiguous()?,
+            &value_states.contiguous()?,
             Some(attention_mask),
             self.scaling,
+            n_rep,
         )?;
         let attn_output = attn_output.transpose(1, 2)?.reshape((b, l, ()))?;
         self.o_proj.forward(&attn_output)
@@ -353,7 +355,13 @@ impl LlamaModel {
     ) -> Result<Tensor> {
         let seq = inputs_embeds.dim(1)?;
         let mut masks: Vec<(Option<usize>, Tensor)> = Vec::new();
-        let position_embeddings = self.rotary_emb.forward(position_ids, self.dtype, &self.device)?;
+        let (cos, sin) = self.rotary_emb.forward(position_ids, self.dtype, &self.device)?;
+        // The first halves, once for all layers: what the fused rope kernel takes.
+        let half = |t: &Tensor| -> Result<Tensor> {
+            t.narrow(candle_core::D::Minus1, 0, t.dim(candle_core::D::Minus1)? / 2)?
+                .contiguous()
+        };
+        let position_embeddings = (half(&cos)?, half(&sin)?);
         let mut hidden_states = inputs_embeds.clone();
         for layer in &self.layers {
             let window = layer.self_attn.sliding_window;
