@@ -175,6 +175,34 @@ pub fn check_ids_below(name: &str, ids: &Tensor, limit: usize, what: &str) -> Re
     Ok(())
 }
 
+/// The logits of the last position, (batch, vocab), to the host: what a decoding step returns.
+pub fn last_position_logits(logits: &Tensor) -> Result<HostTensor> {
+    let l = logits.dim(1).map_err(run_error("logits"))?;
+    let last = logits
+        .narrow(1, l - 1, 1)
+        .and_then(|t| t.squeeze(1))
+        .map_err(run_error("logits"))?;
+    to_host("logits", &last)
+}
+
+/// Checks the tokens of one decoding step: one per row of the batch, each below the vocabulary
+/// size (`vocab_field` names the config field it comes from); errors name the input `name`.
+pub fn check_step_tokens(name: &str, tokens: &[u32], rows: usize, vocab: usize, vocab_field: &str) -> Result<()> {
+    if tokens.len() != rows {
+        return Err(Error::tensor(
+            name,
+            format!("{} tokens for a batch of {rows} rows", tokens.len()),
+        ));
+    }
+    if let Some(&t) = tokens.iter().find(|&&t| t as usize >= vocab) {
+        return Err(Error::tensor(
+            name,
+            format!("holds id {t}, but {vocab_field} is {vocab}"),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

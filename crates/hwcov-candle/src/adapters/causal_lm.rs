@@ -6,7 +6,9 @@ use candle_core::{Device, Tensor};
 use hwcov_core::{Decoder, Error, HostTensor, NamedTensors, Result};
 
 use super::CandleModel;
-use crate::io::{Inputs, check_ids_below, check_same_shape, run_error, to_host};
+use crate::io::{
+    Inputs, check_ids_below, check_same_shape, check_step_tokens, last_position_logits, run_error, to_host,
+};
 use crate::models::common::DynamicCache;
 
 /// A decoder-only LM as the adapter drives it.
@@ -107,16 +109,6 @@ impl<M: CausalLm> CausalLmAdapter<M> {
         }
         Ok(())
     }
-
-    /// The logits of the last position, (batch, vocab), to the host.
-    fn last_logits(&self, logits: &Tensor) -> Result<HostTensor> {
-        let l = logits.dim(1).map_err(run_error("logits"))?;
-        let last = logits
-            .narrow(1, l - 1, 1)
-            .and_then(|t| t.squeeze(1))
-            .map_err(run_error("logits"))?;
-        to_host("logits", &last)
-    }
 }
 
 impl<M: CausalLm> CandleModel for CausalLmAdapter<M> {
@@ -168,7 +160,7 @@ impl<M: CausalLm> Decoder for CausalLmAdapter<M> {
                 l - 1,
             )
             .map_err(run_error(name))?;
-        let out = self.last_logits(&logits)?;
+        let out = last_position_logits(&logits)?;
         self.state = Some(DecodeState {
             attention_mask,
             next_position,
@@ -182,22 +174,7 @@ impl<M: CausalLm> Decoder for CausalLmAdapter<M> {
         let Some(mut state) = self.state.take() else {
             return Err(Error::Usage("Decoder::step before Decoder::start".to_string()));
         };
-        if tokens.len() != state.attention_mask.len() {
-            return Err(Error::tensor(
-                "input_ids",
-                format!(
-                    "{} tokens for a batch of {} rows",
-                    tokens.len(),
-                    state.attention_mask.len()
-                ),
-            ));
-        }
-        if let Some(&t) = tokens.iter().find(|&&t| t as usize >= vocab) {
-            return Err(Error::tensor(
-                "input_ids",
-                format!("holds id {t}, but vocab_size is {vocab}"),
-            ));
-        }
+        check_step_tokens("input_ids", tokens, state.attention_mask.len(), vocab, "vocab_size")?;
         for &p in &state.next_position {
             self.check_position(p)?;
         }
@@ -217,7 +194,7 @@ impl<M: CausalLm> Decoder for CausalLmAdapter<M> {
                 0,
             )
             .map_err(run_error(name))?;
-        let out = self.last_logits(&logits)?;
+        let out = last_position_logits(&logits)?;
         for p in &mut state.next_position {
             *p += 1;
         }

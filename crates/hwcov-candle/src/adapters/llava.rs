@@ -11,7 +11,9 @@ use serde_json::Value;
 use super::causal_lm::generation_position_ids;
 use super::{CandleModel, LoadContext};
 use crate::config;
-use crate::io::{Inputs, check_dim, check_ids_below, check_same_shape, run_error, to_host};
+use crate::io::{
+    Inputs, check_dim, check_ids_below, check_same_shape, check_step_tokens, last_position_logits, run_error, to_host,
+};
 use crate::models::clip::CLIPVisionConfig;
 use crate::models::common::DynamicCache;
 use crate::models::llama::{LlamaArch, LlamaConfig};
@@ -549,16 +551,6 @@ impl<M: VisionLanguageModel> LlavaAdapter<M> {
             .map_err(run_error(name))?;
         Ok((embeds, rows))
     }
-
-    /// The logits of the last position, (batch, vocab), to the host.
-    fn last_logits(logits: &Tensor) -> Result<HostTensor> {
-        let l = logits.dim(1).map_err(run_error("logits"))?;
-        let last = logits
-            .narrow(1, l - 1, 1)
-            .and_then(|t| t.squeeze(1))
-            .map_err(run_error("logits"))?;
-        to_host("logits", &last)
-    }
 }
 
 impl<M: VisionLanguageModel> CandleModel for LlavaAdapter<M> {
@@ -607,7 +599,7 @@ impl<M: VisionLanguageModel> Decoder for LlavaAdapter<M> {
             .model
             .forward_embeds(&embeds, &attention_mask, &position_ids, Some(&mut cache), l - 1)
             .map_err(run_error(name))?;
-        let out = Self::last_logits(&logits)?;
+        let out = last_position_logits(&logits)?;
         self.state = Some(DecodeState {
             attention_mask,
             next_position,
@@ -621,22 +613,13 @@ impl<M: VisionLanguageModel> Decoder for LlavaAdapter<M> {
         let Some(mut state) = self.state.take() else {
             return Err(Error::Usage("Decoder::step before Decoder::start".to_string()));
         };
-        if tokens.len() != state.attention_mask.len() {
-            return Err(Error::tensor(
-                "input_ids",
-                format!(
-                    "{} tokens for a batch of {} rows",
-                    tokens.len(),
-                    state.attention_mask.len()
-                ),
-            ));
-        }
-        if let Some(&t) = tokens.iter().find(|&&t| t as usize >= vocab) {
-            return Err(Error::tensor(
-                "input_ids",
-                format!("holds id {t}, but text_config.vocab_size is {vocab}"),
-            ));
-        }
+        check_step_tokens(
+            "input_ids",
+            tokens,
+            state.attention_mask.len(),
+            vocab,
+            "text_config.vocab_size",
+        )?;
         for row in &mut state.attention_mask {
             row.push(1);
         }
@@ -651,7 +634,7 @@ impl<M: VisionLanguageModel> Decoder for LlavaAdapter<M> {
                     .forward_embeds(&e, &state.attention_mask, &position_ids, Some(&mut state.cache), 0)
             })
             .map_err(run_error(name))?;
-        let out = Self::last_logits(&logits)?;
+        let out = last_position_logits(&logits)?;
         for p in &mut state.next_position {
             *p += 1;
         }

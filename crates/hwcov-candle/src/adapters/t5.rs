@@ -6,7 +6,9 @@ use hwcov_core::{Decoder, Error, HostTensor, NamedTensors, Result};
 
 use super::{CandleModel, LoadContext};
 use crate::config;
-use crate::io::{Inputs, check_ids_below, check_same_shape, run_error, to_host};
+use crate::io::{
+    Inputs, check_ids_below, check_same_shape, check_step_tokens, last_position_logits, run_error, to_host,
+};
 use crate::models::t5::{EncoderDecoderCache, T5Config, T5ForConditionalGeneration};
 use crate::weights::{load_error, var_builder};
 
@@ -130,15 +132,6 @@ impl CandleModel for T5 {
     }
 }
 
-fn last_logits(logits: &Tensor) -> Result<HostTensor> {
-    let l = logits.dim(1).map_err(run_error("logits"))?;
-    let last = logits
-        .narrow(1, l - 1, 1)
-        .and_then(|t| t.squeeze(1))
-        .map_err(run_error("logits"))?;
-    to_host("logits", &last)
-}
-
 impl Decoder for T5 {
     fn start(&mut self, tensors: &NamedTensors) -> Result<HostTensor> {
         self.state = None;
@@ -158,7 +151,7 @@ impl Decoder for T5 {
                 Some(&mut cache),
             )
             .map_err(run_error("T5ForConditionalGeneration.forward"))?;
-        let out = last_logits(&logits)?;
+        let out = last_position_logits(&logits)?;
         self.state = Some(DecodeState {
             encoder_hidden_states,
             encoder_attention_mask,
@@ -172,22 +165,13 @@ impl Decoder for T5 {
         let Some(mut state) = self.state.take() else {
             return Err(Error::Usage("Decoder::step before Decoder::start".to_string()));
         };
-        if tokens.len() != state.decoder_attention_mask.len() {
-            return Err(Error::tensor(
-                "decoder_input_ids",
-                format!(
-                    "{} tokens for a batch of {} rows",
-                    tokens.len(),
-                    state.decoder_attention_mask.len()
-                ),
-            ));
-        }
-        if let Some(&t) = tokens.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
-            return Err(Error::tensor(
-                "decoder_input_ids",
-                format!("holds id {t}, but vocab_size is {}", self.cfg.vocab_size),
-            ));
-        }
+        check_step_tokens(
+            "decoder_input_ids",
+            tokens,
+            state.decoder_attention_mask.len(),
+            self.cfg.vocab_size,
+            "vocab_size",
+        )?;
         for row in &mut state.decoder_attention_mask {
             row.push(1);
         }
@@ -203,7 +187,7 @@ impl Decoder for T5 {
                 Some(&mut state.cache),
             )
             .map_err(run_error("T5ForConditionalGeneration.forward"))?;
-        let out = last_logits(&logits)?;
+        let out = last_position_logits(&logits)?;
         self.state = Some(state);
         Ok(out)
     }

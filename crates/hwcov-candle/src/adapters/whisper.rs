@@ -7,7 +7,9 @@ use hwcov_core::{Decoder, Error, HostTensor, NamedTensors, Result};
 
 use super::{CandleModel, LoadContext};
 use crate::config;
-use crate::io::{Inputs, check_dim, check_ids_below, check_same_shape, run_error, to_host};
+use crate::io::{
+    Inputs, check_dim, check_ids_below, check_same_shape, check_step_tokens, last_position_logits, run_error, to_host,
+};
 use crate::models::t5::EncoderDecoderCache;
 use crate::models::whisper::{WhisperConfig, WhisperForConditionalGeneration};
 use crate::weights::{load_error, var_builder};
@@ -145,15 +147,6 @@ impl CandleModel for Whisper {
     }
 }
 
-fn last_logits(logits: &Tensor) -> Result<HostTensor> {
-    let l = logits.dim(1).map_err(run_error("logits"))?;
-    let last = logits
-        .narrow(1, l - 1, 1)
-        .and_then(|t| t.squeeze(1))
-        .map_err(run_error("logits"))?;
-    to_host("logits", &last)
-}
-
 impl Decoder for Whisper {
     fn start(&mut self, tensors: &NamedTensors) -> Result<HostTensor> {
         self.state = None;
@@ -172,7 +165,7 @@ impl Decoder for Whisper {
                 Some(&mut cache),
             )
             .map_err(run_error("WhisperForConditionalGeneration.forward"))?;
-        let out = last_logits(&logits)?;
+        let out = last_position_logits(&logits)?;
         self.state = Some(DecodeState {
             encoder_hidden_states,
             decoder_attention_mask,
@@ -186,22 +179,13 @@ impl Decoder for Whisper {
             return Err(Error::Usage("Decoder::step before Decoder::start".to_string()));
         };
         let name = "decoder_input_ids";
-        if tokens.len() != state.decoder_attention_mask.len() {
-            return Err(Error::tensor(
-                name,
-                format!(
-                    "{} tokens for a batch of {} rows",
-                    tokens.len(),
-                    state.decoder_attention_mask.len()
-                ),
-            ));
-        }
-        if let Some(&t) = tokens.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
-            return Err(Error::tensor(
-                name,
-                format!("holds id {t}, but vocab_size is {}", self.cfg.vocab_size),
-            ));
-        }
+        check_step_tokens(
+            name,
+            tokens,
+            state.decoder_attention_mask.len(),
+            self.cfg.vocab_size,
+            "vocab_size",
+        )?;
         let position = state.cache.self_attention_cache.get_seq_length();
         if position >= self.cfg.max_target_positions {
             return Err(Error::tensor(
@@ -225,7 +209,7 @@ impl Decoder for Whisper {
                 Some(&mut state.cache),
             )
             .map_err(run_error("WhisperForConditionalGeneration.forward"))?;
-        let out = last_logits(&logits)?;
+        let out = last_position_logits(&logits)?;
         self.state = Some(state);
         Ok(out)
     }
