@@ -173,7 +173,7 @@ impl BertPooler {
 
     /// Pools by taking the hidden state of the first token.
     pub fn forward(&self, hidden_states: &Tensor) -> Result<Tensor> {
-        let first_token_tensor = hidden_states.narrow(1, 0, 1)?.squeeze(1)?.contiguous()?;
+        let first_token_tensor = hidden_states.narrow(1, 0, 1)?.squeeze(1)?;
         self.dense.forward(&first_token_tensor)?.tanh()
     }
 }

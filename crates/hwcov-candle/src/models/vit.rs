@@ -228,9 +228,7 @@ impl ViTModel {
         }
         let sequence_output = self.layernorm.forward(&hidden_states)?;
         let pooler_output = match &self.pooler {
-            Some((dense, act)) => {
-                Some(act.forward(&dense.forward(&sequence_output.narrow(1, 0, 1)?.squeeze(1)?.contiguous()?)?)?)
-            }
+            Some((dense, act)) => Some(act.forward(&dense.forward(&sequence_output.narrow(1, 0, 1)?.squeeze(1)?)?)?),
             None => None,
         };
         Ok(ViTOutput {
@@ -258,7 +256,7 @@ impl ViTForImageClassification {
         let out = self.vit.forward(pixel_values)?;
         let logits = self
             .classifier
-            .forward(&out.last_hidden_state.narrow(1, 0, 1)?.squeeze(1)?.contiguous()?)?;
+            .forward(&out.last_hidden_state.narrow(1, 0, 1)?.squeeze(1)?)?;
         Ok((logits, out))
     }
 }
