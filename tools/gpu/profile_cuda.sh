@@ -2,9 +2,10 @@
 # Where the GPU time of one forward pass goes: every kernel of `hwcov bench` (one iteration, no
 # warm-up) timed by Nsight Compute, summed by kernel name; and the same pass of transformers under
 # torch.profiler, for comparison.
-# Usage: tools/gpu/profile_cuda.sh HWCOV_BINARY CHECKPOINT_DIR PRECISION BATCH SEQ OUT_DIR
+# With DECODE tokens, the pass is followed by that many decoding steps (generative models).
+# Usage: tools/gpu/profile_cuda.sh HWCOV_BINARY CHECKPOINT_DIR PRECISION BATCH SEQ OUT_DIR [DECODE]
 set -u
-bin=$1; ckpt=$2; p=$3; b=$4; s=$5; out=$6
+bin=$1; ckpt=$2; p=$3; b=$4; s=$5; out=$6; decode=${7:-0}
 mkdir -p "$out"
 if [ -z "${HWCOV_CUDA_LIBS:-}" ]; then
   HWCOV_CUDA_LIBS=$(python3 -c "import nvidia, os; print(os.path.join(os.path.dirname(nvidia.__path__[0]), 'nvidia', 'cu13', 'lib'))" 2>/dev/null)
@@ -13,7 +14,7 @@ export LD_LIBRARY_PATH="${HWCOV_CUDA_LIBS}:${LD_LIBRARY_PATH:-}"
 ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
 name=$(basename "$ckpt")-$p-b$b
 "$ncu" --csv --print-units base --metrics gpu__time_duration.sum \
-  "$bin" bench --platform cuda --model-dir "$ckpt" --precision "$p" --batch "$b" --seq "$s" --warmup 1 --iters 1 \
+  "$bin" bench --platform cuda --model-dir "$ckpt" --precision "$p" --batch "$b" --seq "$s" --warmup 1 --iters 1 --decode "$decode" \
   > "$out/ncu-$name.csv" 2> "$out/ncu-$name.err"
 python3 - "$out/ncu-$name.csv" > "$out/kernels-hwcov-$name.txt" <<'PY'
 import csv, sys, collections
@@ -23,9 +24,9 @@ k, v = head.index("Kernel Name"), head.index("Metric Value")
 tot = collections.Counter(); cnt = collections.Counter()
 for r in rows:
     name = r[k].split("(")[0][:90]
-    tot[name] += float(r[v]) / 1e3; cnt[name] += 1
+    tot[name] += float(r[v].replace(',', '')) / 1e3; cnt[name] += 1
 all_us = sum(tot.values())
-print(f"{len(rows)} kernels, {all_us:.0f} us of GPU time (both passes: warm-up and timed)")
+print(f"{len(rows)} kernels, {all_us:.0f} us of GPU time (loading, the warm-up and timed passes, and any decoding steps)")
 for name, us in tot.most_common(25):
     print(f"{us:10.0f} us {100 * us / all_us:5.1f}% {cnt[name]:5d}x  {name}")
 PY

@@ -3,7 +3,7 @@
 # `cargo xtask build --platform cuda` made. Writes into OUT_DIR:
 #   platforms.txt           what the binary sees
 #   cuda-run.json           the coverage run of the cuda column (merge it: docs/coverage/runs/)
-#   precision-<p>.jsonl     `hwcov verify --json` of every fixture at f16 and bf16
+#   precision-<p>.jsonl     `hwcov verify --json` of every fixture at f16 and bf16 (VERIFY_PRECISIONS)
 # Usage: tools/gpu/verify_cuda.sh HWCOV_BINARY OUT_DIR
 set -uo pipefail
 bin=${1:?binary}; out=${2:?out dir}
@@ -16,7 +16,7 @@ export LD_LIBRARY_PATH="${HWCOV_CUDA_LIBS}:${LD_LIBRARY_PATH:-}"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 "$bin" platforms | tee "$out/platforms.txt"
 "$bin" coverage --root . --platform cuda --out "$out/cuda-run.json"
-for p in f16 bf16; do
+for p in ${VERIFY_PRECISIONS-f16 bf16}; do
   : > "$out/precision-$p.jsonl"
   for d in fixtures/*/; do
     [ -f "$d/io.safetensors" ] || continue

@@ -157,6 +157,13 @@ pub trait Platform: Send + Sync {
     fn memory_in_use(&self, _device_index: usize) -> Option<u64> {
         None
     }
+
+    /// The most device memory this process's tensors have held at once since it opened the device
+    /// (weights included), where the platform can tell: the analogue of torch's
+    /// `torch.cuda.max_memory_allocated`.
+    fn peak_memory(&self, _device_index: usize) -> Option<u64> {
+        None
+    }
 }
 
 pub trait Handler: Send {

@@ -36,6 +36,10 @@ impl Platform for CudaPlatform {
     fn memory_in_use(&self, device_index: usize) -> Option<u64> {
         gpu::memory_in_use(device_index)
     }
+
+    fn peak_memory(&self, device_index: usize) -> Option<u64> {
+        gpu::peak_memory(device_index)
+    }
 }
 
 /// The compute capability the kernels were built for (`CUDA_COMPUTE_CAP` at build time), e.g. "90".
@@ -56,11 +60,16 @@ mod gpu {
     pub fn memory_in_use(_index: usize) -> Option<u64> {
         None
     }
+
+    pub fn peak_memory(_index: usize) -> Option<u64> {
+        None
+    }
 }
 
 #[cfg(feature = "cuda")]
 mod gpu {
     use candle_core::Device;
+    use candle_core::cuda_backend::cudarc::driver::sys;
     use hwcov_core::{Error, Result};
 
     fn unavailable(reason: String) -> Error {
@@ -80,6 +89,7 @@ mod gpu {
             return Err(unavailable("candle returned a non-CUDA device".to_string()));
         };
         let ctx = cuda.cuda_stream().context().clone();
+        keep_freed_memory(ctx.cu_device());
         let name = ctx.name().unwrap_or_else(|_| "NVIDIA GPU".to_string());
         let (major, minor) = ctx.compute_capability().map_err(|e| unavailable(e.to_string()))?;
         let built = super::BUILT_FOR;
@@ -104,6 +114,51 @@ mod gpu {
         };
         let (free, total) = cuda.cuda_stream().context().mem_get_info().ok()?;
         Some((total - free) as u64)
+    }
+
+    /// The device's default memory pool, from which candle's stream-ordered allocations come.
+    fn default_pool(device: sys::CUdevice) -> Option<sys::CUmemoryPool> {
+        let mut pool = std::mem::MaybeUninit::uninit();
+        // SAFETY: the driver writes the pool handle on success; `device` came from a live context.
+        let status = unsafe { sys::cuDeviceGetDefaultMemPool(pool.as_mut_ptr(), device) };
+        // SAFETY: written when the call succeeded.
+        (status == sys::CUresult::CUDA_SUCCESS).then(|| unsafe { pool.assume_init() })
+    }
+
+    /// Keeps freed memory in the pool for the next allocation instead of returning it to the driver
+    /// at every synchronisation (the default threshold is 0), as torch's caching allocator does.
+    /// Without it, each forward pass and each decoding step, which ends by copying its result to the
+    /// host, gave its memory back and mapped it anew on the next one.
+    fn keep_freed_memory(device: sys::CUdevice) {
+        if let Some(pool) = default_pool(device) {
+            let mut threshold = u64::MAX;
+            // SAFETY: a valid pool and attribute, with a u64 value as the attribute takes.
+            let _ = unsafe {
+                sys::cuMemPoolSetAttribute(
+                    pool,
+                    sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+                    (&mut threshold as *mut u64).cast(),
+                )
+            };
+        }
+    }
+
+    /// The pool's high-water mark of memory held by allocations (weights and activations).
+    pub fn peak_memory(index: usize) -> Option<u64> {
+        let Ok((Device::Cuda(cuda), _)) = open(index) else {
+            return None;
+        };
+        let pool = default_pool(cuda.cuda_stream().context().cu_device())?;
+        let mut high = 0u64;
+        // SAFETY: a valid pool and attribute, with a u64 value as the attribute takes.
+        let status = unsafe {
+            sys::cuMemPoolGetAttribute(
+                pool,
+                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
+                (&mut high as *mut u64).cast(),
+            )
+        };
+        (status == sys::CUresult::CUDA_SUCCESS).then_some(high)
     }
 
     fn first_line(s: &str) -> &str {

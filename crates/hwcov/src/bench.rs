@@ -44,6 +44,10 @@ pub struct BenchReport {
     /// platform can tell.
     pub memory_after_load_bytes: Option<u64>,
     pub memory_after_run_bytes: Option<u64>,
+    /// The most device memory the process's tensors held at once (weights included), where the
+    /// platform can tell; on CUDA the allocation pool's high-water mark, the analogue of torch's
+    /// `max_memory_allocated`.
+    pub peak_memory_bytes: Option<u64>,
     /// For generative models: what the timed passes measure ("prefill": the prompt through the
     /// decoder, returning the next-token logits; "forward": forward() with all outputs).
     pub pass: String,
@@ -275,6 +279,7 @@ pub fn bench(
         None
     };
     let memory_after_run_bytes = p.memory_in_use(opts.device_index);
+    let peak_memory_bytes = p.peak_memory(opts.device_index);
     let st = stats(&times);
     let text = matches!(
         files.class,
@@ -300,6 +305,7 @@ pub fn bench(
         throughput_per_s: shape.batch as f64 / (st.mean / 1e3),
         memory_after_load_bytes,
         memory_after_run_bytes,
+        peak_memory_bytes,
         pass: if generative { "prefill" } else { "forward" }.to_string(),
         decode,
     })

@@ -4,12 +4,12 @@
 //! written here, class for class as in transformers.
 
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{Embedding, LayerNorm, VarBuilder, embedding, layer_norm};
+use candle_nn::{Embedding, VarBuilder, embedding};
 use serde::Deserialize;
 
 use crate::activation::Activation;
 use crate::models::common::{additive_padding_mask, eager_attention};
-use crate::nn::{Linear, linear};
+use crate::nn::{LayerNorm, Linear, layer_norm, linear};
 
 /// `BertConfig`, with transformers' defaults.
 #[derive(Debug, Clone, Deserialize)]
@@ -103,13 +103,13 @@ impl BertSelfAttention {
     pub fn forward(&self, hidden_states: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
         let (b, l, _) = hidden_states.dims3()?;
         let shape = (b, l, self.num_attention_heads, self.attention_head_size);
-        let heads = |x: Tensor| x.reshape(shape)?.transpose(1, 2)?.contiguous();
+        let heads = |x: Tensor| crate::nn::contiguous(&x.reshape(shape)?.transpose(1, 2)?);
         let q = heads(self.query.forward(hidden_states)?)?;
         let k = heads(self.key.forward(hidden_states)?)?;
         let v = heads(self.value.forward(hidden_states)?)?;
         let scaling = (self.attention_head_size as f64).powf(-0.5);
         let context = eager_attention(&q, &k, &v, Some(attention_mask), scaling)?;
-        context.transpose(1, 2)?.reshape((b, l, ()))
+        crate::nn::contiguous(&context.transpose(1, 2)?)?.reshape((b, l, ()))
     }
 }
 
@@ -129,7 +129,7 @@ impl BertResidualOutput {
 
     pub fn forward(&self, hidden_states: &Tensor, input_tensor: &Tensor) -> Result<Tensor> {
         self.layer_norm
-            .forward(&(self.dense.forward(hidden_states)? + input_tensor)?)
+            .forward(&self.dense.forward_residual(hidden_states, input_tensor)?)
     }
 }
 
@@ -155,7 +155,7 @@ impl BertLayer {
     pub fn forward(&self, hidden_states: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
         let self_outputs = self.attention_self.forward(hidden_states, attention_mask)?;
         let attention_output = self.attention_output.forward(&self_outputs, hidden_states)?;
-        let intermediate_output = self.act.forward(&self.intermediate.forward(&attention_output)?)?;
+        let intermediate_output = self.intermediate.forward_act(&attention_output, self.act)?;
         self.output.forward(&intermediate_output, &attention_output)
     }
 }

@@ -1,6 +1,6 @@
 //! Pieces that transformers itself shares between models (`modeling_utils`, `masking_utils`).
 
-use candle_core::{D, DType, Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 
 /// The smallest finite value of a dtype, as `torch.finfo(dtype).min` (what transformers puts in masks).
 pub fn dtype_min(dtype: DType) -> f64 {
@@ -26,24 +26,42 @@ pub fn additive_padding_mask(attention_mask: &Tensor, dtype: DType) -> Result<Te
 /// `eager_attention_forward`: softmax(q k^T * scaling + mask) v, the softmax in f32 as transformers
 /// does. q, k, v are (batch, heads, seq, head_dim).
 pub fn eager_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scaling: f64) -> Result<Tensor> {
-    let mut scores = (q.matmul(&k.t()?)? * scaling)?;
-    if let Some(mask) = mask {
-        scores = crate::nn::add_broadcast(&scores, mask)?;
-    }
-    softmax_f32(&scores)?.matmul(v)
+    let (k, v, mask) = pad_keys(k, v, mask, q.dim(2)?)?;
+    let scores = q.matmul(&k.t()?)?;
+    crate::nn::attention_softmax(&scores, scaling, mask.as_ref())?.matmul(&v)
 }
 
-/// Softmax over the last dimension, computed in f32 and returned in the input's dtype, as
-/// transformers' `softmax(..., dtype=torch.float32).to(dtype)`. candle's CUDA kernel already
-/// accumulates half precision in f32 and rounds once, so there half inputs skip the two casts; its
-/// CPU kernel computes in the input's dtype, so there they are cast.
-fn softmax_f32(scores: &Tensor) -> Result<Tensor> {
-    let dtype = scores.dtype();
-    if dtype == DType::F32 || scores.device().is_cuda() {
-        candle_nn::ops::softmax_last_dim(scores)
-    } else {
-        candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(dtype)
+/// On CUDA, where more than one query meets a number of keys that is not a multiple of 8: the keys
+/// and values with zero rows after them up to the next multiple, and the mask with -inf columns over
+/// those rows. A padded key's probability is exactly 0 and its value row 0, so the output is the
+/// same; but rows of scores and probabilities are then 16-byte aligned, and cuBLAS takes its
+/// tensor-core kernels for both products instead of its slow align-1 ones (ViT's 197 positions,
+/// Whisper's 1500 frames in bf16: docs/benchmarks.md). Elsewhere the inputs as they are.
+fn pad_keys(k: &Tensor, v: &Tensor, mask: Option<&Tensor>, q_len: usize) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+    let pad = (8 - k.dim(2)? % 8) % 8;
+    if !k.device().is_cuda() || q_len < 2 || pad == 0 {
+        return Ok((k.clone(), v.clone(), mask.cloned()));
     }
+    pad_keys_by(k, v, mask, pad)
+}
+
+fn pad_keys_by(k: &Tensor, v: &Tensor, mask: Option<&Tensor>, pad: usize) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+    let kv_len = k.dim(2)?;
+    let k = crate::nn::pad_rows(&crate::nn::contiguous(k)?, pad)?;
+    let v = crate::nn::pad_rows(&crate::nn::contiguous(v)?, pad)?;
+    let mask = match mask {
+        Some(m) => {
+            let (mb, mh, mq, _) = m.dims4()?;
+            let masked = Tensor::full(f32::NEG_INFINITY, (mb, mh, mq, pad), m.device())?.to_dtype(m.dtype())?;
+            Tensor::cat(&[m, &masked], 3)?
+        }
+        None => {
+            let open = Tensor::zeros((1, 1, 1, kv_len), k.dtype(), k.device())?;
+            let masked = Tensor::full(f32::NEG_INFINITY, (1, 1, 1, pad), k.device())?.to_dtype(k.dtype())?;
+            Tensor::cat(&[&open, &masked], 3)?
+        }
+    };
+    Ok((k, v, Some(mask)))
 }
 
 /// `eager_attention_forward` with grouped-query attention: q is (batch, heads, q_len, head_dim), k and
@@ -62,14 +80,12 @@ pub fn grouped_attention(
         return eager_attention(q, k, v, mask, scaling);
     }
     let (b, h, lq, d) = q.dims4()?;
+    let (k, v, mask) = pad_keys(k, v, mask, lq)?;
     let (kvh, lk) = (k.dim(1)?, k.dim(2)?);
-    let q = q.contiguous()?.reshape((b, kvh, n_rep * lq, d))?;
-    let mut scores = (q.matmul(&k.t()?)? * scaling)?.reshape((b, h, lq, lk))?;
-    if let Some(mask) = mask {
-        scores = crate::nn::add_broadcast(&scores, mask)?;
-    }
-    let probs = softmax_f32(&scores)?.reshape((b, kvh, n_rep * lq, lk))?;
-    probs.matmul(v)?.reshape((b, h, lq, d))
+    let q = crate::nn::contiguous(q)?.reshape((b, kvh, n_rep * lq, d))?;
+    let scores = q.matmul(&k.t()?)?.reshape((b, h, lq, lk))?;
+    let probs = crate::nn::attention_softmax(&scores, scaling, mask.as_ref())?.reshape((b, kvh, n_rep * lq, lk))?;
+    probs.matmul(&v)?.reshape((b, h, lq, d))
 }
 
 /// `create_causal_mask` of `masking_utils` for eager attention: an additive (batch, 1, q_len, kv_len)
@@ -115,9 +131,36 @@ pub fn repeat_kv(xs: &Tensor, n_rep: usize) -> Result<Tensor> {
 
 /// `DynamicCache` of `cache_utils`: per layer, the keys and values of every position seen so far,
 /// (batch, heads, seq, head_dim), grown along the sequence at each call.
+///
+/// transformers concatenates the new positions to the old ones at each step, which copies the whole
+/// cache every step; here each layer's keys and values live in a buffer with room to spare, the new
+/// positions are written into it in place, and the cache hands out views of the filled part. When the
+/// buffer is full it is replaced by one twice as long.
 #[derive(Debug, Clone, Default)]
 pub struct DynamicCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
+    layers: Vec<Option<LayerCache>>,
+}
+
+#[derive(Debug, Clone)]
+struct LayerCache {
+    keys: Tensor,
+    values: Tensor,
+    /// Positions filled, along dimension 2.
+    len: usize,
+}
+
+impl LayerCache {
+    fn filled(&self) -> Result<(Tensor, Tensor)> {
+        Ok((self.keys.narrow(2, 0, self.len)?, self.values.narrow(2, 0, self.len)?))
+    }
+}
+
+/// A (batch, heads, capacity, head_dim) buffer holding `x` at its start.
+fn buffer_with(x: &Tensor, capacity: usize) -> Result<Tensor> {
+    let (b, h, _, d) = x.dims4()?;
+    let buffer = Tensor::zeros((b, h, capacity, d), x.dtype(), x.device())?;
+    buffer.slice_set(&crate::nn::contiguous(x)?, 2, 0)?;
+    Ok(buffer)
 }
 
 impl DynamicCache {
@@ -129,57 +172,66 @@ impl DynamicCache {
 
     /// Appends the new keys and values of `layer_idx` and returns all of them.
     pub fn update(&mut self, layer_idx: usize, key: Tensor, value: Tensor) -> Result<(Tensor, Tensor)> {
-        let slot = &mut self.layers[layer_idx];
-        let (k, v) = match slot.take() {
-            None => (key, value),
-            Some((k, v)) => (Tensor::cat(&[&k, &key], 2)?, Tensor::cat(&[&v, &value], 2)?),
+        let (key, value) = (crate::nn::contiguous(&key)?, crate::nn::contiguous(&value)?);
+        let new = key.dim(2)?;
+        let cache = match self.layers[layer_idx].take() {
+            Some(mut c) if c.len + new <= c.keys.dim(2)? => {
+                c.keys.slice_set(&key, 2, c.len)?;
+                c.values.slice_set(&value, 2, c.len)?;
+                c.len += new;
+                c
+            }
+            Some(c) => {
+                let (k, v) = c.filled()?;
+                let capacity = (2 * (c.len + new)).max(64);
+                let (keys, values) = (buffer_with(&k, capacity)?, buffer_with(&v, capacity)?);
+                keys.slice_set(&key, 2, c.len)?;
+                values.slice_set(&value, 2, c.len)?;
+                LayerCache {
+                    keys,
+                    values,
+                    len: c.len + new,
+                }
+            }
+            None => {
+                let capacity = new.next_power_of_two().max(64);
+                LayerCache {
+                    keys: buffer_with(&key, capacity)?,
+                    values: buffer_with(&value, capacity)?,
+                    len: new,
+                }
+            }
         };
-        *slot = Some((k.clone(), v.clone()));
-        Ok((k, v))
+        let all = cache.filled();
+        self.layers[layer_idx] = Some(cache);
+        all
     }
 
     /// The keys and values stored for a layer, if any (the cross-attention cache of encoder-decoders).
-    pub fn get(&self, layer_idx: usize) -> Option<&(Tensor, Tensor)> {
-        self.layers[layer_idx].as_ref()
+    pub fn get(&self, layer_idx: usize) -> Option<(Tensor, Tensor)> {
+        self.layers[layer_idx].as_ref().and_then(|c| c.filled().ok())
     }
 
     /// Stores a layer's keys and values as they are (computed once, such as cross-attention's).
     pub fn set(&mut self, layer_idx: usize, key: Tensor, value: Tensor) {
-        self.layers[layer_idx] = Some((key, value));
+        let len = key.dim(2).unwrap_or(0);
+        self.layers[layer_idx] = Some(LayerCache {
+            keys: key,
+            values: value,
+            len,
+        });
     }
 
     /// The number of positions cached (of the first layer).
     pub fn get_seq_length(&self) -> usize {
         match self.layers.first() {
-            Some(Some((k, _))) => k.dim(2).unwrap_or(0),
+            Some(Some(c)) => c.len,
             _ => 0,
         }
     }
 }
 
-/// `LlamaRMSNorm` / `T5LayerNorm`: x / sqrt(mean(x^2) + eps) * weight, the statistics in f32.
-#[derive(Debug, Clone)]
-pub struct RmsNorm {
-    weight: Tensor,
-    variance_epsilon: f64,
-}
-
-impl RmsNorm {
-    pub fn new(size: usize, eps: f64, vb: candle_nn::VarBuilder) -> Result<Self> {
-        Ok(RmsNorm {
-            weight: vb.get(size, "weight")?,
-            variance_epsilon: eps,
-        })
-    }
-
-    pub fn forward(&self, hidden_states: &Tensor) -> Result<Tensor> {
-        let input_dtype = hidden_states.dtype();
-        let hs = hidden_states.to_dtype(DType::F32)?;
-        let variance = hs.sqr()?.mean_keepdim(D::Minus1)?;
-        let hs = hs.broadcast_div(&(variance + self.variance_epsilon)?.sqrt()?)?;
-        hs.to_dtype(input_dtype)?.broadcast_mul(&self.weight)
-    }
-}
+pub use crate::nn::RmsNorm;
 
 /// The output embedding of a language model: `lm_head.weight` when the checkpoint has it, else the
 /// input embeddings when the config ties them (`tie_word_embeddings`), as transformers ties weights
@@ -198,31 +250,35 @@ pub fn lm_head(
     }
 }
 
-/// `nn.LayerNorm` computed in two passes as torch does (the mean, then the mean of the squared
-/// deviations from it). candle-nn's fused layer norm takes the variance as E[x^2] - E[x]^2 in f32,
-/// which loses digits when the activations are large next to their spread.
-#[derive(Debug, Clone)]
-pub struct LayerNorm {
-    weight: Tensor,
-    bias: Tensor,
-    eps: f64,
-}
+pub use crate::nn::LayerNorm;
 
-impl LayerNorm {
-    pub fn new(size: usize, eps: f64, vb: candle_nn::VarBuilder) -> Result<Self> {
-        Ok(LayerNorm {
-            weight: vb.get(size, "weight")?,
-            bias: vb.get(size, "bias")?,
-            eps,
-        })
-    }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
 
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let dtype = x.dtype();
-        let x = x.to_dtype(DType::F32)?;
-        let xc = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
-        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-        let normed = xc.broadcast_div(&(var + self.eps)?.sqrt()?)?.to_dtype(dtype)?;
-        normed.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
+    /// Padding the keys (as CUDA does for unaligned lengths) leaves eager attention's output as it was,
+    /// with a mask and without one.
+    #[test]
+    fn padded_keys_leave_attention_unchanged() -> Result<()> {
+        let dev = Device::Cpu;
+        let (b, h, lq, lk, d) = (2, 3, 5, 13, 4);
+        let q = Tensor::randn(0f32, 1.0, (b, h, lq, d), &dev)?;
+        let k = Tensor::randn(0f32, 1.0, (b, h, lk, d), &dev)?;
+        let v = Tensor::randn(0f32, 1.0, (b, h, lk, d), &dev)?;
+        let keep: Vec<f32> = (0..b * lk)
+            .map(|i| if i % lk < lk - 2 * (i / lk) { 1.0 } else { 0.0 })
+            .collect();
+        let mask = additive_padding_mask(&Tensor::from_vec(keep, (b, lk), &dev)?, DType::F32)?;
+        for mask in [None, Some(&mask)] {
+            let plain = eager_attention(&q, &k, &v, mask, 0.5)?;
+            let (kp, vp, mp) = pad_keys_by(&k, &v, mask, 3)?;
+            assert_eq!(kp.dims(), [b, h, lk + 3, d]);
+            let scores = q.matmul(&kp.t()?)?;
+            let padded = crate::nn::attention_softmax(&scores, 0.5, mp.as_ref())?.matmul(&vp)?;
+            let diff = (plain - padded)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+            assert!(diff < 1e-6, "padded keys changed the output by {diff}");
+        }
+        Ok(())
     }
 }

@@ -4,14 +4,14 @@
 //! head of q and k; both may use sliding-window layers. `models/qwen2.rs` and `models/qwen3.rs` read
 //! their configs into the [`LlamaArch`] this file builds.
 
-use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_core::{D, DType, Device, Module, Result, Tensor};
 use candle_nn::{Embedding, VarBuilder, embedding};
 use serde::Deserialize;
 
 use crate::activation::Activation;
 use crate::models::common::{DynamicCache, RmsNorm, causal_mask, grouped_attention, lm_head};
 use crate::models::rope::{RopeParameters, RopeType, RotaryEmbedding};
-use crate::nn::{Linear, linear_b};
+use crate::nn::{Linear, gated_act, linear_b, stack_linears};
 
 /// `LlamaConfig`, with transformers' defaults.
 #[derive(Debug, Clone, Deserialize)]
@@ -135,8 +135,8 @@ impl LlamaConfig {
 }
 
 pub struct LlamaMLP {
-    gate_proj: Linear,
-    up_proj: Linear,
+    /// `gate_proj` and `up_proj`, stacked: one matrix product computes both.
+    gate_up_proj: Linear,
     down_proj: Linear,
     act_fn: Activation,
 }
@@ -144,17 +144,19 @@ pub struct LlamaMLP {
 impl LlamaMLP {
     pub fn new(cfg: &LlamaArch, vb: VarBuilder) -> Result<Self> {
         let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        let gate_proj = linear_b(h, i, cfg.mlp_bias, vb.pp("gate_proj"))?;
+        let up_proj = linear_b(h, i, cfg.mlp_bias, vb.pp("up_proj"))?;
         Ok(Self {
-            gate_proj: linear_b(h, i, cfg.mlp_bias, vb.pp("gate_proj"))?,
-            up_proj: linear_b(h, i, cfg.mlp_bias, vb.pp("up_proj"))?,
+            gate_up_proj: stack_linears(&[gate_proj, up_proj])?,
             down_proj: linear_b(i, h, cfg.mlp_bias, vb.pp("down_proj"))?,
             act_fn: cfg.hidden_act,
         })
     }
 
+    /// down_proj(act_fn(gate_proj(x)) * up_proj(x))
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = self.act_fn.forward(&self.gate_proj.forward(x)?)?;
-        self.down_proj.forward(&(gate * self.up_proj.forward(x)?)?)
+        let gate_up = self.gate_up_proj.forward(x)?;
+        self.down_proj.forward(&gated_act(&gate_up, self.act_fn)?)
     }
 }
 
@@ -164,9 +166,8 @@ pub struct LlamaAttention {
     num_heads: usize,
     num_key_value_heads: usize,
     scaling: f64,
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    /// `q_proj`, `k_proj` and `v_proj`, stacked: one matrix product computes all three.
+    qkv_proj: Linear,
     o_proj: Linear,
     q_norm: Option<RmsNorm>,
     k_norm: Option<RmsNorm>,
@@ -190,24 +191,26 @@ impl LlamaAttention {
             num_heads: cfg.num_attention_heads,
             num_key_value_heads: cfg.num_key_value_heads,
             scaling: (hd as f64).powf(-0.5),
-            q_proj: linear_b(
-                cfg.hidden_size,
-                cfg.num_attention_heads * hd,
-                cfg.qkv_bias,
-                vb.pp("q_proj"),
-            )?,
-            k_proj: linear_b(
-                cfg.hidden_size,
-                cfg.num_key_value_heads * hd,
-                cfg.qkv_bias,
-                vb.pp("k_proj"),
-            )?,
-            v_proj: linear_b(
-                cfg.hidden_size,
-                cfg.num_key_value_heads * hd,
-                cfg.qkv_bias,
-                vb.pp("v_proj"),
-            )?,
+            qkv_proj: stack_linears(&[
+                linear_b(
+                    cfg.hidden_size,
+                    cfg.num_attention_heads * hd,
+                    cfg.qkv_bias,
+                    vb.pp("q_proj"),
+                )?,
+                linear_b(
+                    cfg.hidden_size,
+                    cfg.num_key_value_heads * hd,
+                    cfg.qkv_bias,
+                    vb.pp("k_proj"),
+                )?,
+                linear_b(
+                    cfg.hidden_size,
+                    cfg.num_key_value_heads * hd,
+                    cfg.qkv_bias,
+                    vb.pp("v_proj"),
+                )?,
+            ])?,
             o_proj: linear_b(
                 cfg.num_attention_heads * hd,
                 cfg.hidden_size,
@@ -229,20 +232,26 @@ impl LlamaAttention {
     ) -> Result<Tensor> {
         let (b, l, _) = hidden_states.dims3()?;
         let heads = |x: Tensor, n: usize, norm: &Option<RmsNorm>| -> Result<Tensor> {
-            let x = x.reshape((b, l, n, self.head_dim))?;
+            let x = crate::nn::contiguous(&x)?.reshape((b, l, n, self.head_dim))?;
             let x = match norm {
                 Some(norm) => norm.forward(&x)?,
                 None => x,
             };
-            x.transpose(1, 2)?.contiguous()
+            crate::nn::contiguous(&x.transpose(1, 2)?)
         };
-        let query_states = heads(self.q_proj.forward(hidden_states)?, self.num_heads, &self.q_norm)?;
+        let (q_size, kv_size) = (self.num_heads * self.head_dim, self.num_key_value_heads * self.head_dim);
+        let qkv = self.qkv_proj.forward(hidden_states)?;
+        let query_states = heads(qkv.narrow(D::Minus1, 0, q_size)?, self.num_heads, &self.q_norm)?;
         let key_states = heads(
-            self.k_proj.forward(hidden_states)?,
+            qkv.narrow(D::Minus1, q_size, kv_size)?,
             self.num_key_value_heads,
             &self.k_norm,
         )?;
-        let value_states = heads(self.v_proj.forward(hidden_states)?, self.num_key_value_heads, &None)?;
+        let value_states = heads(
+            qkv.narrow(D::Minus1, q_size + kv_size, kv_size)?,
+            self.num_key_value_heads,
+            &None,
+        )?;
 
         // transformers' apply_rotary_pos_emb (q * cos + rotate_half(q) * sin), as candle's fused rope
         // kernel computes it from the first halves of cos and sin (the second halves repeat them).
@@ -255,15 +264,16 @@ impl LlamaAttention {
             None => (key_states, value_states),
         };
         let n_rep = self.num_heads / self.num_key_value_heads;
+        // The cache's keys and values are views into its buffers; the matrix products read them in place.
         let attn_output = grouped_attention(
             &query_states,
-            &key_states.contiguous()?,
-            &value_states.contiguous()?,
+            &key_states,
+            &value_states,
             Some(attention_mask),
             self.scaling,
             n_rep,
         )?;
-        let attn_output = attn_output.transpose(1, 2)?.reshape((b, l, ()))?;
+        let attn_output = crate::nn::contiguous(&attn_output.transpose(1, 2)?)?.reshape((b, l, ()))?;
         self.o_proj.forward(&attn_output)
     }
 }

@@ -5,12 +5,12 @@
 //! the final-layernormed hidden states and the pooler output, so the model is written here.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, LayerNorm, VarBuilder, conv2d, layer_norm};
+use candle_nn::{Conv2d, Conv2dConfig, VarBuilder, conv2d};
 use serde::Deserialize;
 
 use crate::activation::Activation;
 use crate::models::common::eager_attention;
-use crate::nn::{Linear, linear, linear_b};
+use crate::nn::{LayerNorm, Linear, layer_norm, linear, linear_b};
 
 /// `ViTConfig`, with transformers' defaults.
 #[derive(Debug, Clone, Deserialize)]
@@ -112,8 +112,14 @@ impl ViTEmbeddings {
             .forward(pixel_values)?
             .flatten_from(2)?
             .transpose(1, 2)?;
-        let cls = self.cls_token.broadcast_as((b, 1, self.cls_token.dim(2)?))?;
-        Tensor::cat(&[&cls, &patches], 1)?.broadcast_add(&self.position_embeddings)
+        // candle concatenates contiguous inputs into a contiguous output (strided ones into a strided
+        // view), which the position embeddings' add then takes in one pass.
+        let patches = crate::nn::contiguous(&patches)?;
+        let cls = self
+            .cls_token
+            .broadcast_as((b, 1, self.cls_token.dim(2)?))?
+            .contiguous()?;
+        crate::nn::add_broadcast(&Tensor::cat(&[&cls, &patches], 1)?, &self.position_embeddings)
     }
 }
 
@@ -140,14 +146,12 @@ impl ViTSelfAttention {
     pub fn forward(&self, hidden_states: &Tensor) -> Result<Tensor> {
         let (b, l, _) = hidden_states.dims3()?;
         let shape = (b, l, self.num_attention_heads, self.attention_head_size);
-        let heads = |x: Tensor| x.reshape(shape)?.transpose(1, 2)?.contiguous();
+        let heads = |x: Tensor| crate::nn::contiguous(&x.reshape(shape)?.transpose(1, 2)?);
         let q = heads(self.query.forward(hidden_states)?)?;
         let k = heads(self.key.forward(hidden_states)?)?;
         let v = heads(self.value.forward(hidden_states)?)?;
         let scaling = (self.attention_head_size as f64).powf(-0.5);
-        eager_attention(&q, &k, &v, None, scaling)?
-            .transpose(1, 2)?
-            .reshape((b, l, ()))
+        crate::nn::contiguous(&eager_attention(&q, &k, &v, None, scaling)?.transpose(1, 2)?)?.reshape((b, l, ()))
     }
 }
 
@@ -178,13 +182,13 @@ impl ViTLayer {
     /// Pre-norm block: layernorm is applied before self-attention and before the MLP.
     pub fn forward(&self, hidden_states: &Tensor) -> Result<Tensor> {
         let attention_output = self.attention.forward(&self.layernorm_before.forward(hidden_states)?)?;
-        let hidden_states = (self.attention_output.forward(&attention_output)? + hidden_states)?;
-        let layer_output = self.act.forward(
-            &self
-                .intermediate
-                .forward(&self.layernorm_after.forward(&hidden_states)?)?,
-        )?;
-        self.output.forward(&layer_output)? + hidden_states
+        let hidden_states = self
+            .attention_output
+            .forward_residual(&attention_output, hidden_states)?;
+        let layer_output = self
+            .intermediate
+            .forward_act(&self.layernorm_after.forward(&hidden_states)?, self.act)?;
+        self.output.forward_residual(&layer_output, &hidden_states)
     }
 }
 

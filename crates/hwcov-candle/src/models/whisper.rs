@@ -11,14 +11,14 @@
 //! `scale_embedding` is read but, as in transformers (which computes `embed_scale` and never uses
 //! it), changes nothing.
 
-use candle_core::{D, DType, Module, Result, Tensor};
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Conv1d, Conv1dConfig, Embedding, VarBuilder, conv1d, embedding};
 
 use crate::nn::{Linear, linear, linear_no_bias};
 use serde::Deserialize;
 
 use crate::activation::Activation;
-use crate::models::common::{DynamicCache, LayerNorm, causal_mask};
+use crate::models::common::{DynamicCache, LayerNorm, causal_mask, eager_attention};
 use crate::models::t5::EncoderDecoderCache;
 
 /// `WhisperConfig`, with transformers' defaults.
@@ -128,24 +128,30 @@ impl WhisperAttention {
     /// (batch, seq, embed) -> (batch, heads, seq, head_dim)
     fn heads(&self, x: Tensor) -> Result<Tensor> {
         let (b, l, _) = x.dims3()?;
-        x.reshape((b, l, self.num_heads, self.head_dim))?
-            .transpose(1, 2)?
-            .contiguous()
+        crate::nn::contiguous(&x.reshape((b, l, self.num_heads, self.head_dim))?.transpose(1, 2)?)
     }
 
     /// `past_key_values`: the self-attention cache for self-attention (keys and values appended), the
     /// cross-attention cache for attention over the encoder output (computed once, then reused).
+    /// Returns `residual` plus the attention's output: the layer's residual add, which CUDA fuses with
+    /// `out_proj`'s bias.
     fn forward(
         &self,
         hidden_states: &Tensor,
         key_value_states: Option<&Tensor>,
         past_key_values: Option<&mut DynamicCache>,
         attention_mask: Option<&Tensor>,
+        residual: &Tensor,
     ) -> Result<Tensor> {
         let (b, q_len, _) = hidden_states.dims3()?;
-        // transformers scales the projected queries, before the product, to keep Whisper's order of
-        // operations (and calls the attention with scaling 1.0).
-        let query_states = self.heads((self.q_proj.forward(hidden_states)? * self.scaling)?)?;
+        // transformers scales the projected queries, before the product (and calls the attention with
+        // scaling 1.0). A power of two scales exactly, so then scaling the products instead gives the
+        // same numbers, and the scaling rides in the softmax's pass.
+        let (query_states, scores_scaling) = if self.scaling.log2().fract() == 0.0 {
+            (self.heads(self.q_proj.forward(hidden_states)?)?, self.scaling)
+        } else {
+            (self.heads((self.q_proj.forward(hidden_states)? * self.scaling)?)?, 1.0)
+        };
         let current_states = key_value_states.unwrap_or(hidden_states);
         let project = |this: &Self| -> Result<(Tensor, Tensor)> {
             Ok((
@@ -168,17 +174,15 @@ impl WhisperAttention {
             }
             (_, None) => project(self)?,
         };
-        // eager_attention_forward with scaling 1.0; the softmax in the activations' dtype.
-        let mut attn_weights = query_states.matmul(&key_states.t()?)?;
-        if let Some(mask) = attention_mask {
-            attn_weights = attn_weights.broadcast_add(mask)?;
-        }
-        let attn_weights = candle_nn::ops::softmax(&attn_weights, D::Minus1)?;
-        let attn_output = attn_weights
-            .matmul(&value_states)?
-            .transpose(1, 2)?
-            .reshape((b, q_len, ()))?;
-        self.out_proj.forward(&attn_output)
+        let attn_output = eager_attention(
+            &query_states,
+            &key_states,
+            &value_states,
+            attention_mask,
+            scores_scaling,
+        )?;
+        let attn_output = crate::nn::contiguous(&attn_output.transpose(1, 2)?)?.reshape((b, q_len, ()))?;
+        self.out_proj.forward_residual(&attn_output, residual)
     }
 }
 
@@ -198,8 +202,10 @@ impl FeedForward {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.fc2.forward(&self.activation_fn.forward(&self.fc1.forward(x)?)?)
+    /// `residual` plus the block's output (the layer's residual add).
+    fn forward(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        self.fc2
+            .forward_residual(&self.fc1.forward_act(x, self.activation_fn)?, residual)
     }
 }
 
@@ -223,12 +229,16 @@ impl WhisperEncoderLayer {
 
     fn forward(&self, hidden_states: &Tensor) -> Result<Tensor> {
         let residual = hidden_states;
-        let h = self
-            .self_attn
-            .forward(&self.self_attn_layer_norm.forward(hidden_states)?, None, None, None)?;
-        let hidden_states = (residual + h)?;
-        let h = self.ff.forward(&self.final_layer_norm.forward(&hidden_states)?)?;
-        let hidden_states = (hidden_states + h)?;
+        let hidden_states = self.self_attn.forward(
+            &self.self_attn_layer_norm.forward(hidden_states)?,
+            None,
+            None,
+            None,
+            residual,
+        )?;
+        let hidden_states = self
+            .ff
+            .forward(&self.final_layer_norm.forward(&hidden_states)?, &hidden_states)?;
         if hidden_states.dtype() == DType::F16 {
             let clamp_value = half::f16::MAX.to_f64() - 1000.0;
             return hidden_states.clamp(-clamp_value, clamp_value);
@@ -262,7 +272,7 @@ impl WhisperDecoderLayer {
     fn forward(
         &self,
         hidden_states: &Tensor,
-        attention_mask: &Tensor,
+        attention_mask: Option<&Tensor>,
         encoder_hidden_states: &Tensor,
         past_key_values: Option<&mut EncoderDecoderCache>,
     ) -> Result<Tensor> {
@@ -270,22 +280,22 @@ impl WhisperDecoderLayer {
             Some(c) => (Some(&mut c.self_attention_cache), Some(&mut c.cross_attention_cache)),
             None => (None, None),
         };
-        let h = self.self_attn.forward(
+        let hidden_states = self.self_attn.forward(
             &self.self_attn_layer_norm.forward(hidden_states)?,
             None,
             self_cache,
-            Some(attention_mask),
+            attention_mask,
+            hidden_states,
         )?;
-        let hidden_states = (hidden_states + h)?;
-        let h = self.encoder_attn.forward(
+        let hidden_states = self.encoder_attn.forward(
             &self.encoder_attn_layer_norm.forward(&hidden_states)?,
             Some(encoder_hidden_states),
             cross_cache,
             None,
+            &hidden_states,
         )?;
-        let hidden_states = (hidden_states + h)?;
-        let h = self.ff.forward(&self.final_layer_norm.forward(&hidden_states)?)?;
-        hidden_states + h
+        self.ff
+            .forward(&self.final_layer_norm.forward(&hidden_states)?, &hidden_states)
     }
 }
 
@@ -372,11 +382,24 @@ impl WhisperDecoder {
         let position_ids = Tensor::arange(past as u32, (past + seq) as u32, input_ids.device())?;
         let positions = self.embed_positions.forward(&position_ids)?;
         let mut hidden_states = inputs_embeds.broadcast_add(&positions)?;
-        let mask = causal_mask(attention_mask, seq, None, hidden_states.dtype(), hidden_states.device())?;
+        // One new token with no padding sees every cached position: its causal mask is all zeros,
+        // which adds nothing, so it is left out (one upload and one add per layer less per step).
+        let unmasked = seq == 1 && attention_mask.iter().all(|row| row.iter().all(|&k| k != 0));
+        let mask = if unmasked {
+            None
+        } else {
+            Some(causal_mask(
+                attention_mask,
+                seq,
+                None,
+                hidden_states.dtype(),
+                hidden_states.device(),
+            )?)
+        };
         for layer in &self.layers {
             hidden_states = layer.forward(
                 &hidden_states,
-                &mask,
+                mask.as_ref(),
                 encoder_hidden_states,
                 past_key_values.as_deref_mut(),
             )?;
