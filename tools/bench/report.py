@@ -40,8 +40,9 @@ def main():
           f"pageable host-to-device {bw.get('host_to_device_pageable_GBps', 0):.1f} GB/s, device-to-host "
           f"{bw.get('device_to_host_pageable_GBps', 0):.1f} GB/s.\n")
     print("| model | dtype | batch | seq | pass | hwcov mean ms | p50 | p90 | p99 | stdev | transformers eager mean ms | p50 | p90 | p99 | stdev "
-          "| speedup (mean) | speedup (p50) | hwcov load s | transformers load s | hwcov peak MiB | transformers peak MiB |")
-    print("|" + "---|" * 21)
+          "| speedup (mean) | speedup (p50) | hwcov samples/s | transformers samples/s | hwcov load s | transformers load s "
+          "| hwcov peak MiB | transformers peak MiB |")
+    print("|" + "---|" * 23)
     decoders = []
     for (ck, p, b, s), sides in by.items():
         h = (sides.get("hwcov") or {}).get("result") or {}
@@ -49,8 +50,9 @@ def main():
         both = "mean_ms" in h and "mean_ms" in t
         ratio = f"{t['mean_ms'] / h['mean_ms']:.2f}x" if both else "n/a"
         ratio50 = f"{t['p50_ms'] / h['p50_ms']:.2f}x" if both else "n/a"
+        rate = lambda x: f"{x['throughput_per_s']:.1f}" if "throughput_per_s" in x else ""
         print("| " + " | ".join([ck, p, str(b), str(s or ""), h.get("pass", "forward"), *stats(h), *stats(t), ratio, ratio50,
-                                 f"{h.get('load_seconds', 0):.2f}", f"{t.get('load_seconds', 0):.2f}",
+                                 rate(h), rate(t), f"{h.get('load_seconds', 0):.2f}", f"{t.get('load_seconds', 0):.2f}",
                                  mib(h.get("peak_memory_bytes")), mib(t.get("peak_memory_bytes"))]) + " |")
         if h.get("decode") and t.get("decode"):
             decoders.append((ck, p, b, h["decode"], t["decode"]))
