@@ -40,17 +40,16 @@ impl Linear {
         self.bias.as_ref()
     }
 
-    /// x W^T, without the bias.
+    /// x W^T, without the bias, for a contiguous `x`.
     fn matmul(&self, x: &Tensor) -> Result<Tensor> {
-        // candle's CUDA matmul refuses strided inputs (a pooled [CLS] row, say) that its CPU matmul takes.
-        candle_nn::Linear::new(self.weight.clone(), None).forward(&contiguous(x)?)
+        candle_nn::Linear::new(self.weight.clone(), None).forward(x)
     }
 
     /// x W^T + b as one cuBLASLt product on CUDA, the bias in its epilogue, where torch would use
     /// cuBLASLt too (an input of more than one row); `None` elsewhere.
     #[cfg(feature = "cuda")]
     fn lt_product(&self, x: &Tensor) -> Result<Option<Tensor>> {
-        cublaslt::linear(&contiguous(x)?, &self.weight, self.bias.as_ref())
+        cublaslt::linear(x, &self.weight, self.bias.as_ref())
     }
 
     #[cfg(not(feature = "cuda"))]
@@ -61,6 +60,7 @@ impl Linear {
     /// `act(linear(x))`; on CUDA the bias add and an exact GELU are one pass after the product (or
     /// the product's epilogue adds the bias, and the GELU is one pass).
     pub fn forward_act(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
+        let x = &contiguous(x)?;
         if let Some(y) = self.lt_product(x)? {
             return activate(&y, act);
         }
@@ -78,6 +78,7 @@ impl Linear {
     /// `linear(x) + residual`; on CUDA the bias add and the residual add are one pass after the
     /// product (or the product's epilogue adds the bias, and the residual is one pass).
     pub fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        let x = &contiguous(x)?;
         if let Some(y) = self.lt_product(x)? {
             return add(&y, residual);
         }
@@ -95,6 +96,9 @@ impl Linear {
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        // candle's CUDA matmul refuses strided inputs (a pooled [CLS] row, say) that its CPU matmul
+        // takes; made contiguous once here, for both products.
+        let x = &contiguous(x)?;
         if let Some(y) = self.lt_product(x)? {
             return Ok(y);
         }
@@ -1424,36 +1428,57 @@ PAD_BLOCKS(pad_blocks_u64, unsigned long long)
         }
     }
 
-    /// Copies `xs` as units of `U` (the element type `T`, or 8 bytes).
-    fn strided_copy<T: CudaDType + DeviceRepr, U: DeviceRepr>(
-        p: &StridedCopy,
-        name: &str,
+    /// Runs the kernel `prefix`_u{8, 16, 32, 64} that moves `xs` as units of `unit` bytes (its element
+    /// type's width, or wider where the plan found the bytes aligned), writing `out_bytes` bytes. The
+    /// kernel takes x, y, the number of output units, then `scalars`.
+    fn move_units(
+        prefix: &str,
+        unit: usize,
         xs: &CudaStorage,
         xl: &Layout,
+        out_bytes: usize,
+        scalars: &[u32],
+    ) -> candle_core::Result<CudaStorage> {
+        let args = (prefix, xs, xl, out_bytes, scalars);
+        match (xs.dtype(), unit) {
+            (DType::F32, 8) => move_units_as::<f32, u64>(args),
+            (DType::F32, 4) => move_units_as::<f32, u32>(args),
+            (DType::U32, 8) => move_units_as::<u32, u64>(args),
+            (DType::U32, 4) => move_units_as::<u32, u32>(args),
+            (DType::BF16, 8) => move_units_as::<half::bf16, u64>(args),
+            (DType::BF16, 4) => move_units_as::<half::bf16, u32>(args),
+            (DType::BF16, 2) => move_units_as::<half::bf16, u16>(args),
+            (DType::F16, 8) => move_units_as::<half::f16, u64>(args),
+            (DType::F16, 4) => move_units_as::<half::f16, u32>(args),
+            (DType::F16, 2) => move_units_as::<half::f16, u16>(args),
+            _ => Err(not_cuda()),
+        }
+    }
+
+    fn move_units_as<T: CudaDType + DeviceRepr, U: DeviceRepr>(
+        (prefix, xs, xl, out_bytes, scalars): (&str, &CudaStorage, &Layout, usize, &[u32]),
     ) -> candle_core::Result<CudaStorage> {
         let dev = xs.device();
-        let n = xl.shape().elem_count();
         let (t, u) = (std::mem::size_of::<T>(), std::mem::size_of::<U>());
-        let units = (n * t / u) as u32;
+        let units = (out_bytes / u) as u32;
         let x = input::<T>(xs, xl)?;
-        let misfit = || candle_core::Error::Msg("strided copy: the tensor does not divide into copy units".into());
+        let misfit =
+            || candle_core::Error::Msg(format!("{prefix}: the tensor does not divide into units of {u} bytes"));
         // SAFETY: the same bytes read as wider units; the plan checked their alignment.
         let xu = unsafe { x.transmute::<U>(x.len() * t / u) }.ok_or_else(misfit)?;
-        let f = dev.get_or_load_custom_func(name, "hwcov_nn", ptx()?)?;
-        // SAFETY: the kernel writes all n elements.
-        let mut y = unsafe { dev.alloc::<T>(n)? };
+        let f = dev.get_or_load_custom_func(&format!("{prefix}_u{}", 8 * u), "hwcov_nn", ptx()?)?;
+        // SAFETY: the kernel writes all out_bytes bytes.
+        let mut y = unsafe { dev.alloc::<T>(out_bytes / t)? };
         {
             // SAFETY: as for the input.
             let mut yu = unsafe { y.transmute_mut::<U>(units as usize) }.ok_or_else(misfit)?;
             let mut builder = f.builder();
             builder.arg(&xu).arg(&mut yu).arg(&units);
-            for d in &p.dims[1..] {
-                builder.arg(d);
-            }
-            for s in &p.strides {
+            for s in scalars {
                 builder.arg(s);
             }
-            // SAFETY: the arguments match the kernel's signature; the plan bounded every source offset.
+            // SAFETY: the arguments match the kernel's signature; the plan bounded every source offset
+            // within the input.
             unsafe { builder.launch(LaunchConfig::for_num_elems(units)) }.w()?;
         }
         Ok(CudaStorage::wrap_cuda_slice(y, dev.clone()))
@@ -1470,18 +1495,10 @@ PAD_BLOCKS(pad_blocks_u64, unsigned long long)
 
         fn cuda_fwd(&self, xs: &CudaStorage, xl: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
             // The copy moves bits: each element type goes through the kernel of its width, or of 8 bytes.
-            let wide = self.unit == 8;
-            let out = match (xs.dtype(), wide) {
-                (DType::F32, false) => strided_copy::<f32, u32>(self, "strided_copy_u32", xs, xl)?,
-                (DType::F32, true) => strided_copy::<f32, u64>(self, "strided_copy_u64", xs, xl)?,
-                (DType::U32, false) => strided_copy::<u32, u32>(self, "strided_copy_u32", xs, xl)?,
-                (DType::U32, true) => strided_copy::<u32, u64>(self, "strided_copy_u64", xs, xl)?,
-                (DType::BF16, false) => strided_copy::<half::bf16, u16>(self, "strided_copy_u16", xs, xl)?,
-                (DType::BF16, true) => strided_copy::<half::bf16, u64>(self, "strided_copy_u64", xs, xl)?,
-                (DType::F16, false) => strided_copy::<half::f16, u16>(self, "strided_copy_u16", xs, xl)?,
-                (DType::F16, true) => strided_copy::<half::f16, u64>(self, "strided_copy_u64", xs, xl)?,
-                _ => return Err(not_cuda()),
-            };
+            let (p, bytes) = (self, xl.shape().elem_count() * xs.dtype().size_in_bytes());
+            let [_, d1, d2, d3] = p.dims;
+            let [s0, s1, s2, s3] = p.strides;
+            let out = move_units("strided_copy", p.unit, xs, xl, bytes, &[d1, d2, d3, s0, s1, s2, s3])?;
             Ok((out, xl.shape().clone()))
         }
     }
@@ -1531,37 +1548,6 @@ PAD_BLOCKS(pad_blocks_u64, unsigned long long)
         }
     }
 
-    fn pad_blocks<T: CudaDType + DeviceRepr, U: DeviceRepr>(
-        p: &PadBlocks,
-        name: &str,
-        xs: &CudaStorage,
-        xl: &Layout,
-    ) -> candle_core::Result<CudaStorage> {
-        let dev = xs.device();
-        let blocks = xl.shape().elem_count() * std::mem::size_of::<T>() / (p.inner as usize * std::mem::size_of::<U>());
-        let units = blocks * p.outer as usize;
-        let n = units * std::mem::size_of::<U>() / std::mem::size_of::<T>();
-        let x = input::<T>(xs, xl)?;
-        let misfit = || candle_core::Error::Msg("pad rows: the tensor does not divide into copy units".into());
-        // SAFETY: the same bytes read as wider units; the plan checked their alignment.
-        let xu = unsafe { x.transmute::<U>(x.len() * std::mem::size_of::<T>() / std::mem::size_of::<U>()) }
-            .ok_or_else(misfit)?;
-        let f = dev.get_or_load_custom_func(name, "hwcov_nn", ptx()?)?;
-        // SAFETY: the kernel writes all n elements.
-        let mut y = unsafe { dev.alloc::<T>(n)? };
-        {
-            // SAFETY: as for the input.
-            let mut yu = unsafe { y.transmute_mut::<U>(units) }.ok_or_else(misfit)?;
-            let units = units as u32;
-            let mut builder = f.builder();
-            builder.arg(&xu).arg(&mut yu).arg(&units).arg(&p.inner).arg(&p.outer);
-            // SAFETY: the arguments match the kernel's signature; every source offset is below the
-            // input's length in units.
-            unsafe { builder.launch(LaunchConfig::for_num_elems(units)) }.w()?;
-        }
-        Ok(CudaStorage::wrap_cuda_slice(y, dev.clone()))
-    }
-
     impl CustomOp1 for PadBlocks {
         fn name(&self) -> &'static str {
             "pad_rows"
@@ -1572,19 +1558,9 @@ PAD_BLOCKS(pad_blocks_u64, unsigned long long)
         }
 
         fn cuda_fwd(&self, xs: &CudaStorage, xl: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
-            let out = match (xs.dtype(), self.unit) {
-                (DType::F32, 8) => pad_blocks::<f32, u64>(self, "pad_blocks_u64", xs, xl)?,
-                (DType::F32, _) => pad_blocks::<f32, u32>(self, "pad_blocks_u32", xs, xl)?,
-                (DType::U32, 8) => pad_blocks::<u32, u64>(self, "pad_blocks_u64", xs, xl)?,
-                (DType::U32, _) => pad_blocks::<u32, u32>(self, "pad_blocks_u32", xs, xl)?,
-                (DType::BF16, 8) => pad_blocks::<half::bf16, u64>(self, "pad_blocks_u64", xs, xl)?,
-                (DType::BF16, 4) => pad_blocks::<half::bf16, u32>(self, "pad_blocks_u32", xs, xl)?,
-                (DType::BF16, _) => pad_blocks::<half::bf16, u16>(self, "pad_blocks_u16", xs, xl)?,
-                (DType::F16, 8) => pad_blocks::<half::f16, u64>(self, "pad_blocks_u64", xs, xl)?,
-                (DType::F16, 4) => pad_blocks::<half::f16, u32>(self, "pad_blocks_u32", xs, xl)?,
-                (DType::F16, _) => pad_blocks::<half::f16, u16>(self, "pad_blocks_u16", xs, xl)?,
-                _ => return Err(not_cuda()),
-            };
+            let in_units = xl.shape().elem_count() * xs.dtype().size_in_bytes() / self.unit;
+            let out_bytes = in_units / self.inner as usize * self.outer as usize * self.unit;
+            let out = move_units("pad_blocks", self.unit, xs, xl, out_bytes, &[self.inner, self.outer])?;
             let mut dims = xl.dims().to_vec();
             let at = dims.len() - 2;
             dims[at] = self.rows + self.pad;

@@ -49,19 +49,14 @@ fn pad_keys_by(k: &Tensor, v: &Tensor, mask: Option<&Tensor>, pad: usize) -> Res
     let kv_len = k.dim(2)?;
     let k = crate::nn::pad_rows(&crate::nn::contiguous(k)?, pad)?;
     let v = crate::nn::pad_rows(&crate::nn::contiguous(v)?, pad)?;
+    // No mask is a mask of zeros, one row for every query.
     let mask = match mask {
-        Some(m) => {
-            let (mb, mh, mq, _) = m.dims4()?;
-            let masked = Tensor::full(f32::NEG_INFINITY, (mb, mh, mq, pad), m.device())?.to_dtype(m.dtype())?;
-            Tensor::cat(&[m, &masked], 3)?
-        }
-        None => {
-            let open = Tensor::zeros((1, 1, 1, kv_len), k.dtype(), k.device())?;
-            let masked = Tensor::full(f32::NEG_INFINITY, (1, 1, 1, pad), k.device())?.to_dtype(k.dtype())?;
-            Tensor::cat(&[&open, &masked], 3)?
-        }
+        Some(m) => m.clone(),
+        None => Tensor::zeros((1, 1, 1, kv_len), k.dtype(), k.device())?,
     };
-    Ok((k, v, Some(mask)))
+    let (mb, mh, mq, _) = mask.dims4()?;
+    let masked = Tensor::full(f32::NEG_INFINITY, (mb, mh, mq, pad), mask.device())?.to_dtype(mask.dtype())?;
+    Ok((k, v, Some(Tensor::cat(&[&mask, &masked], 3)?)))
 }
 
 /// `eager_attention_forward` with grouped-query attention: q is (batch, heads, q_len, head_dim), k and
