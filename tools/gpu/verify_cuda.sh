@@ -3,7 +3,10 @@
 # `cargo xtask build --platform cuda` made. Writes into OUT_DIR:
 #   platforms.txt           what the binary sees
 #   cuda-run.json           the coverage run of the cuda column (merge it: docs/coverage/runs/)
-#   precision-<p>.jsonl     `hwcov verify --json` of every fixture at f16 and bf16 (VERIFY_PRECISIONS)
+#   precision-<p>.jsonl     `hwcov verify --json` of every fixture at f16 and bf16 (VERIFY_PRECISIONS),
+#                           against transformers at that precision (io.<p>.safetensors, written by
+#                           tools/fixtures/reduced_precision.py) where the fixture has it
+#   precision-<p>-vs-f32.jsonl  the same runs against the float32 reference (io.safetensors)
 # Usage: tools/gpu/verify_cuda.sh HWCOV_BINARY OUT_DIR
 set -uo pipefail
 bin=${1:?binary}; out=${2:?out dir}
@@ -17,11 +20,14 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 "$bin" platforms | tee "$out/platforms.txt"
 "$bin" coverage --root . --platform cuda --out "$out/cuda-run.json"
 for p in ${VERIFY_PRECISIONS-f16 bf16}; do
-  : > "$out/precision-$p.jsonl"
+  : > "$out/precision-$p.jsonl"; : > "$out/precision-$p-vs-f32.jsonl"
   for d in fixtures/*/; do
     [ -f "$d/io.safetensors" ] || continue
-    "$bin" verify --platform cuda --precision "$p" --json --model-dir "$d" --io "$d/io.safetensors" \
-      >> "$out/precision-$p.jsonl" 2>> "$out/precision-$p.err"
-    echo "$d $p exit $?"
+    same="$d/io.$p.safetensors"; [ -f "$same" ] || same="$d/io.safetensors"
+    for pair in "$same:precision-$p" "$d/io.safetensors:precision-$p-vs-f32"; do
+      "$bin" verify --platform cuda --precision "$p" --json --model-dir "$d" --io "${pair%%:*}" \
+        >> "$out/${pair#*:}.jsonl" 2>> "$out/precision-$p.err"
+      echo "$d $p ${pair#*:} exit $?"
+    done
   done
 done

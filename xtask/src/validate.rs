@@ -70,8 +70,44 @@ fn fixture_problems(root: &Path, spec: &ModelSpec) -> Vec<String> {
             ));
         }
     }
-    if let Err(e) = IoFile::read(&dir.join("io.safetensors")) {
-        out.push(format!("{}: {e}", spec.name));
+    match IoFile::read(&dir.join("io.safetensors")) {
+        Err(e) => out.push(format!("{}: {e}", spec.name)),
+        Ok(io) => out.extend(reduced_precision_problems(&dir, &spec.name, &io)),
+    }
+    out
+}
+
+/// The references at f16 and bf16 (`io.f16.safetensors`, `io.bf16.safetensors`, where a fixture has
+/// them) must hold the float32 file's inputs, unchanged, and outputs of the same names and shapes.
+fn reduced_precision_problems(dir: &Path, name: &str, io: &IoFile) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in ["f16", "bf16"] {
+        let path = dir.join(format!("io.{p}.safetensors"));
+        if !path.is_file() {
+            continue;
+        }
+        let reduced = match IoFile::read(&path) {
+            Ok(r) => r,
+            Err(e) => {
+                out.push(format!("{name}: {e}"));
+                continue;
+            }
+        };
+        if reduced.inputs != io.inputs {
+            out.push(format!(
+                "{name}: the inputs of {} differ from those of io.safetensors",
+                path.display()
+            ));
+        }
+        let shapes = |t: &hwcov::NamedTensors| -> Vec<(String, Vec<usize>)> {
+            t.iter().map(|(k, v)| (k.clone(), v.shape().to_vec())).collect()
+        };
+        if shapes(&reduced.outputs) != shapes(&io.outputs) {
+            out.push(format!(
+                "{name}: the outputs of {} are not those of io.safetensors (names and shapes)",
+                path.display()
+            ));
+        }
     }
     out
 }

@@ -34,7 +34,9 @@ enum Command {
         /// A save_pretrained folder (config.json + model.safetensors).
         #[arg(long)]
         model_dir: PathBuf,
-        /// A safetensors file of `in_<arg>` inputs and `out_<field>` reference outputs.
+        /// A safetensors file of `in_<arg>` inputs and `out_<field>` reference outputs. At f16 or
+        /// bf16, the fixtures' `io.f16.safetensors` / `io.bf16.safetensors` hold transformers'
+        /// outputs at that precision.
         #[arg(long)]
         io: PathBuf,
         /// cpu (default), cuda, openvino, ... (`hwcov platforms` lists them).
