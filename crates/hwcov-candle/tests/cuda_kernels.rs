@@ -1,5 +1,5 @@
 //! hwcov's CUDA paths (`nn.rs`'s kernels, `nn/cublaslt.rs`'s products) against the plain candle
-//! sequence on the CPU, at the shapes the models meet: every row length a row kernel is compiled for,
+//! sequence run in f32 on the CPU, at the shapes the models meet: every row length a row kernel is compiled for,
 //! rows that do and do not divide into quads of four, Linear products of one and of many rows, keys
 //! padded to a multiple of 8. The fixtures' tiny models reach only the shortest rows.
 //!
