@@ -4,7 +4,7 @@
 For each fixture (qwen2, llama-gqa, llama) it writes copies with 0, 1 or 2 decoder layers, some with
 parts of the layer switched off by zeroing their weights (o_proj: no attention; down_proj: no MLP;
 q_proj and k_proj: uniform attention; v_proj: attention adds nothing), runs transformers eager on each
-at bf16 as the reference, and `hwcov verify --precision bf16` against it. A row at 0 is bit-identical
+at bf16 as the reference (the recipe of tools/fixtures/reduced_precision.py), and `hwcov verify --precision bf16` against it. A row at 0 is bit-identical
 to transformers; the first part whose row is not 0 is where the two part.
 
 Usage: python3 tools/gpu/rounding_probe.py HWCOV_BINARY [cuda|cpu]   (writes into /tmp/rounding-probe)
@@ -19,9 +19,10 @@ from pathlib import Path
 
 import safetensors.torch as st
 import torch
-import transformers
 
-transformers.logging.set_verbosity_error()
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
+from reduced_precision import run  # noqa: E402  (transformers at a precision, as the fixtures' references)
+
 WORK = Path("/tmp/rounding-probe")
 
 
@@ -44,12 +45,8 @@ def variant(hwcov, device, fixture, name, layers, zero):
                 w[k] = torch.zeros_like(w[k])
     st.save_file(w, str(out / "model.safetensors"), metadata={"format": "pt"})
     io = st.load_file(str(src / "io.safetensors"))
-    model = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.bfloat16, attn_implementation="eager")
-    model = model.to(device).eval()
-    with torch.no_grad():
-        logits = model(**{k[3:]: v.to(device) for k, v in io.items() if k.startswith("in_")}).logits
-    ref = {k: v for k, v in io.items() if k.startswith("in_")}
-    ref["out_logits"] = logits.float().cpu().contiguous()
+    ref = {k: v for k, v in io.items() if k.startswith("in_") or k == "out_logits"}
+    ref.update(run(out, ref, torch.bfloat16, device))
     st.save_file(ref, str(out / "io.safetensors"))
     r = subprocess.run([hwcov, "verify", "--platform", device, "--precision", "bf16", "--json", "--model-dir", str(out),
                         "--io", str(out / "io.safetensors")], capture_output=True, text=True)

@@ -5,7 +5,7 @@
 #   cuda-run.json           the coverage run of the cuda column (merge it: docs/coverage/runs/)
 #   precision-<p>.jsonl     `hwcov verify --json` of every fixture at f16 and bf16 (VERIFY_PRECISIONS),
 #                           against transformers at that precision (io.<p>.safetensors, written by
-#                           tools/fixtures/reduced_precision.py) where the fixture has it
+#                           tools/fixtures/reduced_precision.py), for the fixtures that have it
 #   precision-<p>-vs-f32.jsonl  the same runs against the float32 reference (io.safetensors)
 # Usage: tools/gpu/verify_cuda.sh HWCOV_BINARY OUT_DIR
 set -uo pipefail
@@ -23,8 +23,10 @@ for p in ${VERIFY_PRECISIONS-f16 bf16}; do
   : > "$out/precision-$p.jsonl"; : > "$out/precision-$p-vs-f32.jsonl"
   for d in fixtures/*/; do
     [ -f "$d/io.safetensors" ] || continue
-    same="$d/io.$p.safetensors"; [ -f "$same" ] || same="$d/io.safetensors"
-    for pair in "$same:precision-$p" "$d/io.safetensors:precision-$p-vs-f32"; do
+    # A fixture without a reference at the precision is run once, against float32.
+    pairs="$d/io.safetensors:precision-$p-vs-f32"
+    [ -f "$d/io.$p.safetensors" ] && pairs="$d/io.$p.safetensors:precision-$p $pairs"
+    for pair in $pairs; do
       "$bin" verify --platform cuda --precision "$p" --json --model-dir "$d" --io "${pair%%:*}" \
         >> "$out/${pair#*:}.jsonl" 2>> "$out/precision-$p.err"
       echo "$d $p ${pair#*:} exit $?"
