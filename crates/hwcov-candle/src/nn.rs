@@ -62,7 +62,7 @@ impl Linear {
     pub fn forward_act(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
         let x = &contiguous(x)?;
         if let Some(y) = self.lt_product(x)? {
-            return activate(&y, act);
+            return act.forward(&y);
         }
         #[cfg(feature = "cuda")]
         if let (Activation::Gelu, Some(b)) = (act, &self.bias) {
@@ -72,7 +72,7 @@ impl Linear {
             }
             return act.forward(&bias_add(&y, b)?);
         }
-        activate(&self.forward(x)?, act)
+        act.forward(&self.forward(x)?)
     }
 
     /// `linear(x) + residual`; on CUDA the bias add and the residual add are one pass after the
@@ -110,13 +110,13 @@ impl Module for Linear {
     }
 }
 
-/// `act(x)`; torch's exact GELU is one pass on CUDA, in f32 and rounded once to the dtype.
-fn activate(x: &Tensor, act: Activation) -> Result<Tensor> {
+/// torch's exact GELU (`nn.GELU()`): in f32, rounded once to the dtype; one pass on CUDA.
+pub fn gelu(x: &Tensor) -> Result<Tensor> {
     #[cfg(feature = "cuda")]
-    if let (Activation::Gelu, Some(op)) = (act, cuda::Map::Gelu.plan(x, None)) {
+    if let Some(op) = cuda::Map::Gelu.plan(x, None) {
         return x.apply_op1_no_bwd(&op);
     }
-    act.forward(x)
+    in_f32(x, |x| x.gelu_erf())
 }
 
 /// `x + r` for two tensors of one shape (a residual); one pass on CUDA, eight elements a thread.
@@ -126,6 +126,63 @@ pub fn add(x: &Tensor, r: &Tensor) -> Result<Tensor> {
         return x.apply_op2_no_bwd(r, &op);
     }
     x + r
+}
+
+/// `f(x)` computed in f32 and rounded once to `x`'s dtype: what torch's elementwise kernels do with a
+/// half-precision tensor (they compute in float, "opmath", and store the result in the dtype), where
+/// candle would compute in the dtype itself and round after every step.
+pub fn in_f32(x: &Tensor, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    let dtype = x.dtype();
+    if dtype == DType::F32 {
+        return f(x);
+    }
+    f(&x.to_dtype(DType::F32)?)?.to_dtype(dtype)
+}
+
+/// `x * s` for a Python float `s`, as torch computes it: the product in f32 with `s` in f32, rounded
+/// once to `x`'s dtype. (candle rounds `s` itself to a half-precision dtype first, a different
+/// product unless `s` is exact in that dtype, as a power of two is.)
+pub fn mul_scalar(x: &Tensor, s: f64) -> Result<Tensor> {
+    let s = s as f32;
+    let exact_in_dtype = match x.dtype() {
+        DType::BF16 => half::bf16::from_f32(s).to_f32() == s,
+        DType::F16 => half::f16::from_f32(s).to_f32() == s,
+        _ => true,
+    };
+    if exact_in_dtype {
+        // One pass: the product of two values of the dtype is exact in f32, so rounding it once to
+        // the dtype is what torch stores.
+        return x.affine(s as f64, 0.0);
+    }
+    in_f32(x, |x| x.affine(s as f64, 0.0))
+}
+
+/// `x / s` for a Python float `s`, as torch's CUDA kernel computes it: `x` times the f32 reciprocal of `s`.
+pub fn div_scalar(x: &Tensor, s: f64) -> Result<Tensor> {
+    mul_scalar(x, (1.0f32 / s as f32) as f64)
+}
+
+/// `x / x.norm(p=2, dim=-1, keepdim=True).clamp_min(min_norm)`: the norm accumulated in f32 and rounded
+/// once to the dtype, as torch's norm kernel, then the quotient in f32 rounded once.
+pub fn normalize_last_dim(x: &Tensor, min_norm: f64) -> Result<Tensor> {
+    let x32 = x.to_dtype(DType::F32)?;
+    let norm = x32.sqr()?.sum_keepdim(candle_core::D::Minus1)?.sqrt()?;
+    let norm = norm.to_dtype(x.dtype())?.to_dtype(DType::F32)?.maximum(min_norm)?;
+    x32.broadcast_div(&norm)?.to_dtype(x.dtype())
+}
+
+/// transformers' `apply_rotary_pos_emb` for one of q or k: `x * cos + rotate_half(x) * sin`, with
+/// `x` (batch, heads, seq, head_dim) and `cos`, `sin` the first halves of transformers' (their second
+/// halves repeat them), (batch or absent, seq, head_dim / 2). Each product and the sum are rounded to
+/// the dtype, as torch stores them. candle's fused rope kernel computes the same expression in the
+/// dtype's own arithmetic, which on sm_90 may fuse a product into the sum (one rounding fewer); on
+/// CUDA hwcov's kernel computes it in f32 with every rounding in place.
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if let Some(op) = cuda::Rope::plan(x, cos, sin) {
+        return x.apply_op3_no_bwd(cos, sin, &op);
+    }
+    candle_nn::rotary_emb::rope(x, cos, sin)
 }
 
 /// `y + b`, `b` a bias over the last dimension of `y`.
@@ -235,7 +292,7 @@ pub fn attention_softmax(scores: &Tensor, scaling: f64, mask: Option<&Tensor>) -
     let mut scores = if scaling == 1.0 {
         scores.clone()
     } else {
-        (scores * scaling)?
+        mul_scalar(scores, scaling)?
     };
     if let Some(mask) = mask {
         scores = add_broadcast(&scores, mask)?;
@@ -262,11 +319,11 @@ pub struct LayerNorm {
 
 impl LayerNorm {
     pub fn new(size: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
-        Ok(LayerNorm {
-            weight: vb.get(size, "weight")?,
-            bias: vb.get(size, "bias")?,
-            eps,
-        })
+        Ok(Self::from_parts(vb.get(size, "weight")?, vb.get(size, "bias")?, eps))
+    }
+
+    pub fn from_parts(weight: Tensor, bias: Tensor, eps: f64) -> Self {
+        LayerNorm { weight, bias, eps }
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -278,8 +335,12 @@ impl LayerNorm {
         let x = x.to_dtype(DType::F32)?;
         let xc = x.broadcast_sub(&x.mean_keepdim(candle_core::D::Minus1)?)?;
         let var = xc.sqr()?.mean_keepdim(candle_core::D::Minus1)?;
-        let normed = xc.broadcast_div(&(var + self.eps)?.sqrt()?)?.to_dtype(dtype)?;
-        normed.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
+        // The affine step in f32 too: torch's kernel rounds once, at the end.
+        let normed = xc.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        normed
+            .broadcast_mul(&self.weight.to_dtype(DType::F32)?)?
+            .broadcast_add(&self.bias.to_dtype(DType::F32)?)?
+            .to_dtype(dtype)
     }
 }
 
@@ -288,7 +349,7 @@ pub fn layer_norm(size: usize, eps: f64, vb: VarBuilder) -> Result<LayerNorm> {
 }
 
 /// `LlamaRMSNorm` / `T5LayerNorm`: x / sqrt(mean(x^2) + eps) * weight, the statistics in f32, the
-/// normalised values rounded to the input's dtype before the weight multiplies them. One pass on CUDA.
+/// normalised values rounded to the dtype before the weight multiplies them. One pass on CUDA.
 #[derive(Debug, Clone)]
 pub struct RmsNorm {
     weight: Tensor,
@@ -312,7 +373,13 @@ impl RmsNorm {
         let hs = hidden_states.to_dtype(DType::F32)?;
         let variance = hs.sqr()?.mean_keepdim(candle_core::D::Minus1)?;
         let hs = hs.broadcast_div(&(variance + self.variance_epsilon)?.sqrt()?)?;
-        hs.to_dtype(input_dtype)?.broadcast_mul(&self.weight)
+        // LlamaRMSNorm rounds to the input's dtype, T5LayerNorm to the weight's half dtype: the same
+        // except in a T5 at float16, whose float32 residual stream meets float16 weights.
+        let dtype = match self.weight.dtype() {
+            DType::F16 | DType::BF16 => self.weight.dtype(),
+            _ => input_dtype,
+        };
+        hs.to_dtype(dtype)?.broadcast_mul(&self.weight)
     }
 }
 
@@ -435,6 +502,31 @@ MAP_KERNELS(f16, F16)
 
 /* Rounds to the dtype and back: what storing an intermediate in the dtype does. */
 template <typename D> __device__ __forceinline__ float rnd(float v) { return D::ld(D::st(v)); }
+
+/* transformers' apply_rotary_pos_emb on pairs (x1, x2) half a row apart: y1 = R(R(x1 c) - R(x2 s)),
+   y2 = R(R(x2 c) + R(x1 s)), as torch's separate kernels store each product and the sum; the _rn
+   intrinsics keep the compiler from fusing a product into the sum. x is rows of 2 * half, a row's
+   position is row % seq and its batch row / rows_per_batch; cos and sin are (batch or 1, seq, half). */
+template <typename D> __device__ void rope(const typename D::T* x, const typename D::T* cos, const typename D::T* sin,
+        typename D::T* y, unsigned int pairs, unsigned int half, unsigned int seq, unsigned int rows_per_batch,
+        unsigned int cs_batch_stride) {
+    GRID_STRIDE(i, pairs) {
+        unsigned int row = i / half, j = i - row * half;
+        unsigned long long cs = (unsigned long long)(row / rows_per_batch) * cs_batch_stride + (row % seq) * half + j;
+        unsigned long long i1 = (unsigned long long)row * 2 * half + j, i2 = i1 + half;
+        float c = D::ld(cos[cs]), s = D::ld(sin[cs]), x1 = D::ld(x[i1]), x2 = D::ld(x[i2]);
+        y[i1] = D::st(__fsub_rn(rnd<D>(__fmul_rn(x1, c)), rnd<D>(__fmul_rn(x2, s))));
+        y[i2] = D::st(__fadd_rn(rnd<D>(__fmul_rn(x2, c)), rnd<D>(__fmul_rn(x1, s))));
+    }
+}
+#define ROPE_KERNEL(SUF, D) \
+extern "C" __global__ void rope_##SUF(const D::T* x, const D::T* cos, const D::T* sin, D::T* y, unsigned int pairs, \
+        unsigned int half, unsigned int seq, unsigned int rows_per_batch, unsigned int cs_batch_stride) { \
+    rope<D>(x, cos, sin, y, pairs, half, seq, rows_per_batch, cs_batch_stride); \
+}
+ROPE_KERNEL(f32, F32)
+ROPE_KERNEL(bf16, BF16)
+ROPE_KERNEL(f16, F16)
 
 /* v = R(R(x * scale) + mask) */
 template <typename D> __device__ __forceinline__ float score(const typename D::T* xr, const typename D::T* mr, unsigned int c, float scale) {
@@ -1122,6 +1214,94 @@ PAD_BLOCKS(pad_blocks_u64, unsigned long long)
         }
     }
 
+    /// transformers' `apply_rotary_pos_emb` on x (batch, heads, seq, 2 * half) with cos and sin
+    /// (batch or absent, seq, half).
+    pub struct Rope {
+        pairs: u32,
+        half: u32,
+        seq: u32,
+        rows_per_batch: u32,
+        cs_batch_stride: u32,
+    }
+
+    impl Rope {
+        pub fn plan(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Option<Self> {
+            let (b, h, seq, d) = x.dims4().ok()?;
+            let half = d / 2;
+            let same = |t: &Tensor| fits(t) && t.dtype() == x.dtype() && t.dims() == cos.dims();
+            if !fits(x) || !same(cos) || !same(sin) || d % 2 != 0 || x.elem_count() == 0 {
+                return None;
+            }
+            let cs_batch_stride = match cos.dims() {
+                [s, c] if *s == seq && *c == half => 0,
+                [cb, s, c] if *cb == b && *s == seq && *c == half => seq * half,
+                [1, s, c] if *s == seq && *c == half => 0,
+                _ => return None,
+            };
+            Some(Self {
+                pairs: (x.elem_count() / 2) as u32,
+                half: half as u32,
+                seq: seq as u32,
+                rows_per_batch: (h * seq) as u32,
+                cs_batch_stride: cs_batch_stride as u32,
+            })
+        }
+    }
+
+    fn rope<T: CudaDType + DeviceRepr + WithDType>(
+        p: &Rope,
+        (xs, xl): (&CudaStorage, &Layout),
+        (cs, cl): (&CudaStorage, &Layout),
+        (ss, sl): (&CudaStorage, &Layout),
+    ) -> candle_core::Result<CudaStorage> {
+        let (x, cos, sin) = (input::<T>(xs, xl)?, input::<T>(cs, cl)?, input::<T>(ss, sl)?);
+        let (y, f) = prepare::<T>(xs.device(), "rope", xl.shape().elem_count())?;
+        let stream = xs.device().cuda_stream();
+        let mut builder = stream.launch_builder(&f);
+        builder.arg(&x).arg(&cos).arg(&sin).arg(&y);
+        builder
+            .arg(&p.pairs)
+            .arg(&p.half)
+            .arg(&p.seq)
+            .arg(&p.rows_per_batch)
+            .arg(&p.cs_batch_stride);
+        // SAFETY: the arguments match the kernel's signature; pairs bounds x and y, and the plan
+        // checked that cos and sin hold (batch or 1, seq, half) elements.
+        unsafe { builder.launch(LaunchConfig::for_num_elems(p.pairs)) }.w()?;
+        Ok(CudaStorage::wrap_cuda_slice(y, xs.device().clone()))
+    }
+
+    impl CustomOp3 for Rope {
+        fn name(&self) -> &'static str {
+            "rope"
+        }
+
+        fn cpu_fwd(
+            &self,
+            _: &CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+        ) -> candle_core::Result<(CpuStorage, Shape)> {
+            Err(not_cuda())
+        }
+
+        fn cuda_fwd(
+            &self,
+            xs: &CudaStorage,
+            xl: &Layout,
+            cs: &CudaStorage,
+            cl: &Layout,
+            ss: &CudaStorage,
+            sl: &Layout,
+        ) -> candle_core::Result<(CudaStorage, Shape)> {
+            let out = by_dtype!(xs, rope(self, (xs, xl), (cs, cl), (ss, sl)))?;
+            Ok((out, xl.shape().clone()))
+        }
+    }
+
     /// `softmax(R(R(scores * scale) + mask))` over the last dimension, one warp per row.
     pub struct AttentionSoftmax {
         rows: u32,
@@ -1566,5 +1746,41 @@ PAD_BLOCKS(pad_blocks_u64, unsigned long long)
             dims[at] = self.rows + self.pad;
             Ok((out, Shape::from(dims)))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// torch multiplies a bf16 tensor by a Python float in f32; candle's own affine rounds the float
+    /// to bf16 first, which gives other products for a scale like 8 ** -0.5.
+    #[test]
+    fn mul_scalar_keeps_the_scale_in_f32() -> Result<()> {
+        let s = 8f64.powf(-0.5);
+        let x = Tensor::arange(1f32, 257.0, &Device::Cpu)?
+            .affine(0.37, 0.0)?
+            .to_dtype(DType::BF16)?;
+        let torch = x
+            .to_dtype(DType::F32)?
+            .to_vec1::<f32>()?
+            .iter()
+            .map(|v| half::bf16::from_f32(v * s as f32))
+            .collect::<Vec<_>>();
+        assert_eq!(mul_scalar(&x, s)?.to_vec1::<half::bf16>()?, torch);
+        let rounded_scale = (&x * s)?.to_vec1::<half::bf16>()?;
+        assert_ne!(
+            rounded_scale, torch,
+            "the scale rounded to bf16 gives the same products here"
+        );
+        // A power of two is exact in bf16: one pass, the same numbers.
+        let halves = x
+            .to_vec1::<half::bf16>()?
+            .iter()
+            .map(|v| *v * half::bf16::from_f32(0.5))
+            .collect::<Vec<_>>();
+        assert_eq!(mul_scalar(&x, 0.5)?.to_vec1::<half::bf16>()?, halves);
+        Ok(())
     }
 }

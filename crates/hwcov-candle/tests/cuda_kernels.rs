@@ -246,3 +246,89 @@ fn attention_with_padded_keys() -> Result<()> {
     }
     Ok(())
 }
+
+/// RoPE rounds as torch's sequence of kernels does (`q * cos`, `rotate_half(q) * sin`, their sum,
+/// each stored in the dtype), so here the reference is that sequence on the CPU in the dtype
+/// itself (candle's CPU arithmetic rounds each step the same way), and the kernel must match it
+/// bit for bit. cos and sin per position, and per batch row as the decoders pass them.
+#[test]
+fn rope_matches_the_rounded_sequence_exactly() -> Result<()> {
+    let dev = gpu();
+    for dtype in [DType::F32, DType::BF16, DType::F16] {
+        for (b, h, t, d) in [(2, 3, 5, 8), (1, 14, 37, 64), (2, 2, 19, 128)] {
+            let x = values(&[b, h, t, d], dtype)?;
+            let angles = Tensor::arange(0f32, (b * t * d / 2) as f32, &Device::Cpu)?
+                .affine(0.37, 0.0)?
+                .reshape((b, t, d / 2))?;
+            for batched in [true, false] {
+                let angles = if batched { angles.clone() } else { angles.get(0)? };
+                let (cos, sin) = (angles.cos()?.to_dtype(dtype)?, angles.sin()?.to_dtype(dtype)?);
+                let full = |c: &Tensor| Tensor::cat(&[c, c], candle_core::D::Minus1);
+                let (cos_full, sin_full) = (full(&cos)?, full(&sin)?);
+                let (cos_full, sin_full) = if batched {
+                    (cos_full, sin_full)
+                } else {
+                    (
+                        cos_full.unsqueeze(0)?.repeat((b, 1, 1))?,
+                        sin_full.unsqueeze(0)?.repeat((b, 1, 1))?,
+                    )
+                };
+                let (reference, _) = hwcov_candle::models::rope::apply_rotary_pos_emb(&x, &x, &cos_full, &sin_full)?;
+                let cuda = nn::rope(&x.to_device(&dev)?, &cos.to_device(&dev)?, &sin.to_device(&dev)?)?;
+                let (cuda, reference) = (f32(&cuda.to_device(&Device::Cpu)?)?, f32(&reference)?);
+                let differing = cuda
+                    .ne(&reference)?
+                    .to_dtype(DType::F32)?
+                    .sum_all()?
+                    .to_scalar::<f32>()?;
+                assert_eq!(
+                    differing,
+                    0.0,
+                    "rope {dtype:?} {:?}, cos per batch row: {batched}: {differing} elements differ from the rounded sequence",
+                    x.dims()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A Linear with bias rounds once, as torch's (its addmm adds the bias in cuBLASLt's epilogue, in
+/// f32): R(x W^T + b). With small multiples of 1/8 as inputs every dot product is exact in f32 in
+/// any order, so the result must equal the f32 CPU sum plus the bias, rounded to the dtype, bit for
+/// bit, whatever kernel cuBLASLt picks; a kernel that rounded the product before adding the bias
+/// would part from it.
+#[test]
+fn linear_bias_is_rounded_once() -> Result<()> {
+    let dev = gpu();
+    let eighths = |shape: &[usize], dtype: DType| -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|i| ((i * 7919 + 13) % 7) as f32 / 8.0 - 0.375).collect();
+        Tensor::from_vec(v, shape, &Device::Cpu)?.to_dtype(dtype)
+    };
+    for dtype in [DType::BF16, DType::F16] {
+        for (rows, k, n) in [(40, 32, 74), (40, 37, 32), (38, 32, 37), (2, 64, 96), (197, 768, 3072)] {
+            let (x, w, b) = (
+                eighths(&[1, rows, k], dtype)?,
+                eighths(&[n, k], dtype)?,
+                values(&[n], dtype)?,
+            );
+            let reference = f32(&x)?
+                .broadcast_matmul(&f32(&w)?.t()?)?
+                .broadcast_add(&f32(&b)?)?
+                .to_dtype(dtype)?;
+            let gpu = nn::Linear::new(w.to_device(&dev)?, Some(b.to_device(&dev)?));
+            let out = gpu.forward(&x.to_device(&dev)?)?.to_device(&Device::Cpu)?;
+            let differing = f32(&out)?
+                .ne(&f32(&reference)?)?
+                .to_dtype(DType::F32)?
+                .sum_all()?
+                .to_scalar::<f32>()?;
+            assert_eq!(
+                differing, 0.0,
+                "linear {dtype:?} {rows}x{k} -> {n}: {differing} elements not R(x W^T + b)"
+            );
+        }
+    }
+    Ok(())
+}

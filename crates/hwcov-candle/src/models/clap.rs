@@ -6,14 +6,14 @@
 //! window attention with a relative position bias, shifted windows and patch merging. The text tower
 //! is RoBERTa (position ids counted from `pad_token_id + 1`), whose layers are BERT's.
 
-use candle_core::{D, DType, Device, Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, Embedding, LayerNorm, VarBuilder, embedding, layer_norm};
+use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_nn::{Conv2d, Conv2dConfig, Embedding, VarBuilder, embedding};
 use serde::Deserialize;
 
 use crate::activation::Activation;
 use crate::models::bert::{BertConfig, BertLayer, BertPooler};
 use crate::models::common::additive_padding_mask;
-use crate::nn::{Linear, linear, linear_b};
+use crate::nn::{LayerNorm, Linear, layer_norm, linear, linear_b};
 
 /// An int or an [int, int] in the config (`patch_size`, `patch_stride`).
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -213,6 +213,9 @@ impl BatchNorm2d {
         let var = vb.get(n, "running_var")?;
         let weight = vb.get(n, "weight")?;
         let bias = vb.get(n, "bias")?;
+        // In f32, as torch's batch norm computes at any dtype; the output is rounded once.
+        let f32 = |t: Tensor| t.to_dtype(DType::F32);
+        let (mean, var, weight, bias) = (f32(mean)?, f32(var)?, f32(weight)?, f32(bias)?);
         let scale = weight.div(&(var + TORCH_NORM_EPS)?.sqrt()?)?;
         let shift = bias.sub(&mean.mul(&scale)?)?;
         Ok(Self {
@@ -222,7 +225,7 @@ impl BatchNorm2d {
     }
 
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        xs.broadcast_mul(&self.scale)?.broadcast_add(&self.shift)
+        crate::nn::in_f32(xs, |x| x.broadcast_mul(&self.scale)?.broadcast_add(&self.shift))
     }
 }
 
@@ -342,7 +345,8 @@ impl ClapAudioAFFBlock {
             b.3.forward(&b.2.forward(&x)?)
         };
         let attention_input = (hidden_states + residual)?;
-        let pooled = attention_input.mean_keepdim(3)?.mean_keepdim(2)?;
+        // AdaptiveAvgPool2d(1): one f32 average over both axes, rounded once.
+        let pooled = crate::nn::in_f32(&attention_input, |x| x.mean_keepdim(3)?.mean_keepdim(2))?;
         let fused = run(&self.local_att, &attention_input)?.broadcast_add(&run(&self.global_att, &pooled)?)?;
         let w = candle_nn::ops::sigmoid(&fused)?;
         let a = (hidden_states.mul(&w)? * 2.0)?;
@@ -499,7 +503,10 @@ impl ClapAudioSelfAttention {
         let query_layer = heads(self.query.forward(hidden_states)?)?;
         let key_layer = heads(self.key.forward(hidden_states)?)?;
         let value_layer = heads(self.value.forward(hidden_states)?)?;
-        let mut attention_scores = (query_layer.matmul(&key_layer.t()?)? / (self.attention_head_size as f64).sqrt())?;
+        let mut attention_scores = crate::nn::div_scalar(
+            &query_layer.matmul(&key_layer.t()?)?,
+            (self.attention_head_size as f64).sqrt(),
+        )?;
         attention_scores = attention_scores.broadcast_add(&self.relative_position_bias.unsqueeze(0)?)?;
         if let Some(mask) = attention_mask {
             let mask_shape = mask.dim(0)?;
@@ -508,7 +515,8 @@ impl ClapAudioSelfAttention {
                 .broadcast_add(&mask.unsqueeze(1)?.unsqueeze(0)?)?
                 .reshape((batch_size, self.num_attention_heads, dim, dim))?;
         }
-        let attention_probs = candle_nn::ops::softmax_last_dim(&attention_scores)?;
+        // Softmax in f32, rounded once (candle's own kernel rounds exp(x - max) before dividing).
+        let attention_probs = crate::nn::attention_softmax(&attention_scores, 1.0, None)?;
         attention_probs
             .matmul(&value_layer)?
             .transpose(1, 2)?
@@ -831,7 +839,7 @@ impl ClapAudioEncoder {
         let last_hidden_state = self.norm.forward(&hidden_states)?;
         // transformers regroups the tokens by frequency bands and then takes AdaptiveAvgPool1d(1) over
         // all of them: the mean over every token.
-        let pooler_output = last_hidden_state.mean(1)?;
+        let pooler_output = crate::nn::in_f32(&last_hidden_state, |x| x.mean(1))?;
         Ok(ClapAudioOutput {
             last_hidden_state,
             pooler_output,
@@ -982,8 +990,9 @@ pub struct ClapModel {
     logit_scale_t: Tensor,
 }
 
+/// `F.normalize(x, dim=-1)`: x / max(||x||_2, 1e-12), the norm rounded once to the dtype.
 fn l2_normalize(x: &Tensor) -> Result<Tensor> {
-    x.broadcast_div(&x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?)
+    crate::nn::normalize_last_dim(x, 1e-12)
 }
 
 impl ClapModel {
@@ -1019,8 +1028,8 @@ impl ClapModel {
     ) -> Result<ClapOutput> {
         let audio_embeds = self.get_audio_features(input_features, is_longer)?;
         let text_embeds = self.get_text_features(input_ids, attention_mask)?;
-        let scale_t = self.logit_scale_t.exp()?;
-        let scale_a = self.logit_scale_a.exp()?;
+        let scale_t = crate::nn::in_f32(&self.logit_scale_t, |s| s.exp())?;
+        let scale_a = crate::nn::in_f32(&self.logit_scale_a, |s| s.exp())?;
         let logits_per_text = text_embeds.matmul(&audio_embeds.t()?)?.broadcast_mul(&scale_t)?;
         let logits_per_audio = audio_embeds.matmul(&text_embeds.t()?)?.broadcast_mul(&scale_a)?;
         Ok(ClapOutput {

@@ -6,12 +6,12 @@
 //! masks padding, so the model is written here.
 
 use candle_core::{D, DType, Device, IndexOp, Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, Embedding, LayerNorm, VarBuilder, conv2d_no_bias, embedding, layer_norm};
+use candle_nn::{Conv2d, Conv2dConfig, Embedding, VarBuilder, conv2d_no_bias, embedding};
 use serde::Deserialize;
 
 use crate::activation::Activation;
 use crate::models::common::{dtype_min, eager_attention};
-use crate::nn::{Linear, linear, linear_no_bias};
+use crate::nn::{LayerNorm, Linear, layer_norm, linear, linear_no_bias};
 
 /// `eos_token_id` of a text config: one id, or a list as transformers' type allows.
 #[derive(Debug, Clone, Deserialize)]
@@ -488,9 +488,13 @@ impl CLIPVisionModel {
     }
 }
 
-/// `_get_vector_norm`: x / ||x||_2 over the last dimension.
+/// x / `_get_vector_norm(x)`: the squares, their sum over the last dimension (accumulated in f32)
+/// and its square root, each rounded to the dtype as torch stores them, then the quotient.
 pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
-    x.broadcast_div(&x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?)
+    let squares = x.sqr()?;
+    let sum = crate::nn::in_f32(&squares, |s| s.sum_keepdim(D::Minus1))?;
+    let norm = crate::nn::in_f32(&sum, |s| s.sqrt())?;
+    crate::nn::in_f32(x, |x| x.broadcast_div(&norm.to_dtype(candle_core::DType::F32)?))
 }
 
 pub struct CLIPOutput {
@@ -553,7 +557,7 @@ impl CLIPModel {
         let text_embeds = l2_normalize(&self.get_text_features(input_ids, attention_mask, position_ids)?)?;
         let logits_per_text = text_embeds
             .matmul(&image_embeds.t()?)?
-            .broadcast_mul(&self.logit_scale.exp()?)?;
+            .broadcast_mul(&crate::nn::in_f32(&self.logit_scale, |s| s.exp())?)?;
         let logits_per_image = logits_per_text.t()?.contiguous()?;
         Ok(CLIPOutput {
             logits_per_image,

@@ -5,13 +5,13 @@
 //! `backbone.conv_encoder.model`, attention outputs `out_proj`, feed-forward `fc1`/`fc2` on the layer.
 
 use candle_core::{D, DType, Device, Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, Embedding, LayerNorm, VarBuilder, conv2d, embedding, layer_norm};
+use candle_nn::{Conv2d, Conv2dConfig, Embedding, VarBuilder, conv2d, embedding};
 use serde::Deserialize;
 
 use crate::activation::Activation;
 use crate::models::common::dtype_min;
 use crate::models::resnet::{ResNetBackbone, ResNetConfig};
-use crate::nn::{Linear, linear};
+use crate::nn::{LayerNorm, Linear, layer_norm, linear};
 
 /// `DetrConfig` (the fields inference reads), with transformers' defaults.
 #[derive(Debug, Clone, Deserialize)]
@@ -184,13 +184,10 @@ fn key_mask(keep: &[Vec<bool>], dtype: DType, device: &Device) -> Result<Tensor>
     Tensor::from_vec(v, (b, 1, 1, n), device)?.to_dtype(dtype)
 }
 
-/// Softmax attention as DETR's eager_attention_forward computes it (softmax in the input dtype).
+/// Softmax attention as DETR's eager_attention_forward computes it (softmax in the input dtype, which
+/// torch's kernel computes in f32 and rounds once, as `attention_softmax` does).
 fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scaling: f64) -> Result<Tensor> {
-    let mut w = (q.matmul(&k.t()?)? * scaling)?;
-    if let Some(m) = mask {
-        w = w.broadcast_add(m)?;
-    }
-    candle_nn::ops::softmax_last_dim(&w)?.matmul(v)
+    crate::nn::attention_softmax(&q.matmul(&k.t()?)?, scaling, mask)?.matmul(v)
 }
 
 /// `DetrSelfAttention` / `DetrCrossAttention`: position embeddings are added to the queries and keys,
@@ -524,7 +521,10 @@ impl DetrForObjectDetection {
     ) -> Result<DetrObjectDetectionOutput> {
         let out = self.model.forward(pixel_values, pixel_mask, decoder_attention_mask)?;
         let logits = self.class_labels_classifier.forward(&out.last_hidden_state)?;
-        let pred_boxes = candle_nn::ops::sigmoid(&self.bbox_predictor.forward(&out.last_hidden_state)?)?;
+        let pred_boxes = crate::nn::in_f32(
+            &self.bbox_predictor.forward(&out.last_hidden_state)?,
+            candle_nn::ops::sigmoid,
+        )?;
         Ok(DetrObjectDetectionOutput {
             logits,
             pred_boxes,

@@ -253,11 +253,11 @@ impl LlamaAttention {
             &None,
         )?;
 
-        // transformers' apply_rotary_pos_emb (q * cos + rotate_half(q) * sin), as candle's fused rope
-        // kernel computes it from the first halves of cos and sin (the second halves repeat them).
+        // transformers' apply_rotary_pos_emb (q * cos + rotate_half(q) * sin), from the first halves of
+        // cos and sin (the second halves repeat them).
         let (cos, sin) = position_embeddings;
-        let query_states = candle_nn::rotary_emb::rope(&query_states, cos, sin)?;
-        let key_states = candle_nn::rotary_emb::rope(&key_states, cos, sin)?;
+        let query_states = crate::nn::rope(&query_states, cos, sin)?;
+        let key_states = crate::nn::rope(&key_states, cos, sin)?;
 
         let (key_states, value_states) = match past_key_values {
             Some(cache) => cache.update(self.layer_idx, key_states, value_states)?,

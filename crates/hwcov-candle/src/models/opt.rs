@@ -2,12 +2,12 @@
 //! cache). candle-transformers has no OPT.
 
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{Embedding, LayerNorm, VarBuilder, embedding, layer_norm};
+use candle_nn::{Embedding, VarBuilder, embedding};
 use serde::Deserialize;
 
 use crate::activation::Activation;
 use crate::models::common::{DynamicCache, causal_mask, eager_attention, lm_head};
-use crate::nn::{Linear, linear_b, linear_no_bias};
+use crate::nn::{LayerNorm, Linear, layer_norm, linear_b, linear_no_bias};
 
 /// `OPTConfig`, with transformers' defaults.
 #[derive(Debug, Clone, Deserialize)]
@@ -76,7 +76,7 @@ fn opt_layer_norm(size: usize, affine: bool, vb: VarBuilder) -> Result<LayerNorm
     } else {
         let ones = Tensor::ones(size, vb.dtype(), vb.device())?;
         let zeros = Tensor::zeros(size, vb.dtype(), vb.device())?;
-        Ok(LayerNorm::new(ones, zeros, 1e-5))
+        Ok(LayerNorm::from_parts(ones, zeros, 1e-5))
     }
 }
 
@@ -164,7 +164,10 @@ impl OPTAttention {
                 .contiguous()
         };
         // The query is scaled before the product, as OPT was trained (hence scaling 1.0 below).
-        let query_states = heads((self.q_proj.forward(hidden_states)? * self.scaling)?)?;
+        let query_states = heads(crate::nn::mul_scalar(
+            &self.q_proj.forward(hidden_states)?,
+            self.scaling,
+        )?)?;
         let key_states = heads(self.k_proj.forward(hidden_states)?)?;
         let value_states = heads(self.v_proj.forward(hidden_states)?)?;
         let (key_states, value_states) = match past_key_values {

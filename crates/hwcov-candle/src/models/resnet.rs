@@ -113,7 +113,9 @@ impl DetrFrozenBatchNorm2d {
         let running_var = vb.get(n, "running_var")?.reshape((1, n, 1, 1))?;
         let running_mean = vb.get(n, "running_mean")?.reshape((1, n, 1, 1))?;
         let epsilon = 1e-5;
-        let scale = weight.mul(&(running_var + epsilon)?.sqrt()?.recip()?)?;
+        // weight * (running_var + epsilon).rsqrt(), each step rounded to the dtype as torch stores it.
+        let var_eps = crate::nn::in_f32(&running_var, |v| v.affine(1.0, epsilon))?;
+        let scale = weight.mul(&crate::nn::in_f32(&var_eps, |v| v.sqrt()?.recip())?)?;
         let bias = bias.sub(&running_mean.mul(&scale)?)?;
         Ok(Self { scale, bias })
     }

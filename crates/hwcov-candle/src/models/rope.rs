@@ -303,7 +303,10 @@ impl RotaryEmbedding {
         }
     }
 
-    /// cos and sin, each (batch, seq, head_dim), for position ids given per row.
+    /// cos and sin, each (batch, seq, head_dim), for position ids given per row. The angles are
+    /// products in f32 as transformers' (its float32 matmul of inverse frequencies and positions);
+    /// their cosines and sines are taken on the device, as transformers takes them, since the host's
+    /// libm and the GPU's math library may part in the last bit of an f32.
     pub fn forward(&mut self, position_ids: &[Vec<i64>], dtype: DType, device: &Device) -> Result<(Tensor, Tensor)> {
         if matches!(self.rope, RopeType::Dynamic { .. }) {
             let max = position_ids.iter().flatten().copied().max().unwrap_or(0);
@@ -312,24 +315,21 @@ impl RotaryEmbedding {
         let b = position_ids.len();
         let l = position_ids.first().map(|r| r.len()).unwrap_or(0);
         let half = self.inv_freq.len();
-        let mut cos = Vec::with_capacity(b * l * 2 * half);
-        let mut sin = Vec::with_capacity(b * l * 2 * half);
-        for row in position_ids {
-            for &p in row {
-                for _ in 0..2 {
-                    for &f in &self.inv_freq {
-                        let freq = p as f32 * f;
-                        cos.push(freq.cos() * self.attention_scaling);
-                        sin.push(freq.sin() * self.attention_scaling);
-                    }
-                }
-            }
-        }
-        let shape = (b, l, 2 * half);
-        Ok((
-            Tensor::from_vec(cos, shape, device)?.to_dtype(dtype)?,
-            Tensor::from_vec(sin, shape, device)?.to_dtype(dtype)?,
-        ))
+        let freqs: Vec<f32> = position_ids
+            .iter()
+            .flatten()
+            .flat_map(|&p| self.inv_freq.iter().map(move |&f| p as f32 * f))
+            .collect();
+        let freqs = Tensor::from_vec(freqs, (b, l, half), device)?;
+        let scaled = |t: Tensor| -> Result<Tensor> {
+            let t = if self.attention_scaling == 1.0 {
+                t
+            } else {
+                t.affine(self.attention_scaling as f64, 0.0)?
+            };
+            Tensor::cat(&[&t, &t], candle_core::D::Minus1)?.to_dtype(dtype)
+        };
+        Ok((scaled(freqs.cos()?)?, scaled(freqs.sin()?)?))
     }
 }
 

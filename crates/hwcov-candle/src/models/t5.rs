@@ -157,7 +157,13 @@ enum DenseReluDense {
 
 impl DenseReluDense {
     fn new(cfg: &StackConfig, vb: VarBuilder) -> Result<Self> {
-        let wo = linear_no_bias(cfg.d_ff, cfg.d_model, vb.pp("wo"))?;
+        // `_keep_in_fp32_modules = ["wo"]`: loaded at float16, transformers keeps `wo` in float32 and
+        // runs it on the activations cast to float32 (float16 would overflow in large T5s).
+        let wo_vb = match vb.dtype() {
+            DType::F16 => vb.pp("wo").set_dtype(DType::F32),
+            _ => vb.pp("wo"),
+        };
+        let wo = linear_no_bias(cfg.d_ff, cfg.d_model, wo_vb)?;
         Ok(if cfg.gated {
             DenseReluDense::GatedActDense {
                 wi_0: linear_no_bias(cfg.d_model, cfg.d_ff, vb.pp("wi_0"))?,
@@ -175,14 +181,15 @@ impl DenseReluDense {
     }
 
     fn forward(&self, hidden_states: &Tensor) -> Result<Tensor> {
-        match self {
-            DenseReluDense::ActDense { wi, wo, act } => wo.forward(&act.forward(&wi.forward(hidden_states)?)?),
+        let (hidden_states, wo) = match self {
+            DenseReluDense::ActDense { wi, wo, act } => (act.forward(&wi.forward(hidden_states)?)?, wo),
             DenseReluDense::GatedActDense { wi_0, wi_1, wo, act } => {
                 let hidden_gelu = act.forward(&wi_0.forward(hidden_states)?)?;
                 let hidden_linear = wi_1.forward(hidden_states)?;
-                wo.forward(&(hidden_gelu * hidden_linear)?)
+                ((hidden_gelu * hidden_linear)?, wo)
             }
-        }
+        };
+        wo.forward(&hidden_states.to_dtype(wo.weight().dtype())?)
     }
 }
 
@@ -203,8 +210,17 @@ impl T5LayerFF {
         let forwarded_states = self
             .dense_relu_dense
             .forward(&self.layer_norm.forward(hidden_states)?)?;
-        hidden_states + forwarded_states
+        residual_add(hidden_states, &forwarded_states)
     }
+}
+
+/// `residual + x` with torch's type promotion: at float16 the feed-forward's output is float32 (`wo`
+/// is), and so is the residual stream from the first feed-forward on.
+fn residual_add(residual: &Tensor, x: &Tensor) -> Result<Tensor> {
+    if residual.dtype() == x.dtype() {
+        return residual + x;
+    }
+    residual.to_dtype(DType::F32)? + x.to_dtype(DType::F32)?
 }
 
 /// `T5Attention._relative_position_bucket`, for one relative position (memory - query).
@@ -372,7 +388,8 @@ impl T5Attention {
         if let Some(mask) = mask {
             attn_weights = crate::nn::add_broadcast(&attn_weights, mask)?;
         }
-        let attn_weights = candle_nn::ops::softmax_last_dim(&attn_weights)?;
+        // softmax(scores.float()).type_as(scores): in f32, rounded once.
+        let attn_weights = crate::nn::attention_softmax(&attn_weights, 1.0, None)?;
         let attn_output = attn_weights.matmul(&value_states)?;
         let attn_output = attn_output.transpose(1, 2)?.reshape((b, q_len, ()))?;
         Ok((self.o.forward(&attn_output)?, position_bias))
@@ -405,7 +422,7 @@ impl T5LayerAttention {
         let (attention_output, position_bias) =
             self.attention
                 .forward(&normed, mask, key_value_states, position_bias, past_key_values)?;
-        Ok(((hidden_states + attention_output)?, position_bias))
+        Ok((residual_add(hidden_states, &attention_output)?, position_bias))
     }
 }
 
@@ -630,7 +647,7 @@ impl T5ForConditionalGeneration {
             past_key_values,
         )?;
         let sequence_output = if self.scale_decoder_outputs {
-            (sequence_output * (self.model_dim as f64).powf(-0.5))?
+            crate::nn::mul_scalar(&sequence_output, (self.model_dim as f64).powf(-0.5))?
         } else {
             sequence_output
         };

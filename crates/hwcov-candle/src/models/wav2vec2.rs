@@ -8,14 +8,12 @@
 //! attention adapters of `adapter_attn_dim`; the conv adapter of `add_adapter`; padding masks.
 
 use candle_core::{D, DType, Module, Result, Tensor};
-use candle_nn::{
-    Conv1d, Conv1dConfig, GroupNorm, LayerNorm, VarBuilder, conv1d, conv1d_no_bias, group_norm, layer_norm,
-};
+use candle_nn::{Conv1d, Conv1dConfig, VarBuilder, conv1d, conv1d_no_bias};
 use serde::Deserialize;
 
 use crate::activation::Activation;
 use crate::models::common::{additive_padding_mask, eager_attention};
-use crate::nn::{Linear, linear};
+use crate::nn::{LayerNorm, Linear, layer_norm, linear};
 
 /// `Wav2Vec2Config`, with transformers' defaults.
 #[derive(Debug, Clone, Deserialize)]
@@ -134,7 +132,7 @@ impl Wav2Vec2Config {
 
 enum ConvNorm {
     None,
-    Group(GroupNorm),
+    Group(ChannelGroupNorm),
     Layer(LayerNorm),
 }
 
@@ -162,8 +160,7 @@ impl Wav2Vec2ConvLayer {
         let norm = match cfg.feat_extract_norm.as_str() {
             "layer" => ConvNorm::Layer(layer_norm(out_conv_dim, TORCH_NORM_EPS, vb.pp("layer_norm"))?),
             // Only the first layer of a "group" encoder has a norm: one group per channel.
-            _ if layer_id == 0 => ConvNorm::Group(group_norm(
-                out_conv_dim,
+            _ if layer_id == 0 => ConvNorm::Group(ChannelGroupNorm::new(
                 out_conv_dim,
                 TORCH_NORM_EPS,
                 vb.pp("layer_norm"),
@@ -185,6 +182,36 @@ impl Wav2Vec2ConvLayer {
             ConvNorm::Layer(n) => n.forward(&hidden_states.transpose(1, 2)?)?.transpose(1, 2)?,
         };
         self.activation.forward(&hidden_states)
+    }
+}
+
+/// `nn.GroupNorm(n, n)`: each channel of (batch, n, time) normalised over time, in f32 as torch's
+/// kernel computes it, rounded once to the dtype.
+pub struct ChannelGroupNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl ChannelGroupNorm {
+    pub fn new(n: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        let f32 = |name: &str| vb.get(n, name)?.to_dtype(DType::F32)?.reshape((1, n, 1));
+        Ok(Self {
+            weight: f32("weight")?,
+            bias: f32("bias")?,
+            eps,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        crate::nn::in_f32(x, |x| {
+            let centred = x.broadcast_sub(&x.mean_keepdim(2)?)?;
+            let var = centred.sqr()?.mean_keepdim(2)?;
+            centred
+                .broadcast_div(&(var + self.eps)?.sqrt()?)?
+                .broadcast_mul(&self.weight)?
+                .broadcast_add(&self.bias)
+        })
     }
 }
 
@@ -253,9 +280,11 @@ impl Wav2Vec2PositionalConvEmbedding {
         } else {
             (vb.get((1, 1, k), "weight_g")?, vb.get(v_shape, "weight_v")?)
         };
-        // weight_norm(dim=2): w = g * v / ||v||, the norm over every dimension but 2.
-        let norm = v.sqr()?.sum_keepdim(0)?.sum_keepdim(1)?.sqrt()?;
-        let weight = v.broadcast_mul(&g.broadcast_div(&norm)?)?;
+        // weight_norm(dim=2): w = v * (g / ||v||), the norm over every dimension but 2; torch's fused
+        // kernel computes it in f32 and rounds w once to the dtype.
+        let (g32, v32) = (g.to_dtype(DType::F32)?, v.to_dtype(DType::F32)?);
+        let norm = v32.sqr()?.sum_keepdim(0)?.sum_keepdim(1)?.sqrt()?;
+        let weight = v32.broadcast_mul(&g32.broadcast_div(&norm)?)?.to_dtype(v.dtype())?;
         let bias = vb.get(h, "bias")?;
         let conv_cfg = Conv1dConfig {
             padding: k / 2,
@@ -479,8 +508,11 @@ impl Wav2Vec2AdapterLayer {
     pub fn forward(&self, hidden_states: &Tensor) -> Result<Tensor> {
         let h = self.conv.forward(hidden_states)?;
         let half = h.dim(1)? / 2;
-        let (a, b) = (h.narrow(1, 0, half)?, h.narrow(1, half, half)?);
-        a.mul(&candle_nn::ops::sigmoid(&b)?)
+        // nn.functional.glu: one kernel, rounded once.
+        crate::nn::in_f32(&h, |h| {
+            h.narrow(1, 0, half)?
+                .mul(&candle_nn::ops::sigmoid(&h.narrow(1, half, half)?)?)
+        })
     }
 }
 

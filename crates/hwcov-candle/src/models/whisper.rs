@@ -150,7 +150,13 @@ impl WhisperAttention {
         let (query_states, scores_scaling) = if self.scaling.log2().fract() == 0.0 {
             (self.heads(self.q_proj.forward(hidden_states)?)?, self.scaling)
         } else {
-            (self.heads((self.q_proj.forward(hidden_states)? * self.scaling)?)?, 1.0)
+            (
+                self.heads(crate::nn::mul_scalar(
+                    &self.q_proj.forward(hidden_states)?,
+                    self.scaling,
+                )?)?,
+                1.0,
+            )
         };
         let current_states = key_value_states.unwrap_or(hidden_states);
         let project = |this: &Self| -> Result<(Tensor, Tensor)> {
@@ -333,8 +339,8 @@ impl WhisperEncoder {
     /// `input_features` (batch, num_mel_bins, 2 * max_source_positions) -> (batch, max_source_positions,
     /// d_model). The caller checks the frame count.
     pub fn forward(&self, input_features: &Tensor) -> Result<Tensor> {
-        let inputs_embeds = self.conv1.forward(input_features)?.gelu_erf()?;
-        let inputs_embeds = self.conv2.forward(&inputs_embeds)?.gelu_erf()?;
+        let inputs_embeds = crate::nn::gelu(&self.conv1.forward(input_features)?)?;
+        let inputs_embeds = crate::nn::gelu(&self.conv2.forward(&inputs_embeds)?)?;
         let inputs_embeds = inputs_embeds.permute((0, 2, 1))?;
         let mut hidden_states = inputs_embeds.broadcast_add(&self.embed_positions)?;
         for layer in &self.layers {

@@ -5,16 +5,16 @@
 //! transformer (mit) and the video-specific prompt generator.
 
 use candle_core::{D, IndexOp, Module, Result, Tensor};
-use candle_nn::{LayerNorm, VarBuilder, layer_norm};
+use candle_nn::VarBuilder;
 use serde::Deserialize;
 
 use crate::activation::Activation;
 use crate::models::clip::{
     CLIPAttention, CLIPEncoder, CLIPMLP, CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionEmbeddings,
-    EncoderDims, EosPooling, l2_normalize,
+    EncoderDims, EosPooling,
 };
 use crate::models::common::eager_attention;
-use crate::nn::{Linear, linear, linear_no_bias};
+use crate::nn::{LayerNorm, Linear, layer_norm, linear, linear_no_bias};
 
 /// `XCLIPVisionConfig`: CLIP's vision fields (same defaults) and X-CLIP's own.
 #[derive(Debug, Clone, Deserialize)]
@@ -181,7 +181,8 @@ impl XCLIPMultiframeIntegrationTransformer {
         let residual = hidden_states;
         let h = hidden_states.broadcast_add(&self.position_embedding)?;
         let last = (self.encoder.forward(&h, None)? + residual)?;
-        last.mean(1)
+        // torch's mean accumulates in f32 and rounds once.
+        crate::nn::in_f32(&last, |x| x.mean(1))
     }
 }
 
@@ -355,7 +356,7 @@ impl XCLIPModel {
         let n = last.dim(1)? - 1;
         let img_features = self.prompts_visual_layernorm.forward(&last.narrow(1, 1, n)?)?;
         let img_features = img_features.broadcast_matmul(&self.prompts_visual_projection)?;
-        let img_features = img_features.reshape((batch_size, num_frames, n, ()))?.mean(1)?;
+        let img_features = crate::nn::in_f32(&img_features.reshape((batch_size, num_frames, n, ()))?, |x| x.mean(1))?;
 
         let (_, text_pooled) = self.text_model.forward(input_ids, attention_mask, position_ids)?;
         let text_embeds = self.text_projection.forward(&text_pooled)?;
@@ -366,9 +367,9 @@ impl XCLIPModel {
             .contiguous()?;
         let text_embeds = (&text_embeds + self.prompts_generator.forward(&text_embeds, &img_features)?)?;
 
-        let video_embeds = l2_normalize(&video_embeds)?;
-        let text_embeds = l2_normalize(&text_embeds)?;
-        let scaled = text_embeds.broadcast_mul(&self.logit_scale.exp()?)?;
+        let video_embeds = crate::nn::normalize_last_dim(&video_embeds, 0.0)?;
+        let text_embeds = crate::nn::normalize_last_dim(&text_embeds, 0.0)?;
+        let scaled = text_embeds.broadcast_mul(&crate::nn::in_f32(&self.logit_scale, |s| s.exp())?)?;
         // einsum("bd,bkd->bk"): each video against its own prompted texts.
         let logits_per_video = scaled.matmul(&video_embeds.unsqueeze(2)?)?.squeeze(D::Minus1)?;
         let logits_per_text = logits_per_video.t()?.contiguous()?;
