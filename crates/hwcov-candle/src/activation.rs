@@ -48,7 +48,7 @@ impl Activation {
             }
         };
         let one_plus = |t: &Tensor| r(t.affine(1.0, 1.0)?);
-        let times = |t: &Tensor, s: f64| r(t.affine(s as f32 as f64, 0.0)?);
+        let times = |t: &Tensor, s: f64| r(crate::nn::mul_scalar(t, s)?);
         match self {
             Activation::Gelu => crate::nn::gelu(xs),
             Activation::Relu => xs.relu(),

@@ -494,7 +494,7 @@ pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
     let squares = x.sqr()?;
     let sum = crate::nn::in_f32(&squares, |s| s.sum_keepdim(D::Minus1))?;
     let norm = crate::nn::in_f32(&sum, |s| s.sqrt())?;
-    crate::nn::in_f32(x, |x| x.broadcast_div(&norm.to_dtype(candle_core::DType::F32)?))
+    crate::nn::in_f32(x, |x| x.broadcast_div(&norm.to_dtype(DType::F32)?))
 }
 
 pub struct CLIPOutput {

@@ -365,13 +365,8 @@ impl LlamaModel {
     ) -> Result<Tensor> {
         let seq = inputs_embeds.dim(1)?;
         let mut masks: Vec<(Option<usize>, Tensor)> = Vec::new();
-        let (cos, sin) = self.rotary_emb.forward(position_ids, self.dtype, &self.device)?;
-        // The first halves, once for all layers: what the fused rope kernel takes.
-        let half = |t: &Tensor| -> Result<Tensor> {
-            t.narrow(candle_core::D::Minus1, 0, t.dim(candle_core::D::Minus1)? / 2)?
-                .contiguous()
-        };
-        let position_embeddings = (half(&cos)?, half(&sin)?);
+        // Once for all layers.
+        let position_embeddings = self.rotary_emb.forward(position_ids, self.dtype, &self.device)?;
         let mut hidden_states = inputs_embeds.clone();
         for layer in &self.layers {
             let window = layer.self_attn.sliding_window;

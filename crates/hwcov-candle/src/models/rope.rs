@@ -303,10 +303,11 @@ impl RotaryEmbedding {
         }
     }
 
-    /// cos and sin, each (batch, seq, head_dim), for position ids given per row. The angles are
-    /// products in f32 as transformers' (its float32 matmul of inverse frequencies and positions);
-    /// their cosines and sines are taken on the device, as transformers takes them, since the host's
-    /// libm and the GPU's math library may part in the last bit of an f32.
+    /// cos and sin for position ids given per row, each (batch, seq, head_dim / 2): the first halves
+    /// of transformers' cos and sin, whose second halves repeat them (what `nn::rope` takes). The
+    /// angles are products in f32 as transformers' (its float32 matmul of inverse frequencies and
+    /// positions); their cosines and sines are taken on the device, as transformers takes them, since
+    /// the host's libm and the GPU's math library may part in the last bit of an f32.
     pub fn forward(&mut self, position_ids: &[Vec<i64>], dtype: DType, device: &Device) -> Result<(Tensor, Tensor)> {
         if matches!(self.rope, RopeType::Dynamic { .. }) {
             let max = position_ids.iter().flatten().copied().max().unwrap_or(0);
@@ -327,7 +328,7 @@ impl RotaryEmbedding {
             } else {
                 t.affine(self.attention_scaling as f64, 0.0)?
             };
-            Tensor::cat(&[&t, &t], candle_core::D::Minus1)?.to_dtype(dtype)
+            t.to_dtype(dtype)
         };
         Ok((scaled(freqs.cos()?)?, scaled(freqs.sin()?)?))
     }
