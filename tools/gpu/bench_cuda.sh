@@ -7,10 +7,7 @@
 set -uo pipefail
 bin=${1:?binary}; out=${2:?out dir}; ckpt=${3:-/tmp/hwcov-bench-checkpoints}
 mkdir -p "$out"
-if [ -z "${HWCOV_CUDA_LIBS:-}" ]; then
-  HWCOV_CUDA_LIBS=$(python3 -c "import nvidia, os; print(os.path.join(os.path.dirname(nvidia.__path__[0]), 'nvidia', 'cu13', 'lib'))" 2>/dev/null)
-fi
-export LD_LIBRARY_PATH="${HWCOV_CUDA_LIBS}:${LD_LIBRARY_PATH:-}"
+source "$(dirname "$0")/cuda_libs.sh"
 here=$(cd "$(dirname "$0")/.." && pwd)
 python3 "$here/bench/make_checkpoints.py" "$ckpt" --only "${BENCH_CHECKPOINTS:-bert-base,vit-base,whisper-tiny,qwen2-0.5b,qwen2-7b}"
 

@@ -14,8 +14,7 @@ work=/tmp/hwcov-results; rm -rf "$work"; mkdir -p "$work"
 export PYTHONUNBUFFERED=1
 { nvidia-smi; python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"; } > "$work/host.txt" 2>&1
 if [ -n "${KERNEL_TESTS:-}" ]; then
-  libs=$(python3 -c "import nvidia, os; print(os.path.join(os.path.dirname(nvidia.__path__[0]), 'nvidia', 'cu13', 'lib'))")
-  LD_LIBRARY_PATH="$libs:${LD_LIBRARY_PATH:-}" timeout 300 "$KERNEL_TESTS" > "$work/kernel-tests.log" 2>&1
+  (source "$(dirname "$0")/cuda_libs.sh" && timeout 300 "$KERNEL_TESTS" > "$work/kernel-tests.log" 2>&1)
 fi
 [ -n "${SKIP_VERIFY:-}" ] || timeout 200 tools/gpu/verify_cuda.sh "$bin" "$work/verify" > "$work/verify.log" 2>&1
 timeout "${BENCH_TIMEOUT:-240}" tools/gpu/bench_cuda.sh "$bin" "$work/bench" > "$work/bench.log" 2>&1

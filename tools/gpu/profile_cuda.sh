@@ -7,10 +7,7 @@
 set -u
 bin=$1; ckpt=$2; p=$3; b=$4; s=$5; out=$6; decode=${7:-0}
 mkdir -p "$out"
-if [ -z "${HWCOV_CUDA_LIBS:-}" ]; then
-  HWCOV_CUDA_LIBS=$(python3 -c "import nvidia, os; print(os.path.join(os.path.dirname(nvidia.__path__[0]), 'nvidia', 'cu13', 'lib'))" 2>/dev/null)
-fi
-export LD_LIBRARY_PATH="${HWCOV_CUDA_LIBS}:${LD_LIBRARY_PATH:-}"
+source "$(dirname "$0")/cuda_libs.sh"
 ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
 name=$(basename "$ckpt")-$p-b$b
 "$ncu" --csv --print-units base --metrics gpu__time_duration.sum \

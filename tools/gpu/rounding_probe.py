@@ -58,16 +58,48 @@ WHISPER = [
     ("L1-noff", 1, ["fc2"]),
     ("L1-noattn-noff", 1, ["self_attn.out_proj", "encoder_attn.out_proj", "fc2"]),
 ]
+# Wav2Vec2: encoder layers under encoder.layers.N; the feature encoder, its GroupNorm and the
+# weight-normed positional convolution come before them.
+WAV2VEC2 = [
+    ("L0", 0, []),
+    ("L0-nopos", 0, ["pos_conv_embed.conv.parametrizations.weight.original0"]),
+    ("L0-nogroupnorm-scale", 0, ["conv_layers.0.layer_norm.weight"]),
+    ("L1", 1, []),
+    ("L1-noattn", 1, ["attention.out_proj"]),
+    ("L1-noff", 1, ["feed_forward.output_dense"]),
+    ("L1-noattn-noff", 1, ["attention.out_proj", "feed_forward.output_dense"]),
+]
+# DETR: encoder and decoder layer counts; the ResNet backbone and the input projection come first.
+DETR = [
+    ("L0", 0, []),
+    ("L1", 1, []),
+    ("L1-nocross", 1, ["encoder_attn.out_proj"]),
+    ("L1-noencattn", 1, ["encoder.layers.0.self_attn.out_proj"]),
+    ("L1-noencff", 1, ["encoder.layers.0.fc2"]),
+    ("L1-noencattn-vzero", 1, ["encoder.layers.0.self_attn.v_proj"]),
+    ("L1-noenc", 1, ["encoder.layers.0.self_attn.out_proj", "encoder.layers.0.fc2"]),
+    ("L1-noenc-nodecself", 1, ["encoder.layers.0.self_attn.out_proj", "encoder.layers.0.fc2",
+                               "decoder.layers.0.self_attn.out_proj"]),
+    ("L1-noenc-nodecself-nodecff", 1, ["encoder.layers.0.self_attn.out_proj", "encoder.layers.0.fc2",
+                                       "decoder.layers.0.self_attn.out_proj", "decoder.layers.0.fc2"]),
+    ("L1-noenc-nocross", 1, ["encoder.layers.0.self_attn.out_proj", "encoder.layers.0.fc2", "encoder_attn.out_proj"]),
+]
+# The weights of a layer beyond the count are dropped; the pattern names the transformer layers only
+# (the layers of Wav2Vec2's convolutions or of DETR's ResNet stages are kept).
+ANY_LAYER = r"(?:layers|block)\.(\d+)\."
+TRANSFORMER_LAYER = r"(?<!conv_)(?:encoder|decoder)\.layers\.(\d+)\."
 PROBES = {
-    "qwen2": (DECODER, ["num_hidden_layers"]),
-    "llama-gqa": (DECODER, ["num_hidden_layers"]),
-    "llama": (DECODER, ["num_hidden_layers"]),
-    "t5-v1_1": (T5, ["num_layers", "num_decoder_layers"]),
-    "whisper-en": (WHISPER, ["encoder_layers", "decoder_layers"]),
+    "qwen2": (DECODER, ["num_hidden_layers"], ANY_LAYER),
+    "llama-gqa": (DECODER, ["num_hidden_layers"], ANY_LAYER),
+    "llama": (DECODER, ["num_hidden_layers"], ANY_LAYER),
+    "t5-v1_1": (T5, ["num_layers", "num_decoder_layers"], ANY_LAYER),
+    "whisper-en": (WHISPER, ["encoder_layers", "decoder_layers"], ANY_LAYER),
+    "wav2vec2": (WAV2VEC2, ["num_hidden_layers"], TRANSFORMER_LAYER),
+    "detr": (DETR, ["encoder_layers", "decoder_layers"], TRANSFORMER_LAYER),
 }
 
 
-def variant(hwcov, device, precision, fixture, name, layers, zero, layer_keys):
+def variant(hwcov, device, precision, fixture, name, layers, zero, layer_keys, layer_pattern):
     src = Path("fixtures") / fixture
     out = WORK / f"{fixture}-{name}"
     if out.exists():
@@ -80,7 +112,7 @@ def variant(hwcov, device, precision, fixture, name, layers, zero, layer_keys):
         cfg["layer_types"] = cfg["layer_types"][:layers]
     (out / "config.json").write_text(json.dumps(cfg))
     w = st.load_file(str(out / "model.safetensors"))
-    w = {k: v for k, v in w.items() if not (m := re.search(r"(?:layers|block)\.(\d+)\.", k)) or int(m.group(1)) < layers}
+    w = {k: v for k, v in w.items() if not (m := re.search(layer_pattern, k)) or int(m.group(1)) < layers}
     for pat in zero:
         for k in w:
             if pat in k:
@@ -106,9 +138,9 @@ def main():
     precision = sys.argv[3] if len(sys.argv) > 3 else "bf16"
     fixtures = sys.argv[4:] or ["qwen2", "llama-gqa", "llama"]
     for fixture in fixtures:
-        variants, layer_keys = PROBES[fixture]
+        variants, layer_keys, layer_pattern = PROBES[fixture]
         for name, layers, zero in variants:
-            variant(hwcov, device, precision, fixture, name, layers, zero, layer_keys)
+            variant(hwcov, device, precision, fixture, name, layers, zero, layer_keys, layer_pattern)
 
 
 if __name__ == "__main__":

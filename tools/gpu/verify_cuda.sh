@@ -11,11 +11,7 @@
 set -uo pipefail
 bin=${1:?binary}; out=${2:?out dir}
 mkdir -p "$out"
-# The CUDA 13 libraries of the host's PyTorch (nvidia/cu13/lib), unless the caller set the path.
-if [ -z "${HWCOV_CUDA_LIBS:-}" ]; then
-  HWCOV_CUDA_LIBS=$(python3 -c "import nvidia, os; print(os.path.join(os.path.dirname(nvidia.__path__[0]), 'nvidia', 'cu13', 'lib'))" 2>/dev/null)
-fi
-export LD_LIBRARY_PATH="${HWCOV_CUDA_LIBS}:${LD_LIBRARY_PATH:-}"
+source "$(dirname "$0")/cuda_libs.sh"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 "$bin" platforms | tee "$out/platforms.txt"
 "$bin" coverage --root . --platform cuda --out "$out/cuda-run.json"

@@ -16,8 +16,15 @@ use candle_nn::VarBuilder;
 
 use crate::activation::Activation;
 
+mod conv;
 #[cfg(feature = "cuda")]
 mod cublaslt;
+#[cfg(feature = "cuda")]
+mod cudnn;
+
+pub use conv::{Conv1d, Conv2d, Geometry, conv1d, conv1d_no_bias, conv2d, conv2d_no_bias, convolve1d, convolve2d};
+#[cfg(feature = "cuda")]
+pub use cudnn::version as cudnn_version;
 
 /// `nn.Linear`: y = x W^T + b, as candle-nn's Linear (same weight names, same matmul), with the bias
 /// added by one pass of hwcov's own on CUDA (fused with what follows where the caller says what that is).
@@ -117,6 +124,41 @@ pub fn gelu(x: &Tensor) -> Result<Tensor> {
         return x.apply_op1_no_bwd(&op);
     }
     in_f32(x, |x| x.gelu_erf())
+}
+
+/// `F.group_norm(x, groups, weight, bias, eps)` for x (N, C, *): statistics in f32, rounded once to the
+/// dtype. On CUDA as torch's kernels (Welford statistics, rsqrtf, a fused scale and shift); elsewhere
+/// the plain mean and variance.
+pub fn group_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, groups: usize, eps: f64) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if let Some(op) = cuda::GroupNorm::plan(x, weight, bias, groups, eps) {
+        return x.apply_op3_no_bwd(weight, bias, &op);
+    }
+    let (dims, dtype) = (x.dims().to_vec(), x.dtype());
+    let mut channel = vec![1; dims.len()];
+    channel[1] = x.dim(1)?;
+    // torch hands eps to its statistics in the dtype and stores the mean and rstd in it.
+    let round = |t: Tensor| t.to_dtype(dtype)?.to_dtype(DType::F32);
+    let eps = round(Tensor::new(eps as f32, x.device())?)?;
+    in_f32(x, |x| {
+        let g = x.reshape((dims[0], groups, ()))?;
+        let mean = g.mean_keepdim(2)?;
+        let var = g.broadcast_sub(&mean)?.sqr()?.mean_keepdim(2)?;
+        let rstd = round(rsqrt(&var.broadcast_add(&eps)?)?)?;
+        let centred = g.broadcast_sub(&round(mean)?)?;
+        let normed = centred.broadcast_mul(&rstd)?.reshape(dims.as_slice())?;
+        let f32 = |t: &Tensor| t.to_dtype(DType::F32)?.reshape(channel.as_slice());
+        normed.broadcast_mul(&f32(weight)?)?.broadcast_add(&f32(bias)?)
+    })
+}
+
+/// `torch.rsqrt(x)`: on CUDA with CUDA's `rsqrtf`, as torch (which is not `1 / sqrt(x)` to the bit).
+pub fn rsqrt(x: &Tensor) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if let Some(op) = cuda::Map::Rsqrt.plan(x, None) {
+        return x.apply_op1_no_bwd(&op);
+    }
+    x.sqrt()?.recip()
 }
 
 /// `x + r` for two tensors of one shape (a residual); one pass on CUDA, eight elements a thread.
@@ -336,7 +378,7 @@ impl LayerNorm {
         let xc = x.broadcast_sub(&x.mean_keepdim(candle_core::D::Minus1)?)?;
         let var = xc.sqr()?.mean_keepdim(candle_core::D::Minus1)?;
         // The affine step in f32 too: torch's kernel rounds once, at the end.
-        let normed = xc.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        let normed = xc.broadcast_mul(&rsqrt(&(var + self.eps)?)?)?;
         normed
             .broadcast_mul(&self.weight.to_dtype(DType::F32)?)?
             .broadcast_add(&self.bias.to_dtype(DType::F32)?)?
@@ -348,7 +390,7 @@ pub fn layer_norm(size: usize, eps: f64, vb: VarBuilder) -> Result<LayerNorm> {
     LayerNorm::new(size, eps, vb)
 }
 
-/// `LlamaRMSNorm` / `T5LayerNorm`: x / sqrt(mean(x^2) + eps) * weight, the statistics in f32, the
+/// `LlamaRMSNorm` / `T5LayerNorm`: x * rsqrt(mean(x^2) + eps) * weight, the statistics in f32, the
 /// normalised values rounded to the dtype before the weight multiplies them. One pass on CUDA.
 #[derive(Debug, Clone)]
 pub struct RmsNorm {
@@ -372,7 +414,7 @@ impl RmsNorm {
         let input_dtype = hidden_states.dtype();
         let hs = hidden_states.to_dtype(DType::F32)?;
         let variance = hs.sqr()?.mean_keepdim(candle_core::D::Minus1)?;
-        let hs = hs.broadcast_div(&(variance + self.variance_epsilon)?.sqrt()?)?;
+        let hs = hs.broadcast_mul(&rsqrt(&(variance + self.variance_epsilon)?)?)?;
         // LlamaRMSNorm rounds to the input's dtype, T5LayerNorm to the weight's half dtype: the same
         // except in a T5 at float16, whose float32 residual stream meets float16 weights.
         let dtype = match self.weight.dtype() {
@@ -477,6 +519,8 @@ template <typename D> __device__ __forceinline__ void store4(typename D::T* p, c
 /* torch's exact GELU: v / 2 * (1 + erf(v / sqrt(2))) */
 struct Gelu { static __device__ __forceinline__ float f(float v, float) { return v * 0.5f * (1.0f + erff(v * 0.70710678118654752440f)); } };
 struct Add { static __device__ __forceinline__ float f(float v, float r) { return v + r; } };
+/* torch.rsqrt: CUDA's rsqrtf (within 2 ulp, not 1 / sqrt). */
+struct Rsqrt { static __device__ __forceinline__ float f(float v, float) { return rsqrtf(v); } };
 /* y = OP(x, r) in f32, rounded once to the dtype; r may be null. */
 template <typename D, typename OP> __device__ void map8(const typename D::T* x, const typename D::T* r, typename D::T* y,
         unsigned int n, unsigned int vec) {
@@ -495,13 +539,77 @@ template <typename D, typename OP> __device__ void map8(const typename D::T* x, 
 }
 #define MAP_KERNELS(SUF, D) \
 extern "C" __global__ void gelu_##SUF(const D::T* x, D::T* y, unsigned int n, unsigned int vec) { map8<D, Gelu>(x, 0, y, n, vec); } \
-extern "C" __global__ void add_##SUF(const D::T* x, const D::T* r, D::T* y, unsigned int n, unsigned int vec) { map8<D, Add>(x, r, y, n, vec); }
+extern "C" __global__ void add_##SUF(const D::T* x, const D::T* r, D::T* y, unsigned int n, unsigned int vec) { map8<D, Add>(x, r, y, n, vec); } \
+extern "C" __global__ void rsqrt_##SUF(const D::T* x, D::T* y, unsigned int n, unsigned int vec) { map8<D, Rsqrt>(x, 0, y, n, vec); }
 MAP_KERNELS(f32, F32)
 MAP_KERNELS(bf16, BF16)
 MAP_KERNELS(f16, F16)
 
 /* Rounds to the dtype and back: what storing an intermediate in the dtype does. */
 template <typename D> __device__ __forceinline__ float rnd(float v) { return D::ld(D::st(v)); }
+
+/* torch's GroupNorm statistics (RowwiseMomentsCUDAKernel): Welford's running mean and sum of squared
+   deviations over each row of `len` elements, one block per row (32 threads, or 512 for rows of 512
+   and more), combined as its WarpReduce and BlockReduce combine them; rstd = rsqrtf(var + eps). torch
+   stores the mean and rstd in the tensor's dtype, so they are rounded to it here. */
+struct Welford { float mean, m2; long long n; float nf; };
+__device__ __forceinline__ Welford welford_reduce(Welford a, float x) {
+    long long n = a.n + 1; float nf = (float)n;
+    float delta = x - a.mean; float mean = a.mean + delta / nf; float delta2 = x - mean;
+    Welford r = {mean, a.m2 + delta * delta2, n, nf}; return r;
+}
+__device__ __forceinline__ Welford welford_combine(Welford a, Welford b) {
+    if (a.nf == 0.0f) return b;
+    if (b.nf == 0.0f) return a;
+    float delta = b.mean - a.mean; float count = a.nf + b.nf; float nb_over_n = b.nf / count;
+    Welford r = {a.mean + delta * nb_over_n, a.m2 + b.m2 + delta * delta * a.nf * nb_over_n, -1, count}; return r;
+}
+__device__ __forceinline__ Welford welford_warp_reduce(Welford v) {
+    for (int offset = 16; offset > 0; offset >>= 1) {
+        Welford o = {__shfl_down_sync(0xffffffffu, v.mean, offset), __shfl_down_sync(0xffffffffu, v.m2, offset),
+                     __shfl_down_sync(0xffffffffu, v.n, offset), __shfl_down_sync(0xffffffffu, v.nf, offset)};
+        v = welford_combine(v, o);
+    }
+    return v;
+}
+template <typename D> __device__ void group_norm_stats(const typename D::T* x, float* mean, float* rstd, unsigned int len, float eps) {
+    __shared__ Welford shared[32];
+    const unsigned long long row = blockIdx.x;
+    Welford v = {0.0f, 0.0f, 0, 0.0f};
+    for (unsigned int j = threadIdx.x; j < len; j += blockDim.x) v = welford_reduce(v, D::ld(x[row * len + j]));
+    v = welford_warp_reduce(v);
+    if (blockDim.x > 32) {
+        unsigned int lid = threadIdx.x % 32, wid = threadIdx.x / 32;
+        __syncthreads();
+        if (lid == 0) shared[wid] = v;
+        __syncthreads();
+        Welford zero = {0.0f, 0.0f, 0, 0.0f};
+        v = threadIdx.x < blockDim.x / 32 ? shared[lid] : zero;
+        if (wid == 0) v = welford_warp_reduce(v);
+    }
+    if (threadIdx.x == 0) { mean[row] = rnd<D>(v.mean); rstd[row] = rnd<D>(rsqrtf(v.m2 / v.nf + eps)); }
+}
+/* torch's GroupNorm output: a = rstd * gamma, b = -a * mean + beta, y = a * x + b in f32, rounded once. */
+template <typename D> __device__ void group_norm_apply(const typename D::T* x, const float* mean, const float* rstd,
+        const typename D::T* gamma, const typename D::T* beta, typename D::T* y, unsigned int channels,
+        unsigned int per_group, unsigned int hw, unsigned int n) {
+    for (unsigned int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) {
+        unsigned int nc = i / hw, c = nc % channels, ng = nc / per_group;
+        float a = rstd[ng] * D::ld(gamma[c]);
+        float b = -a * mean[ng] + D::ld(beta[c]);
+        y[i] = D::st(a * D::ld(x[i]) + b);
+    }
+}
+#define GROUP_NORM_KERNELS(SUF, D) \
+extern "C" __global__ void group_norm_stats_##SUF(const D::T* x, float* mean, float* rstd, unsigned int len, float eps) { \
+    group_norm_stats<D>(x, mean, rstd, len, eps); } \
+extern "C" __global__ void group_norm_apply_##SUF(const D::T* x, const float* mean, const float* rstd, const D::T* gamma, \
+        const D::T* beta, D::T* y, unsigned int channels, unsigned int per_group, unsigned int hw, unsigned int n) { \
+    group_norm_apply<D>(x, mean, rstd, gamma, beta, y, channels, per_group, hw, n); }
+GROUP_NORM_KERNELS(f32, F32)
+GROUP_NORM_KERNELS(bf16, BF16)
+GROUP_NORM_KERNELS(f16, F16)
+
 
 /* transformers' apply_rotary_pos_emb on pairs (x1, x2) half a row apart: y1 = R(R(x1 c) - R(x2 s)),
    y2 = R(R(x2 c) + R(x1 s)), as torch's separate kernels store each product and the sum; the _rn
@@ -575,7 +683,7 @@ template <typename D, int N> __device__ __forceinline__ void load_held(const typ
 }
 
 /* torch's LayerNorm in f32 (the mean, then the mean of the squared deviations from it), rounded once
-   to the dtype. */
+   to the dtype: w * (rstd * (x - mean)) + b with rstd = rsqrtf(var + eps), as its kernels write it. */
 template <typename D, int N> __device__ void layer_norm_held(const typename D::T* xr, const typename D::T* w, const typename D::T* b,
         typename D::T* yr, unsigned int cols, unsigned int lane, float eps, unsigned int vec) {
     float v[N]; float sum = 0.0f, sq = 0.0f;
@@ -587,7 +695,7 @@ template <typename D, int N> __device__ void layer_norm_held(const typename D::T
     #pragma unroll
     for (int j = 0; j < N; j++) if (held_col(lane, j, vec) < cols) { float d = v[j] - mean; sq += d * d; }
     WARP_SUM(sq);
-    float std = sqrtf(sq / cols + eps);
+    float rstd = rsqrtf(sq / cols + eps);
     if (vec) {
         #pragma unroll
         for (int q = 0; q < N / 4; q++) {
@@ -596,13 +704,13 @@ template <typename D, int N> __device__ void layer_norm_held(const typename D::T
                 float wq[4], bq[4], o[4];
                 load4<D>(w + c, wq); load4<D>(b + c, bq);
                 #pragma unroll
-                for (int t = 0; t < 4; t++) o[t] = (v[4 * q + t] - mean) / std * wq[t] + bq[t];
+                for (int t = 0; t < 4; t++) o[t] = wq[t] * (rstd * (v[4 * q + t] - mean)) + bq[t];
                 store4<D>(yr + c, o);
             }
         }
     } else {
         #pragma unroll
-        for (int j = 0; j < N; j++) { unsigned int c = lane + 32 * j; if (c < cols) yr[c] = D::st((v[j] - mean) / std * D::ld(w[c]) + D::ld(b[c])); }
+        for (int j = 0; j < N; j++) { unsigned int c = lane + 32 * j; if (c < cols) yr[c] = D::st(D::ld(w[c]) * (rstd * (v[j] - mean)) + D::ld(b[c])); }
     }
 }
 template <typename D> __device__ void layer_norm_long(const typename D::T* xr, const typename D::T* w, const typename D::T* b,
@@ -613,19 +721,20 @@ template <typename D> __device__ void layer_norm_long(const typename D::T* xr, c
     float mean = sum / cols;
     for (unsigned int c = lane; c < cols; c += 32) { float d = D::ld(xr[c]) - mean; sq += d * d; }
     WARP_SUM(sq);
-    float std = sqrtf(sq / cols + eps);
-    for (unsigned int c = lane; c < cols; c += 32) yr[c] = D::st((D::ld(xr[c]) - mean) / std * D::ld(w[c]) + D::ld(b[c]));
+    float rstd = rsqrtf(sq / cols + eps);
+    for (unsigned int c = lane; c < cols; c += 32) yr[c] = D::st(D::ld(w[c]) * (rstd * (D::ld(xr[c]) - mean)) + D::ld(b[c]));
 }
 
-/* LlamaRMSNorm: x / sqrt(mean(x^2) + eps) in f32, rounded to the dtype, times w. */
+/* LlamaRMSNorm: x * rsqrt(mean(x^2) + eps) in f32, rounded to the dtype, times w. As torch computes
+   it: each square rounded to f32 (pow is its own kernel), the mean a sum times 1/n, rsqrtf. */
 template <typename D, int N> __device__ void rms_norm_held(const typename D::T* xr, const typename D::T* w, typename D::T* yr,
         unsigned int cols, unsigned int lane, float eps, unsigned int vec) {
     float v[N]; float sq = 0.0f;
     load_held<D, N>(xr, cols, lane, vec, v);
     #pragma unroll
-    for (int j = 0; j < N; j++) if (held_col(lane, j, vec) < cols) sq += v[j] * v[j];
+    for (int j = 0; j < N; j++) if (held_col(lane, j, vec) < cols) sq += __fmul_rn(v[j], v[j]);
     WARP_SUM(sq);
-    float std = sqrtf(sq / cols + eps);
+    float r = rsqrtf(__fmul_rn(sq, 1.0f / cols) + eps);
     if (vec) {
         #pragma unroll
         for (int q = 0; q < N / 4; q++) {
@@ -634,22 +743,22 @@ template <typename D, int N> __device__ void rms_norm_held(const typename D::T* 
                 float wq[4], o[4];
                 load4<D>(w + c, wq);
                 #pragma unroll
-                for (int t = 0; t < 4; t++) o[t] = wq[t] * rnd<D>(v[4 * q + t] / std);
+                for (int t = 0; t < 4; t++) o[t] = wq[t] * rnd<D>(v[4 * q + t] * r);
                 store4<D>(yr + c, o);
             }
         }
     } else {
         #pragma unroll
-        for (int j = 0; j < N; j++) { unsigned int c = lane + 32 * j; if (c < cols) yr[c] = D::st(D::ld(w[c]) * rnd<D>(v[j] / std)); }
+        for (int j = 0; j < N; j++) { unsigned int c = lane + 32 * j; if (c < cols) yr[c] = D::st(D::ld(w[c]) * rnd<D>(v[j] * r)); }
     }
 }
 template <typename D> __device__ void rms_norm_long(const typename D::T* xr, const typename D::T* w, typename D::T* yr,
         unsigned int cols, unsigned int lane, float eps, unsigned int) {
     float sq = 0.0f;
-    for (unsigned int c = lane; c < cols; c += 32) { float v = D::ld(xr[c]); sq += v * v; }
+    for (unsigned int c = lane; c < cols; c += 32) { float v = D::ld(xr[c]); sq += __fmul_rn(v, v); }
     WARP_SUM(sq);
-    float std = sqrtf(sq / cols + eps);
-    for (unsigned int c = lane; c < cols; c += 32) yr[c] = D::st(D::ld(w[c]) * rnd<D>(D::ld(xr[c]) / std));
+    float r = rsqrtf(__fmul_rn(sq, 1.0f / cols) + eps);
+    for (unsigned int c = lane; c < cols; c += 32) yr[c] = D::st(D::ld(w[c]) * rnd<D>(D::ld(xr[c]) * r));
 }
 
 /* Calls NAME_held<D, N>, or NAME_long<D> where N is 0. N is a kernel's constant, so that each kernel
@@ -1066,11 +1175,114 @@ PAD_BLOCKS(pad_blocks_u64, unsigned long long)
         }
     }
 
-    /// An elementwise step after a product: torch's exact GELU, or the sum of two tensors of one shape.
+    /// `F.group_norm` of (N, C, *) in `groups` groups with weight and bias of C, as torch's kernels
+    /// compute it.
+    pub struct GroupNorm {
+        rows: u32,
+        len: u32,
+        channels: u32,
+        per_group: u32,
+        hw: u32,
+        eps: f32,
+    }
+
+    impl GroupNorm {
+        pub fn plan(x: &Tensor, w: &Tensor, b: &Tensor, groups: usize, eps: f64) -> Option<Self> {
+            let (n, c) = (*x.dims().first()?, *x.dims().get(1)?);
+            let fine = |t: &Tensor| fits(t) && t.dtype() == x.dtype() && t.dims() == [c];
+            let fits_all = fits(x) && fine(w) && fine(b) && x.elem_count() > 0;
+            if !fits_all || groups == 0 || !c.is_multiple_of(groups) {
+                return None;
+            }
+            let hw = x.elem_count() / (n * c);
+            // torch hands eps to the statistics kernel in the tensor's dtype.
+            let eps = match x.dtype() {
+                DType::BF16 => half::bf16::from_f32(eps as f32).to_f32(),
+                DType::F16 => half::f16::from_f32(eps as f32).to_f32(),
+                _ => eps as f32,
+            };
+            Some(Self {
+                rows: (n * groups) as u32,
+                len: (c / groups * hw) as u32,
+                channels: c as u32,
+                per_group: (c / groups) as u32,
+                hw: hw as u32,
+                eps,
+            })
+        }
+    }
+
+    fn group_norm<T: CudaDType + DeviceRepr + WithDType>(
+        p: &GroupNorm,
+        (xs, xl): (&CudaStorage, &Layout),
+        (ws, wl): (&CudaStorage, &Layout),
+        (bs, bl): (&CudaStorage, &Layout),
+    ) -> candle_core::Result<CudaStorage> {
+        let dev = xs.device();
+        let (x, w, b) = (input::<T>(xs, xl)?, input::<T>(ws, wl)?, input::<T>(bs, bl)?);
+        let n = xl.shape().elem_count() as u32;
+        let (y, apply) = prepare::<T>(dev, "group_norm_apply", n as usize)?;
+        let suffix = suffix(T::DTYPE).ok_or_else(not_cuda)?;
+        let stats = dev
+            .get_or_load_custom_func(&format!("group_norm_stats_{suffix}"), "hwcov_nn", ptx()?)?
+            .into_cuda_function();
+        // SAFETY: the statistics kernel writes one mean and one rstd per row.
+        let (mean, rstd) = unsafe { (dev.alloc::<f32>(p.rows as usize)?, dev.alloc::<f32>(p.rows as usize)?) };
+        let stream = dev.cuda_stream();
+        let mut builder = stream.launch_builder(&stats);
+        builder.arg(&x).arg(&mean).arg(&rstd).arg(&p.len).arg(&p.eps);
+        let rows = LaunchConfig {
+            grid_dim: (p.rows, 1, 1),
+            block_dim: (if p.len < 512 { 32 } else { 512 }, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: the arguments match the kernel's signature; each block reads its row of len elements.
+        unsafe { builder.launch(rows) }.w()?;
+        let mut builder = stream.launch_builder(&apply);
+        builder.arg(&x).arg(&mean).arg(&rstd).arg(&w).arg(&b).arg(&y);
+        builder.arg(&p.channels).arg(&p.per_group).arg(&p.hw).arg(&n);
+        // SAFETY: the arguments match the kernel's signature; n bounds every access.
+        unsafe { builder.launch(LaunchConfig::for_num_elems(n)) }.w()?;
+        Ok(CudaStorage::wrap_cuda_slice(y, dev.clone()))
+    }
+
+    impl CustomOp3 for GroupNorm {
+        fn name(&self) -> &'static str {
+            "group_norm"
+        }
+
+        fn cpu_fwd(
+            &self,
+            _: &CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+        ) -> candle_core::Result<(CpuStorage, Shape)> {
+            Err(not_cuda())
+        }
+
+        fn cuda_fwd(
+            &self,
+            xs: &CudaStorage,
+            xl: &Layout,
+            ws: &CudaStorage,
+            wl: &Layout,
+            bs: &CudaStorage,
+            bl: &Layout,
+        ) -> candle_core::Result<(CudaStorage, Shape)> {
+            let out = by_dtype!(xs, group_norm(self, (xs, xl), (ws, wl), (bs, bl)))?;
+            Ok((out, xl.shape().clone()))
+        }
+    }
+
+    /// An elementwise step: torch's exact GELU or rsqrt, or the sum of two tensors of one shape.
     #[derive(Clone, Copy)]
     pub enum Map {
         Gelu,
         Add,
+        Rsqrt,
     }
 
     impl Map {
@@ -1084,6 +1296,7 @@ PAD_BLOCKS(pad_blocks_u64, unsigned long long)
             match self {
                 Map::Gelu => "gelu",
                 Map::Add => "add",
+                Map::Rsqrt => "rsqrt",
             }
         }
     }

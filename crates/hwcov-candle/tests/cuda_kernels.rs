@@ -1,4 +1,5 @@
-//! hwcov's CUDA paths (`nn.rs`'s kernels, `nn/cublaslt.rs`'s products) against the plain candle
+//! hwcov's CUDA paths (`nn.rs`'s kernels, `nn/cublaslt.rs`'s products, `nn/cudnn.rs`'s
+//! convolutions) against the plain candle
 //! sequence run in f32 on the CPU, at the shapes the models meet: every row length a row kernel is
 //! compiled for, rows that do and do not divide into quads of four, Linear products of one and of many
 //! rows, keys padded to a multiple of 8. The fixtures' tiny models reach only the shortest rows.
@@ -115,6 +116,70 @@ fn linear_products_with_and_without_bias() -> Result<()> {
     Ok(())
 }
 
+/// The convolutions of the models (Whisper's stem, Wav2Vec2's feature encoder and grouped positional
+/// convolution, a ResNet stem, a ViT patch embedding, CLAP's per-axis stride) and a dilated one.
+#[test]
+fn convolutions_through_cudnn() -> Result<()> {
+    let dev = gpu();
+    let conv1 = |stride, padding, dilation, groups| candle_nn::Conv1dConfig {
+        stride,
+        padding,
+        dilation,
+        groups,
+        cudnn_fwd_algo: None,
+    };
+    let cases1 = [
+        ("whisper conv1", [1, 80, 300], [384, 80, 3], conv1(1, 1, 1, 1)),
+        ("whisper conv2", [2, 64, 300], [64, 64, 3], conv1(2, 1, 1, 1)),
+        ("wav2vec2 conv0", [1, 1, 4000], [32, 1, 10], conv1(5, 0, 1, 1)),
+        ("wav2vec2 pos conv", [1, 64, 49], [64, 4, 16], conv1(1, 8, 1, 16)),
+        ("dilated", [1, 8, 50], [8, 8, 3], conv1(1, 2, 2, 1)),
+    ];
+    let geometry = |stride: [usize; 2], padding: [usize; 2], groups| nn::Geometry {
+        stride,
+        padding,
+        dilation: [1, 1],
+        groups,
+    };
+    let cases2 = [
+        (
+            "resnet stem",
+            [1, 3, 64, 64],
+            [16, 3, 7, 7],
+            geometry([2, 2], [3, 3], 1),
+        ),
+        (
+            "vit patch",
+            [2, 3, 64, 64],
+            [96, 3, 16, 16],
+            geometry([16, 16], [0, 0], 1),
+        ),
+        ("clap patch", [1, 1, 64, 32], [24, 1, 4, 4], geometry([4, 2], [0, 1], 1)),
+        ("grouped 3x3", [1, 16, 9, 9], [16, 4, 3, 3], geometry([1, 1], [1, 1], 4)),
+    ];
+    for dtype in [DType::F32, DType::BF16, DType::F16] {
+        for (name, xs, ws, cfg) in &cases1 {
+            let (x, w, b) = (values(xs, dtype)?, values(ws, dtype)?, values(&ws[..1], dtype)?);
+            let cpu = nn::Conv1d::new(f32(&w)?, Some(f32(&b)?), *cfg).forward(&f32(&x)?)?;
+            let gpu =
+                nn::Conv1d::new(w.to_device(&dev)?, Some(b.to_device(&dev)?), *cfg).forward(&x.to_device(&dev)?)?;
+            assert_close(&format!("{dtype:?} {name}"), dtype, &gpu, &cpu)?;
+        }
+        for (name, xs, ws, g) in &cases2 {
+            let (x, w, b) = (values(xs, dtype)?, values(ws, dtype)?, values(&ws[..1], dtype)?);
+            let cpu = nn::Conv2d::with_geometry(f32(&w)?, Some(f32(&b)?), *g).forward(&f32(&x)?)?;
+            let gpu = nn::Conv2d::with_geometry(w.to_device(&dev)?, Some(b.to_device(&dev)?), *g);
+            assert_close(
+                &format!("{dtype:?} {name}"),
+                dtype,
+                &gpu.forward(&x.to_device(&dev)?)?,
+                &cpu,
+            )?;
+        }
+    }
+    Ok(())
+}
+
 #[test]
 fn attention_softmax_at_every_row_length() -> Result<()> {
     let dev = gpu();
@@ -171,6 +236,41 @@ fn layer_and_rms_norm_at_every_row_length() -> Result<()> {
             let what = format!("rms norm {dtype:?} {cols}");
             assert_close(&what, dtype, &rms_g.forward(&xg)?, &rms_c.forward(&xc)?)?;
         }
+    }
+    Ok(())
+}
+
+/// GroupNorm over rows shorter and longer than 512 elements (one warp or 512 threads a row), and rsqrt.
+#[test]
+fn group_norm_and_rsqrt() -> Result<()> {
+    let dev = gpu();
+    for dtype in [DType::F32, DType::BF16, DType::F16] {
+        for (shape, groups) in [(vec![2, 32, 999], 32), (vec![1, 8, 20], 2), (vec![2, 6, 4, 5], 3)] {
+            let c = shape[1];
+            let (x, w, b) = (values(&shape, dtype)?, values(&[c], dtype)?, values(&[c], dtype)?);
+            let cpu = nn::group_norm(&f32(&x)?, &f32(&w)?, &f32(&b)?, groups, 1e-5)?;
+            let gpu = nn::group_norm(
+                &x.to_device(&dev)?,
+                &w.to_device(&dev)?,
+                &b.to_device(&dev)?,
+                groups,
+                1e-5,
+            )?;
+            assert_close(
+                &format!("{dtype:?} group norm {shape:?} in {groups}"),
+                dtype,
+                &gpu,
+                &cpu,
+            )?;
+        }
+        let x = (values(&[1000], dtype)?.abs()? + 0.01)?.to_dtype(dtype)?;
+        let cpu = nn::rsqrt(&f32(&x)?)?;
+        assert_close(
+            &format!("{dtype:?} rsqrt"),
+            dtype,
+            &nn::rsqrt(&x.to_device(&dev)?)?,
+            &cpu,
+        )?;
     }
     Ok(())
 }

@@ -79,8 +79,8 @@ mod gpu {
         }
     }
 
-    /// Opens GPU `index`; returns the device and a description ("NVIDIA H100 80GB HBM3, sm_90, 79.1 of
-    /// 79.2 GiB free").
+    /// Opens GPU `index`; returns the device and a description ("NVIDIA H100 80GB HBM3 (cuda:0, sm_90,
+    /// cuDNN 9.19.0, 79.1 of 79.2 GiB free)").
     pub fn open(index: usize) -> Result<(Device, String)> {
         let device = std::panic::catch_unwind(|| Device::new_cuda(index))
             .map_err(|_| unavailable(format!("the CUDA runtime failed while opening cuda:{index}")))?
@@ -104,7 +104,15 @@ mod gpu {
             Ok((free, total)) => format!(", {:.1} of {:.1} GiB free", gib(free), gib(total)),
             Err(_) => String::new(),
         };
-        Ok((device, format!("{name} (cuda:{index}, sm_{major}{minor}{memory})")))
+        // Convolutions run through cuDNN, opened at run time: say whether it is there.
+        let cudnn = match hwcov_candle::nn::cudnn_version() {
+            Ok(v) => format!("cuDNN {}.{}.{}", v / 10000, v / 100 % 100, v % 100),
+            Err(_) => "no cuDNN, so no convolution models".to_string(),
+        };
+        Ok((
+            device,
+            format!("{name} (cuda:{index}, sm_{major}{minor}, {cudnn}{memory})"),
+        ))
     }
 
     /// Device-wide memory in use (total minus free), from the driver.

@@ -7,13 +7,13 @@
 //! is RoBERTa (position ids counted from `pad_token_id + 1`), whose layers are BERT's.
 
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, Embedding, VarBuilder, embedding};
+use candle_nn::{Embedding, VarBuilder, embedding};
 use serde::Deserialize;
 
 use crate::activation::Activation;
 use crate::models::bert::{BertConfig, BertLayer, BertPooler};
 use crate::models::common::additive_padding_mask;
-use crate::nn::{LayerNorm, Linear, layer_norm, linear, linear_b};
+use crate::nn::{Conv2d, Geometry, LayerNorm, Linear, conv2d, layer_norm, linear, linear_b};
 
 /// An int or an [int, int] in the config (`patch_size`, `patch_stride`).
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -229,59 +229,23 @@ impl BatchNorm2d {
     }
 }
 
-/// `nn.Conv2d` with a stride and padding per axis (candle's conv2d takes one of each).
-pub struct Conv2dHw {
-    weight: Tensor,
-    bias: Tensor,
+/// `nn.Conv2d` with a stride and padding per axis.
+fn conv2d_hw(
+    in_c: usize,
+    out_c: usize,
+    kernel: (usize, usize),
     stride: (usize, usize),
     padding: (usize, usize),
-}
-
-impl Conv2dHw {
-    pub fn new(
-        in_c: usize,
-        out_c: usize,
-        kernel: (usize, usize),
-        stride: (usize, usize),
-        padding: (usize, usize),
-        vb: VarBuilder,
-    ) -> Result<Self> {
-        Ok(Self {
-            weight: vb.get((out_c, in_c, kernel.0, kernel.1), "weight")?,
-            bias: vb.get(out_c, "bias")?,
-            stride,
-            padding,
-        })
-    }
-
-    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let conv = |stride: usize, padding: usize, xs: &Tensor| {
-            Conv2d::new(
-                self.weight.clone(),
-                Some(self.bias.clone()),
-                Conv2dConfig {
-                    stride,
-                    padding,
-                    ..Default::default()
-                },
-            )
-            .forward(xs)
-        };
-        if self.stride.0 == self.stride.1 && self.padding.0 == self.padding.1 {
-            return conv(self.stride.0, self.padding.0, xs);
-        }
-        // Pad each axis, convolve with stride 1, keep every stride-th output.
-        let xs =
-            xs.pad_with_zeros(2, self.padding.0, self.padding.0)?
-                .pad_with_zeros(3, self.padding.1, self.padding.1)?;
-        let full = conv(1, 0, &xs)?;
-        let pick = |t: &Tensor, dim: usize, step: usize| -> Result<Tensor> {
-            let n = t.dim(dim)?;
-            let idx: Vec<u32> = (0..n).step_by(step).map(|i| i as u32).collect();
-            t.index_select(&Tensor::new(idx, t.device())?, dim)
-        };
-        pick(&pick(&full, 2, self.stride.0)?, 3, self.stride.1)
-    }
+    vb: VarBuilder,
+) -> Result<Conv2d> {
+    let geometry = Geometry {
+        stride: [stride.0, stride.1],
+        padding: [padding.0, padding.1],
+        dilation: [1, 1],
+        groups: 1,
+    };
+    let weight = vb.get((out_c, in_c, kernel.0, kernel.1), "weight")?;
+    Ok(Conv2d::with_geometry(weight, Some(vb.get(out_c, "bias")?), geometry))
 }
 
 /// The (out, in) matrix of PyTorch's bicubic interpolation along one axis with
@@ -322,7 +286,7 @@ impl ClapAudioAFFBlock {
     pub fn new(cfg: &ClapAudioConfig, vb: VarBuilder) -> Result<Self> {
         let channels = cfg.patch_embeds_hidden_size;
         let inter = channels / cfg.aff_block_r.max(1);
-        let c1 = |i: usize, o: usize, vb: VarBuilder| candle_nn::conv2d(i, o, 1, Default::default(), vb);
+        let c1 = |i: usize, o: usize, vb: VarBuilder| conv2d(i, o, 1, Default::default(), vb);
         let branch = |vb: VarBuilder, first: usize| -> Result<(Conv2d, BatchNorm2d, Conv2d, BatchNorm2d)> {
             Ok((
                 c1(channels, inter, vb.pp(first))?,
@@ -357,9 +321,9 @@ impl ClapAudioAFFBlock {
 
 /// `ClapAudioPatchEmbed`.
 pub struct ClapAudioPatchEmbed {
-    proj: Conv2dHw,
+    proj: Conv2d,
     norm: Option<LayerNorm>,
-    fusion: Option<(ClapAudioAFFBlock, Conv2dHw)>,
+    fusion: Option<(ClapAudioAFFBlock, Conv2d)>,
     img_size: (usize, usize),
 }
 
@@ -372,7 +336,7 @@ impl ClapAudioPatchEmbed {
             patch.1.saturating_sub(stride.1) / 2,
         );
         let c = cfg.patch_embeds_hidden_size;
-        let proj = Conv2dHw::new(cfg.patch_embed_input_channels, c, patch, stride, padding, vb.pp("proj"))?;
+        let proj = conv2d_hw(cfg.patch_embed_input_channels, c, patch, stride, padding, vb.pp("proj"))?;
         let norm = if cfg.enable_patch_layer_norm {
             Some(layer_norm(c, TORCH_NORM_EPS, vb.pp("norm"))?)
         } else {
@@ -381,7 +345,7 @@ impl ClapAudioPatchEmbed {
         let fusion = if cfg.enable_fusion {
             Some((
                 ClapAudioAFFBlock::new(cfg, vb.pp("fusion_model"))?,
-                Conv2dHw::new(
+                conv2d_hw(
                     cfg.patch_embed_input_channels,
                     c,
                     (patch.0, patch.1 * 3),

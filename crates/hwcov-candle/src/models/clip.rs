@@ -6,12 +6,12 @@
 //! masks padding, so the model is written here.
 
 use candle_core::{D, DType, Device, IndexOp, Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, Embedding, VarBuilder, conv2d_no_bias, embedding};
+use candle_nn::{Conv2dConfig, Embedding, VarBuilder, embedding};
 use serde::Deserialize;
 
 use crate::activation::Activation;
 use crate::models::common::{dtype_min, eager_attention};
-use crate::nn::{LayerNorm, Linear, layer_norm, linear, linear_no_bias};
+use crate::nn::{Conv2d, LayerNorm, Linear, conv2d_no_bias, layer_norm, linear, linear_no_bias};
 
 /// `eos_token_id` of a text config: one id, or a list as transformers' type allows.
 #[derive(Debug, Clone, Deserialize)]

@@ -5,13 +5,13 @@
 //! `backbone.conv_encoder.model`, attention outputs `out_proj`, feed-forward `fc1`/`fc2` on the layer.
 
 use candle_core::{D, DType, Device, Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, Embedding, VarBuilder, conv2d, embedding};
+use candle_nn::{Conv2dConfig, Embedding, VarBuilder, embedding};
 use serde::Deserialize;
 
 use crate::activation::Activation;
 use crate::models::common::dtype_min;
 use crate::models::resnet::{ResNetBackbone, ResNetConfig};
-use crate::nn::{LayerNorm, Linear, layer_norm, linear};
+use crate::nn::{Conv2d, LayerNorm, Linear, conv2d, layer_norm, linear};
 
 /// `DetrConfig` (the fields inference reads), with transformers' defaults.
 #[derive(Debug, Clone, Deserialize)]
@@ -97,20 +97,28 @@ pub fn downsample_mask(mask: &[Vec<Vec<u32>>], h: usize, w: usize) -> Vec<Vec<Ve
         .collect()
 }
 
-/// `DetrSinePositionEmbedding` with normalize=True, scale 2*pi, temperature 10000, computed in
-/// float32 in the order transformers computes it. Returns (batch, 2 * npf, h, w).
-pub fn sine_position_embedding(mask: &[Vec<Vec<bool>>], npf: usize, device: &Device) -> Result<Tensor> {
+/// `DetrSinePositionEmbedding` with normalize=True, scale 2*pi, temperature 10000. transformers builds
+/// it in the pixel values' dtype, each step rounded to it (the cumulative sums, the normalisation, the
+/// frequencies, the arguments, their sines and cosines); the arithmetic is done here in f32 and rounded
+/// where torch rounds, and the sines and cosines are taken on `device` (CUDA's `sinf` and `cosf` on a
+/// GPU, as torch's). Returns (batch, 2 * npf, h, w) in `dtype`.
+pub fn sine_position_embedding(mask: &[Vec<Vec<bool>>], npf: usize, dtype: DType, device: &Device) -> Result<Tensor> {
+    let r = |v: f32| match dtype {
+        DType::BF16 => half::bf16::from_f32(v).to_f32(),
+        DType::F16 => half::f16::from_f32(v).to_f32(),
+        _ => v,
+    };
     let b = mask.len();
     let (h, w) = (mask[0].len(), mask[0][0].len());
     let scale = (2.0 * std::f64::consts::PI) as f32;
     let eps = 1e-6f32;
+    // temperature ** (2 * floor(i / 2) / npf), the temperature a tensor of the dtype by then (10000
+    // is 9984 in bfloat16).
+    let temperature = r(10000.0);
     let dim_t: Vec<f32> = (0..npf)
-        .map(|i| {
-            let e = 2.0 * (i as f32 / 2.0).floor() / npf as f32;
-            10000f32.powf(e)
-        })
+        .map(|i| r(temperature.powf(r((2 * (i / 2)) as f32 / npf as f32))))
         .collect();
-    let mut out = vec![0f32; b * 2 * npf * h * w];
+    let mut args = vec![0f32; b * 2 * npf * h * w];
     for (bi, m) in mask.iter().enumerate() {
         // Cumulative sums of the mask down the rows and along the columns.
         let mut y_embed = vec![0f32; h * w];
@@ -118,29 +126,26 @@ pub fn sine_position_embedding(mask: &[Vec<Vec<bool>>], npf: usize, device: &Dev
         for y in 0..h {
             for x in 0..w {
                 let v = m[y][x] as u8 as f32;
-                y_embed[y * w + x] = v + if y > 0 { y_embed[(y - 1) * w + x] } else { 0.0 };
-                x_embed[y * w + x] = v + if x > 0 { x_embed[y * w + x - 1] } else { 0.0 };
+                y_embed[y * w + x] = r(v + if y > 0 { y_embed[(y - 1) * w + x] } else { 0.0 });
+                x_embed[y * w + x] = r(v + if x > 0 { x_embed[y * w + x - 1] } else { 0.0 });
             }
         }
         for y in 0..h {
             for x in 0..w {
-                let ye = y_embed[y * w + x] / (y_embed[(h - 1) * w + x] + eps) * scale;
-                let xe = x_embed[y * w + x] / (x_embed[y * w + w - 1] + eps) * scale;
+                let ye = r(r(y_embed[y * w + x] / r(y_embed[(h - 1) * w + x] + eps)) * scale);
+                let xe = r(r(x_embed[y * w + x] / r(x_embed[y * w + w - 1] + eps)) * scale);
                 for (i, &dt) in dim_t.iter().enumerate() {
-                    // Even features take sin, odd ones cos (stack + flatten interleaves them).
-                    let (py, px) = (ye / dt, xe / dt);
-                    let (vy, vx) = if i % 2 == 0 {
-                        (py.sin(), px.sin())
-                    } else {
-                        (py.cos(), px.cos())
-                    };
-                    out[((bi * 2 * npf + i) * h + y) * w + x] = vy;
-                    out[((bi * 2 * npf + npf + i) * h + y) * w + x] = vx;
+                    args[((bi * 2 * npf + i) * h + y) * w + x] = r(ye / dt);
+                    args[((bi * 2 * npf + npf + i) * h + y) * w + x] = r(xe / dt);
                 }
             }
         }
     }
-    Tensor::from_vec(out, (b, 2 * npf, h, w), device)
+    let args = Tensor::from_vec(args, (b, 2 * npf, h, w), device)?;
+    // Even features take the sine, odd ones the cosine (stack + flatten interleaves them).
+    let odd: Vec<u8> = (0..2 * npf).map(|i| (i % npf % 2) as u8).collect();
+    let odd = Tensor::from_vec(odd, (1, 2 * npf, 1, 1), device)?.broadcast_as(args.shape())?;
+    odd.where_cond(&args.cos()?, &args.sin()?)?.to_dtype(dtype)
 }
 
 /// `DetrLearnedPositionEmbedding`: column and row embeddings of up to 50 positions.
@@ -413,7 +418,7 @@ impl DetrModel {
         let projected = self.input_projection.forward(&feature_map)?;
         let flattened = projected.flatten_from(2)?.transpose(1, 2)?.contiguous()?;
         let pos = match &self.position_embedding {
-            PositionEmbedding::Sine(npf) => sine_position_embedding(&mask, *npf, device)?.to_dtype(dtype)?,
+            PositionEmbedding::Sine(npf) => sine_position_embedding(&mask, *npf, dtype, device)?,
             PositionEmbedding::Learned(l) => l.forward(b, h, w, device)?,
         };
         let spatial_pos = pos.flatten_from(2)?.transpose(1, 2)?.contiguous()?;

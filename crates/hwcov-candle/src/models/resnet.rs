@@ -3,10 +3,11 @@
 //! replaces them (`replace_batch_norm` in modeling_detr.py).
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, VarBuilder, conv2d_no_bias};
+use candle_nn::{Conv2dConfig, VarBuilder};
 use serde::Deserialize;
 
 use crate::activation::Activation;
+use crate::nn::{Conv2d, conv2d_no_bias};
 
 /// `ResNetConfig`, with transformers' defaults.
 #[derive(Debug, Clone, Deserialize)]
@@ -115,7 +116,7 @@ impl DetrFrozenBatchNorm2d {
         let epsilon = 1e-5;
         // weight * (running_var + epsilon).rsqrt(), each step rounded to the dtype as torch stores it.
         let var_eps = crate::nn::in_f32(&running_var, |v| v.affine(1.0, epsilon))?;
-        let scale = weight.mul(&crate::nn::in_f32(&var_eps, |v| v.sqrt()?.recip())?)?;
+        let scale = weight.mul(&crate::nn::in_f32(&var_eps, crate::nn::rsqrt)?)?;
         let bias = bias.sub(&running_mean.mul(&scale)?)?;
         Ok(Self { scale, bias })
     }

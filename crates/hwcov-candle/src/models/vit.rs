@@ -5,12 +5,12 @@
 //! the final-layernormed hidden states and the pooler output, so the model is written here.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, VarBuilder, conv2d};
+use candle_nn::{Conv2dConfig, VarBuilder};
 use serde::Deserialize;
 
 use crate::activation::Activation;
 use crate::models::common::eager_attention;
-use crate::nn::{LayerNorm, Linear, layer_norm, linear, linear_b};
+use crate::nn::{Conv2d, LayerNorm, Linear, conv2d, layer_norm, linear, linear_b};
 
 /// `ViTConfig`, with transformers' defaults.
 #[derive(Debug, Clone, Deserialize)]

@@ -8,12 +8,12 @@
 //! attention adapters of `adapter_attn_dim`; the conv adapter of `add_adapter`; padding masks.
 
 use candle_core::{D, DType, Module, Result, Tensor};
-use candle_nn::{Conv1d, Conv1dConfig, VarBuilder, conv1d, conv1d_no_bias};
+use candle_nn::{Conv1dConfig, VarBuilder};
 use serde::Deserialize;
 
 use crate::activation::Activation;
 use crate::models::common::{additive_padding_mask, eager_attention};
-use crate::nn::{LayerNorm, Linear, layer_norm, linear};
+use crate::nn::{Conv1d, LayerNorm, Linear, conv1d, conv1d_no_bias, layer_norm, linear};
 
 /// `Wav2Vec2Config`, with transformers' defaults.
 #[derive(Debug, Clone, Deserialize)]
@@ -185,8 +185,7 @@ impl Wav2Vec2ConvLayer {
     }
 }
 
-/// `nn.GroupNorm(n, n)`: each channel of (batch, n, time) normalised over time, in f32 as torch's
-/// kernel computes it, rounded once to the dtype.
+/// `nn.GroupNorm(n, n)`: each channel of (batch, n, time) normalised over time (`nn::group_norm`).
 pub struct ChannelGroupNorm {
     weight: Tensor,
     bias: Tensor,
@@ -195,23 +194,15 @@ pub struct ChannelGroupNorm {
 
 impl ChannelGroupNorm {
     pub fn new(n: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
-        let f32 = |name: &str| vb.get(n, name)?.to_dtype(DType::F32)?.reshape((1, n, 1));
         Ok(Self {
-            weight: f32("weight")?,
-            bias: f32("bias")?,
+            weight: vb.get(n, "weight")?,
+            bias: vb.get(n, "bias")?,
             eps,
         })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        crate::nn::in_f32(x, |x| {
-            let centred = x.broadcast_sub(&x.mean_keepdim(2)?)?;
-            let var = centred.sqr()?.mean_keepdim(2)?;
-            centred
-                .broadcast_div(&(var + self.eps)?.sqrt()?)?
-                .broadcast_mul(&self.weight)?
-                .broadcast_add(&self.bias)
-        })
+        crate::nn::group_norm(x, &self.weight, &self.bias, self.weight.dim(0)?, self.eps)
     }
 }
 
@@ -280,11 +271,21 @@ impl Wav2Vec2PositionalConvEmbedding {
         } else {
             (vb.get((1, 1, k), "weight_g")?, vb.get(v_shape, "weight_v")?)
         };
-        // weight_norm(dim=2): w = v * (g / ||v||), the norm over every dimension but 2; torch's fused
-        // kernel computes it in f32 and rounds w once to the dtype.
+        // weight_norm(dim=2): w = v * (g / ||v||), the norm over every dimension but 2, as
+        // torch._weight_norm computes it. Its fused kernel (dim 2 is the last; f32 and bf16) takes
+        // g * v * (1 / norm) in f32 and rounds once; for half it has none and runs
+        // `v * (g / norm_except_dim(v))`, each of the three steps rounded to f16.
         let (g32, v32) = (g.to_dtype(DType::F32)?, v.to_dtype(DType::F32)?);
         let norm = v32.sqr()?.sum_keepdim(0)?.sum_keepdim(1)?.sqrt()?;
-        let weight = v32.broadcast_mul(&g32.broadcast_div(&norm)?)?.to_dtype(v.dtype())?;
+        let weight = if v.dtype() == DType::F16 {
+            let rounded = |t: Tensor| t.to_dtype(DType::F16)?.to_dtype(DType::F32);
+            let scale = rounded(g32.broadcast_div(&rounded(norm)?)?)?;
+            v32.broadcast_mul(&scale)?.to_dtype(DType::F16)?
+        } else {
+            g32.broadcast_mul(&v32)?
+                .broadcast_mul(&norm.recip()?)?
+                .to_dtype(v.dtype())?
+        };
         let bias = vb.get(h, "bias")?;
         let conv_cfg = Conv1dConfig {
             padding: k / 2,

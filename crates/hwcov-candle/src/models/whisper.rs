@@ -12,9 +12,9 @@
 //! it), changes nothing.
 
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{Conv1d, Conv1dConfig, Embedding, VarBuilder, conv1d, embedding};
+use candle_nn::{Conv1dConfig, Embedding, VarBuilder, embedding};
 
-use crate::nn::{Linear, linear, linear_no_bias};
+use crate::nn::{Conv1d, Linear, conv1d, linear, linear_no_bias};
 use serde::Deserialize;
 
 use crate::activation::Activation;
