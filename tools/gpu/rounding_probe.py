@@ -77,6 +77,7 @@ DETR = [
     ("L1-noencattn", 1, ["encoder.layers.0.self_attn.out_proj"]),
     ("L1-noencff", 1, ["encoder.layers.0.fc2"]),
     ("L1-noencattn-vzero", 1, ["encoder.layers.0.self_attn.v_proj"]),
+    ("L1-encattn-uniform", 1, ["encoder.layers.0.self_attn.q_proj", "encoder.layers.0.self_attn.k_proj"]),
     ("L1-noenc", 1, ["encoder.layers.0.self_attn.out_proj", "encoder.layers.0.fc2"]),
     ("L1-noenc-nodecself", 1, ["encoder.layers.0.self_attn.out_proj", "encoder.layers.0.fc2",
                                "decoder.layers.0.self_attn.out_proj"]),
@@ -84,10 +85,19 @@ DETR = [
                                        "decoder.layers.0.self_attn.out_proj", "decoder.layers.0.fc2"]),
     ("L1-noenc-nocross", 1, ["encoder.layers.0.self_attn.out_proj", "encoder.layers.0.fc2", "encoder_attn.out_proj"]),
 ]
+# X-CLIP: every layer kept; the prompt generator's parts switched off (its output scale alpha, its
+# cross-attention's and its MLP's last projections).
+XCLIP = [
+    ("full", 0, []),
+    ("no-prompt", 0, ["prompts_generator.alpha"]),
+    ("prompt-noattn", 0, ["cross_attn.proj"]),
+    ("prompt-nomlp", 0, ["mlp.3."]),
+]
 # The weights of a layer beyond the count are dropped; the pattern names the transformer layers only
 # (the layers of Wav2Vec2's convolutions or of DETR's ResNet stages are kept).
 ANY_LAYER = r"(?:layers|block)\.(\d+)\."
 TRANSFORMER_LAYER = r"(?<!conv_)(?:encoder|decoder)\.layers\.(\d+)\."
+NO_LAYER = r"(?!)(\d)"
 PROBES = {
     "qwen2": (DECODER, ["num_hidden_layers"], ANY_LAYER),
     "llama-gqa": (DECODER, ["num_hidden_layers"], ANY_LAYER),
@@ -96,6 +106,7 @@ PROBES = {
     "whisper-en": (WHISPER, ["encoder_layers", "decoder_layers"], ANY_LAYER),
     "wav2vec2": (WAV2VEC2, ["num_hidden_layers"], TRANSFORMER_LAYER),
     "detr": (DETR, ["encoder_layers", "decoder_layers"], TRANSFORMER_LAYER),
+    "xclip": (XCLIP, [], NO_LAYER),
 }
 
 
@@ -108,7 +119,7 @@ def variant(hwcov, device, precision, fixture, name, layers, zero, layer_keys, l
     cfg = json.loads((out / "config.json").read_text())
     for key in layer_keys:
         cfg[key] = layers
-    if "layer_types" in cfg:
+    if layer_keys and "layer_types" in cfg:
         cfg["layer_types"] = cfg["layer_types"][:layers]
     (out / "config.json").write_text(json.dumps(cfg))
     w = st.load_file(str(out / "model.safetensors"))

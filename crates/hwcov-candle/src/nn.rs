@@ -126,8 +126,9 @@ pub fn gelu(x: &Tensor) -> Result<Tensor> {
     in_f32(x, |x| x.gelu_erf())
 }
 
-/// `F.group_norm(x, groups, weight, bias, eps)` for x (N, C, *): statistics in f32, rounded once to the
-/// dtype. On CUDA as torch's kernels (Welford statistics, rsqrtf, a fused scale and shift); elsewhere
+/// `F.group_norm(x, groups, weight, bias, eps)` for x (N, C, *) with spatial size above 1, as torch's
+/// CUDA kernels compute it: the statistics in f32, the mean and rstd stored in the dtype, the output
+/// rounded once. On CUDA with their Welford statistics, rsqrtf and fused scale and shift; elsewhere with
 /// the plain mean and variance.
 pub fn group_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, groups: usize, eps: f64) -> Result<Tensor> {
     #[cfg(feature = "cuda")]
