@@ -5,7 +5,7 @@
 //! once, and one written as Python arithmetic (`NewGELUActivation`, `QuickGELUActivation`) rounds
 //! after every operation. At f32 the roundings are no-ops.
 
-use candle_core::{DType, Result, Tensor};
+use candle_core::{Result, Tensor};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -40,13 +40,7 @@ impl Activation {
     pub fn forward(self, xs: &Tensor) -> Result<Tensor> {
         let dtype = xs.dtype();
         // An intermediate that torch stores in the dtype, rounded to it and back.
-        let r = |t: Tensor| -> Result<Tensor> {
-            if dtype == DType::F32 {
-                Ok(t)
-            } else {
-                t.to_dtype(dtype)?.to_dtype(DType::F32)
-            }
-        };
+        let r = |t: Tensor| crate::nn::round_to(&t, dtype);
         let one_plus = |t: &Tensor| r(t.affine(1.0, 1.0)?);
         let times = |t: &Tensor, s: f64| r(crate::nn::mul_scalar(t, s)?);
         match self {

@@ -139,14 +139,13 @@ pub fn group_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, groups: usize, eps
     let mut channel = vec![1; dims.len()];
     channel[1] = x.dim(1)?;
     // torch hands eps to its statistics in the dtype and stores the mean and rstd in it.
-    let round = |t: Tensor| t.to_dtype(dtype)?.to_dtype(DType::F32);
-    let eps = round(Tensor::new(eps as f32, x.device())?)?;
+    let eps = round_f32(eps as f32, dtype) as f64;
     in_f32(x, |x| {
         let g = x.reshape((dims[0], groups, ()))?;
         let mean = g.mean_keepdim(2)?;
         let var = g.broadcast_sub(&mean)?.sqr()?.mean_keepdim(2)?;
-        let rstd = round(rsqrt(&var.broadcast_add(&eps)?)?)?;
-        let centred = g.broadcast_sub(&round(mean)?)?;
+        let rstd = round_to(&rsqrt(&(var + eps)?)?, dtype)?;
+        let centred = g.broadcast_sub(&round_to(&mean, dtype)?)?;
         let normed = centred.broadcast_mul(&rstd)?.reshape(dims.as_slice())?;
         let f32 = |t: &Tensor| t.to_dtype(DType::F32)?.reshape(channel.as_slice());
         normed.broadcast_mul(&f32(weight)?)?.broadcast_add(&f32(bias)?)
@@ -171,6 +170,25 @@ pub fn add(x: &Tensor, r: &Tensor) -> Result<Tensor> {
     x + r
 }
 
+/// `v` stored in a tensor of `dtype` and read back: rounded to a half-precision dtype, unchanged
+/// otherwise.
+pub fn round_f32(v: f32, dtype: DType) -> f32 {
+    match dtype {
+        DType::BF16 => half::bf16::from_f32(v).to_f32(),
+        DType::F16 => half::f16::from_f32(v).to_f32(),
+        _ => v,
+    }
+}
+
+/// The f32 tensor `t` stored in `dtype` and read back in f32: an intermediate that torch stores in
+/// the dtype (a no-op at f32).
+pub fn round_to(t: &Tensor, dtype: DType) -> Result<Tensor> {
+    if dtype == DType::F32 {
+        return Ok(t.clone());
+    }
+    t.to_dtype(dtype)?.to_dtype(DType::F32)
+}
+
 /// `f(x)` computed in f32 and rounded once to `x`'s dtype: what torch's elementwise kernels do with a
 /// half-precision tensor (they compute in float, "opmath", and store the result in the dtype), where
 /// candle would compute in the dtype itself and round after every step.
@@ -187,12 +205,7 @@ pub fn in_f32(x: &Tensor, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<T
 /// product unless `s` is exact in that dtype, as a power of two is.)
 pub fn mul_scalar(x: &Tensor, s: f64) -> Result<Tensor> {
     let s = s as f32;
-    let exact_in_dtype = match x.dtype() {
-        DType::BF16 => half::bf16::from_f32(s).to_f32() == s,
-        DType::F16 => half::f16::from_f32(s).to_f32() == s,
-        _ => true,
-    };
-    if exact_in_dtype {
+    if round_f32(s, x.dtype()) == s {
         // One pass: the product of two values of the dtype is exact in f32, so rounding it once to
         // the dtype is what torch stores.
         return x.affine(s as f64, 0.0);
@@ -610,7 +623,6 @@ extern "C" __global__ void group_norm_apply_##SUF(const D::T* x, const float* me
 GROUP_NORM_KERNELS(f32, F32)
 GROUP_NORM_KERNELS(bf16, BF16)
 GROUP_NORM_KERNELS(f16, F16)
-
 
 /* transformers' apply_rotary_pos_emb on pairs (x1, x2) half a row apart: y1 = R(R(x1 c) - R(x2 s)),
    y2 = R(R(x2 c) + R(x1 s)), as torch's separate kernels store each product and the sum; the _rn
@@ -1197,11 +1209,7 @@ PAD_BLOCKS(pad_blocks_u64, unsigned long long)
             }
             let hw = x.elem_count() / (n * c);
             // torch hands eps to the statistics kernel in the tensor's dtype.
-            let eps = match x.dtype() {
-                DType::BF16 => half::bf16::from_f32(eps as f32).to_f32(),
-                DType::F16 => half::f16::from_f32(eps as f32).to_f32(),
-                _ => eps as f32,
-            };
+            let eps = super::round_f32(eps as f32, x.dtype());
             Some(Self {
                 rows: (n * groups) as u32,
                 len: (c / groups * hw) as u32,

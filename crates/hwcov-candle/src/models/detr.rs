@@ -103,11 +103,7 @@ pub fn downsample_mask(mask: &[Vec<Vec<u32>>], h: usize, w: usize) -> Vec<Vec<Ve
 /// where torch rounds, and the sines and cosines are taken on `device` (CUDA's `sinf` and `cosf` on a
 /// GPU, as torch's). Returns (batch, 2 * npf, h, w) in `dtype`.
 pub fn sine_position_embedding(mask: &[Vec<Vec<bool>>], npf: usize, dtype: DType, device: &Device) -> Result<Tensor> {
-    let r = |v: f32| match dtype {
-        DType::BF16 => half::bf16::from_f32(v).to_f32(),
-        DType::F16 => half::f16::from_f32(v).to_f32(),
-        _ => v,
-    };
+    let r = |v: f32| crate::nn::round_f32(v, dtype);
     let b = mask.len();
     let (h, w) = (mask[0].len(), mask[0][0].len());
     let scale = (2.0 * std::f64::consts::PI) as f32;

@@ -278,8 +278,8 @@ impl Wav2Vec2PositionalConvEmbedding {
         let (g32, v32) = (g.to_dtype(DType::F32)?, v.to_dtype(DType::F32)?);
         let norm = v32.sqr()?.sum_keepdim(0)?.sum_keepdim(1)?.sqrt()?;
         let weight = if v.dtype() == DType::F16 {
-            let rounded = |t: Tensor| t.to_dtype(DType::F16)?.to_dtype(DType::F32);
-            let scale = rounded(g32.broadcast_div(&rounded(norm)?)?)?;
+            let rounded = |t: &Tensor| crate::nn::round_to(t, DType::F16);
+            let scale = rounded(&g32.broadcast_div(&rounded(&norm)?)?)?;
             v32.broadcast_mul(&scale)?.to_dtype(DType::F16)?
         } else {
             g32.broadcast_mul(&v32)?

@@ -356,12 +356,12 @@ impl XCLIPModel {
         let n = last.dim(1)? - 1;
         let img_features = self.prompts_visual_layernorm.forward(&last.narrow(1, 1, n)?)?;
         // `img_features @ prompts_visual_projection`: torch folds the batch into the rows of one product.
-        let (frames_total, _, vh) = img_features.dims3()?;
+        let vh = img_features.dim(2)?;
         let img_features = img_features
-            .reshape((frames_total * n, vh))?
+            .reshape((batch_size * num_frames * n, vh))?
             .matmul(&self.prompts_visual_projection)?
-            .reshape((frames_total, n, ()))?;
-        let img_features = crate::nn::in_f32(&img_features.reshape((batch_size, num_frames, n, ()))?, |x| x.mean(1))?;
+            .reshape((batch_size, num_frames, n, ()))?;
+        let img_features = crate::nn::in_f32(&img_features, |x| x.mean(1))?;
 
         let (_, text_pooled) = self.text_model.forward(input_ids, attention_mask, position_ids)?;
         let text_embeds = self.text_projection.forward(&text_pooled)?;
