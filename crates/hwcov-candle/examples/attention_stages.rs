@@ -88,9 +88,14 @@ fn main() -> Result<()> {
 
     report(&steps, "qk_in", &(&h + &steps.get("pos")?)?)?;
     let qk_in = steps.get("qk_in")?;
-    report(&steps, "q", &steps.linear("q_proj")?.forward(&qk_in)?)?;
-    report(&steps, "k", &steps.linear("k_proj")?.forward(&qk_in)?)?;
-    report(&steps, "v", &steps.linear("v_proj")?.forward(&h)?)?;
+    // The first layer's input is a transposed view in torch: its projections are taken both ways.
+    for (name, proj, x) in [("q", "q_proj", &qk_in), ("k", "k_proj", &qk_in), ("v", "v_proj", &h)] {
+        let linear = steps.linear(proj)?;
+        print!("bias in the product's epilogue: ");
+        report(&steps, name, &linear.forward(x)?)?;
+        print!("bias added after the product:   ");
+        report(&steps, name, &linear.forward_strided(x)?)?;
+    }
     let (q, k, v) = (
         split(&steps.get("q")?)?,
         split(&steps.get("k")?)?,

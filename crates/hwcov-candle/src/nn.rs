@@ -82,6 +82,17 @@ impl Linear {
         act.forward(&self.forward(x)?)
     }
 
+    /// `nn.Linear` on an input that torch holds as a non-contiguous view (a transposed feature map):
+    /// F.linear then takes `at::matmul` and adds the bias with a kernel of its own, so the product is
+    /// rounded to the dtype before the bias is added, where a contiguous input gets one rounding.
+    pub fn forward_strided(&self, x: &Tensor) -> Result<Tensor> {
+        let y = Linear::new(self.weight.clone(), None).forward(x)?;
+        match &self.bias {
+            Some(b) => bias_add(&y, b),
+            None => Ok(y),
+        }
+    }
+
     /// `linear(x) + residual`; on CUDA the bias add and the residual add are one pass after the
     /// product (or the product's epilogue adds the bias, and the residual is one pass).
     pub fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {

@@ -216,6 +216,8 @@ impl DetrAttention {
     }
 
     /// queries from `hidden_states` (+ `query_pos`), keys from `kv` (+ `key_pos`), values from `kv`.
+    /// `strided_input`: torch holds the inputs as non-contiguous views, which its Linear projects
+    /// with the bias added after the product's rounding (`Linear::forward_strided`).
     pub fn forward(
         &self,
         hidden_states: &Tensor,
@@ -223,6 +225,7 @@ impl DetrAttention {
         kv: &Tensor,
         key_pos: Option<&Tensor>,
         mask: Option<&Tensor>,
+        strided_input: bool,
     ) -> Result<Tensor> {
         let (b, lq, _) = hidden_states.dims3()?;
         let lk = kv.dim(1)?;
@@ -235,9 +238,16 @@ impl DetrAttention {
                 .transpose(1, 2)?
                 .contiguous()
         };
-        let q = heads(self.q_proj.forward(&add(hidden_states, query_pos)?)?, lq)?;
-        let k = heads(self.k_proj.forward(&add(kv, key_pos)?)?, lk)?;
-        let v = heads(self.v_proj.forward(kv)?, lk)?;
+        let project = |l: &Linear, x: &Tensor| {
+            if strided_input {
+                l.forward_strided(x)
+            } else {
+                l.forward(x)
+            }
+        };
+        let q = heads(project(&self.q_proj, &add(hidden_states, query_pos)?)?, lq)?;
+        let k = heads(project(&self.k_proj, &add(kv, key_pos)?)?, lk)?;
+        let v = heads(project(&self.v_proj, kv)?, lk)?;
         let scaling = (self.head_dim as f64).powf(-0.5);
         let out = attention(&q, &k, &v, mask, scaling)?
             .transpose(1, 2)?
@@ -286,8 +296,12 @@ impl DetrEncoderLayer {
         })
     }
 
-    pub fn forward(&self, h: &Tensor, mask: &Tensor, pos: &Tensor) -> Result<Tensor> {
-        let attn = self.self_attn.forward(h, Some(pos), h, Some(pos), Some(mask))?;
+    /// `strided_input`: `h` is what transformers holds as the transposed view of the feature map
+    /// (the first layer's input, where the map has more than one position).
+    pub fn forward(&self, h: &Tensor, mask: &Tensor, pos: &Tensor, strided_input: bool) -> Result<Tensor> {
+        let attn = self
+            .self_attn
+            .forward(h, Some(pos), h, Some(pos), Some(mask), strided_input)?;
         let h = self.self_attn_layer_norm.forward(&(h + attn)?)?;
         let ff = self.mlp.forward(&h)?;
         self.final_layer_norm.forward(&(h + ff)?)
@@ -328,7 +342,7 @@ impl DetrDecoderLayer {
     ) -> Result<Tensor> {
         let attn = self
             .self_attn
-            .forward(h, Some(query_pos), h, Some(query_pos), self_mask)?;
+            .forward(h, Some(query_pos), h, Some(query_pos), self_mask, false)?;
         let h = self.self_attn_layer_norm.forward(&(h + attn)?)?;
         let cross = self.encoder_attn.forward(
             &h,
@@ -336,6 +350,7 @@ impl DetrDecoderLayer {
             encoder_hidden_states,
             Some(spatial_pos),
             Some(encoder_mask),
+            false,
         )?;
         let h = self.encoder_attn_layer_norm.forward(&(h + cross)?)?;
         let ff = self.mlp.forward(&h)?;
@@ -421,9 +436,13 @@ impl DetrModel {
         let keep: Vec<Vec<bool>> = mask.iter().map(|m| m.iter().flatten().copied().collect()).collect();
         let attn_mask = key_mask(&keep, dtype, device)?;
 
+        // transformers feeds the first layer `flatten(2).transpose(1, 2)` of the projected map: a
+        // view that is not contiguous where the map has more than one position and channel.
+        let mut strided = h * w > 1 && projected.dim(1)? > 1;
         let mut enc = flattened;
         for layer in &self.encoder_layers {
-            enc = layer.forward(&enc, &attn_mask, &spatial_pos)?;
+            enc = layer.forward(&enc, &attn_mask, &spatial_pos, strided)?;
+            strided = false;
         }
         let q = self.query_position_embeddings.embeddings();
         let (nq, d) = q.dims2()?;

@@ -144,8 +144,15 @@ impl LlavaMultiModalProjector {
         })
     }
 
-    pub fn forward(&self, image_features: &Tensor) -> Result<Tensor> {
-        let hidden_states = self.linear_1.forward(image_features)?;
+    /// `strided`: transformers hands the projector a non-contiguous view (the CLS token sliced off
+    /// more than one tile's features), which its `linear_1` takes as a product rounded to the dtype
+    /// before the bias is added (`Linear::forward_strided`).
+    pub fn forward(&self, image_features: &Tensor, strided: bool) -> Result<Tensor> {
+        let hidden_states = if strided {
+            self.linear_1.forward_strided(image_features)?
+        } else {
+            self.linear_1.forward(image_features)?
+        };
         let hidden_states = self.act.forward(&hidden_states)?;
         self.linear_2.forward(&hidden_states)
     }
@@ -154,12 +161,15 @@ impl LlavaMultiModalProjector {
 /// `get_image_features` of both LlavaModel and LlavaNextModel, up to the projector: the selected
 /// hidden states of the vision tower (concatenated along the features when there are several, the CLS
 /// token dropped with "default"), projected. pixel_values (n, channels, height, width) ->
-/// (n, features_per_tile, text hidden size).
+/// (n, features_per_tile, text hidden size). `cls_dropped_after_cat`: LLaVA-NeXT drops the CLS token
+/// from the concatenated features, LLaVA from each layer's before concatenating them; the values are
+/// the same, but only LLaVA's concatenation gives the projector a contiguous tensor.
 pub fn project_image_features(
     vision_tower: &CLIPVisionModel,
     multi_modal_projector: &LlavaMultiModalProjector,
     settings: &VisionSettings,
     pixel_values: &Tensor,
+    cls_dropped_after_cat: bool,
 ) -> Result<Tensor> {
     let last = settings.feature_layers.iter().copied().max().unwrap_or(0);
     let hidden_states = vision_tower.hidden_states(pixel_values, last)?;
@@ -169,11 +179,15 @@ pub fn project_image_features(
         .map(|&i| hidden_states[i].clone())
         .collect();
     let mut selected_image_feature = Tensor::cat(&selected, 2)?;
+    let mut strided = false;
     if settings.strategy == VisionFeatureSelectStrategy::Default {
-        let l = selected_image_feature.dim(1)?;
+        let (n, l, _) = selected_image_feature.dims3()?;
         selected_image_feature = selected_image_feature.narrow(1, 1, l - 1)?;
+        // `[:, 1:]` of more than one tile is a view that is not contiguous, unless a concatenation
+        // follows it.
+        strided = n > 1 && (cls_dropped_after_cat || selected.len() == 1);
     }
-    multi_modal_projector.forward(&selected_image_feature)
+    multi_modal_projector.forward(&selected_image_feature, strided)
 }
 
 /// `get_placeholder_mask` from `input_ids`: where each row holds the image token, flattened row by row.
@@ -302,6 +316,7 @@ impl LlavaModel {
             &self.multi_modal_projector,
             &self.settings,
             pixel_values,
+            false,
         )
     }
 }

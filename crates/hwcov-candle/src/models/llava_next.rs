@@ -107,6 +107,7 @@ impl LlavaNextModel {
             &self.multi_modal_projector,
             &self.settings,
             &pixel_values,
+            true,
         )?;
         let mut split = Vec::with_capacity(image_num_patches.len());
         let mut start = 0;
