@@ -706,20 +706,79 @@ template <typename D, int N> __device__ __forceinline__ void load_held(const typ
     }
 }
 
-/* torch's LayerNorm in f32 (the mean, then the mean of the squared deviations from it), rounded once
-   to the dtype: w * (rstd * (x - mean)) + b with rstd = rsqrtf(var + eps), as its kernels write it. */
+/* torch's LayerNorm statistics, one warp per row playing the threads of torch's block in turn.
+   Rows of a multiple of 4 elements on aligned pointers (`vec`) take vectorized_layer_norm_kernel's:
+   128 threads (4 warps), thread t folds the quads t, t + 128, ... into a running mean and sum of squared
+   deviations (WelfordDataLN), each warp combines its threads (shfl_down), then warps 2 and 3 are combined
+   into 0 and 1, and 1 into 0; var = sum / n. Other rows take RowwiseMomentsCUDAKernel's: 512 threads
+   (16 warps), thread t folds the elements t, t + 512, ... (WelfordOps), and the block reduction. Lane l
+   plays thread l + 32 w of warp w; X(c) reads element c. */
+struct LNW { float mean, sigma2, count; };
+__device__ __forceinline__ LNW ln_online(float val, LNW c) {
+    float delta = val - c.mean;
+    float new_count = c.count + 1.f;
+    float new_mean = c.mean + delta * (1.f / new_count);
+    LNW r = {new_mean, c.sigma2 + delta * (val - new_mean), new_count}; return r;
+}
+__device__ __forceinline__ LNW ln_combine(LNW dataB, LNW dataA) {
+    float delta = dataB.mean - dataA.mean;
+    float count = dataA.count + dataB.count;
+    float mean, sigma2;
+    if (count > 0.f) {
+        float coef = 1.f / count;
+        float nA = dataA.count * coef;
+        float nB = dataB.count * coef;
+        mean = nA * dataA.mean + nB * dataB.mean;
+        sigma2 = dataA.sigma2 + dataB.sigma2 + delta * delta * dataA.count * nB;
+    } else { mean = 0.f; sigma2 = 0.f; }
+    LNW r = {mean, sigma2, count}; return r;
+}
+/* A warp's combination, as lane 0 holds it, given to every lane. */
+__device__ __forceinline__ LNW ln_warp(LNW wd) {
+    for (int offset = 16; offset > 0; offset >>= 1) {
+        LNW o = {__shfl_down_sync(0xffffffffu, wd.mean, offset), __shfl_down_sync(0xffffffffu, wd.sigma2, offset),
+                 __shfl_down_sync(0xffffffffu, wd.count, offset)};
+        wd = ln_combine(wd, o);
+    }
+    LNW r = {__shfl_sync(0xffffffffu, wd.mean, 0), __shfl_sync(0xffffffffu, wd.sigma2, 0), __shfl_sync(0xffffffffu, wd.count, 0)};
+    return r;
+}
+#define LN_STATS(X, cols, lane, vec, eps, mean, rstd) { \
+    if (vec) { \
+        LNW r[4]; \
+        for (int wp = 0; wp < 4; wp++) { \
+            LNW wd = {0.f, 0.f, 0.f}; \
+            for (unsigned int q = lane + 32 * wp; 4 * q < cols; q += 128) \
+                for (int t = 0; t < 4; t++) wd = ln_online(X(4 * q + t), wd); \
+            r[wp] = ln_warp(wd); \
+        } \
+        LNW f = ln_combine(ln_combine(r[0], r[2]), ln_combine(r[1], r[3])); \
+        mean = f.mean; rstd = rsqrtf(f.sigma2 / (float)cols + eps); \
+    } else { \
+        Welford res = {0.0f, 0.0f, 0, 0.0f}; \
+        for (unsigned int wp = 0; wp < 16; wp++) { \
+            Welford wd = {0.0f, 0.0f, 0, 0.0f}; \
+            for (unsigned int c = lane + 32 * wp; c < cols; c += 512) wd = welford_reduce(wd, X(c)); \
+            wd = welford_warp_reduce(wd); \
+            Welford w0 = {__shfl_sync(0xffffffffu, wd.mean, 0), __shfl_sync(0xffffffffu, wd.m2, 0), \
+                          __shfl_sync(0xffffffffu, wd.n, 0), __shfl_sync(0xffffffffu, wd.nf, 0)}; \
+            if (lane == wp) res = w0; \
+        } \
+        res = welford_warp_reduce(res); \
+        mean = __shfl_sync(0xffffffffu, res.mean, 0); \
+        rstd = rsqrtf(__shfl_sync(0xffffffffu, res.m2, 0) / __shfl_sync(0xffffffffu, res.nf, 0) + eps); \
+    } \
+}
+
+/* torch's LayerNorm: its statistics (above), then w * (rstd * (x - mean)) + b in f32, rounded once. */
 template <typename D, int N> __device__ void layer_norm_held(const typename D::T* xr, const typename D::T* w, const typename D::T* b,
         typename D::T* yr, unsigned int cols, unsigned int lane, float eps, unsigned int vec) {
-    float v[N]; float sum = 0.0f, sq = 0.0f;
+    float v[N]; float mean, rstd;
     load_held<D, N>(xr, cols, lane, vec, v);
-    #pragma unroll
-    for (int j = 0; j < N; j++) if (held_col(lane, j, vec) < cols) sum += v[j];
-    WARP_SUM(sum);
-    float mean = sum / cols;
-    #pragma unroll
-    for (int j = 0; j < N; j++) if (held_col(lane, j, vec) < cols) { float d = v[j] - mean; sq += d * d; }
-    WARP_SUM(sq);
-    float rstd = rsqrtf(sq / cols + eps);
+    /* The statistics read the row again (from cache), in the order torch's threads take it. */
+    #define X_ROW(c) D::ld(xr[c])
+    LN_STATS(X_ROW, cols, lane, vec, eps, mean, rstd)
+    #undef X_ROW
     if (vec) {
         #pragma unroll
         for (int q = 0; q < N / 4; q++) {
@@ -738,14 +797,11 @@ template <typename D, int N> __device__ void layer_norm_held(const typename D::T
     }
 }
 template <typename D> __device__ void layer_norm_long(const typename D::T* xr, const typename D::T* w, const typename D::T* b,
-        typename D::T* yr, unsigned int cols, unsigned int lane, float eps, unsigned int) {
-    float sum = 0.0f, sq = 0.0f;
-    for (unsigned int c = lane; c < cols; c += 32) sum += D::ld(xr[c]);
-    WARP_SUM(sum);
-    float mean = sum / cols;
-    for (unsigned int c = lane; c < cols; c += 32) { float d = D::ld(xr[c]) - mean; sq += d * d; }
-    WARP_SUM(sq);
-    float rstd = rsqrtf(sq / cols + eps);
+        typename D::T* yr, unsigned int cols, unsigned int lane, float eps, unsigned int vec) {
+    float mean, rstd;
+    #define X_ROW(c) D::ld(xr[c])
+    LN_STATS(X_ROW, cols, lane, vec, eps, mean, rstd)
+    #undef X_ROW
     for (unsigned int c = lane; c < cols; c += 32) yr[c] = D::st(D::ld(w[c]) * (rstd * (D::ld(xr[c]) - mean)) + D::ld(b[c]));
 }
 
