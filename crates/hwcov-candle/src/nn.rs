@@ -373,10 +373,10 @@ pub fn attention_softmax(scores: &Tensor, scaling: f64, mask: Option<&Tensor>) -
     }
 }
 
-/// `nn.LayerNorm` computed in two passes as torch does (the mean, then the mean of the squared
-/// deviations from it). candle-nn's fused layer norm takes the variance as E[x^2] - E[x]^2 in f32,
-/// which loses digits when the activations are large next to their spread. One pass on CUDA, in f32
-/// and rounded once to the dtype, as torch's kernel.
+/// `nn.LayerNorm` with the variance taken from the deviations from the mean, as torch takes it (on the
+/// CPU in two passes; on CUDA by Welford's running mean and variance in the order of torch's CUDA
+/// kernels, in f32 and rounded once to the dtype). candle-nn's fused layer norm takes the variance as
+/// E[x^2] - E[x]^2 in f32, which loses digits when the activations are large next to their spread.
 #[derive(Debug, Clone)]
 pub struct LayerNorm {
     weight: Tensor,

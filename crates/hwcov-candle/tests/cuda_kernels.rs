@@ -397,9 +397,10 @@ fn rope_matches_the_rounded_sequence_exactly() -> Result<()> {
 /// f32): R(x W^T + b). With small multiples of 1/8 as inputs every dot product is exact in f32 in
 /// any order, so the result must equal the f32 CPU sum plus the bias, rounded to the dtype, bit for
 /// bit, whatever kernel cuBLASLt picks; a kernel that rounded the product before adding the bias
-/// would part from it.
+/// would part from it. `forward_strided` (torch's Linear of a non-contiguous input: at::matmul, then
+/// the bias added by a kernel of its own) must give R(R(x W^T) + b) instead.
 #[test]
-fn linear_bias_is_rounded_once() -> Result<()> {
+fn linear_bias_is_rounded_as_torch_rounds() -> Result<()> {
     let dev = gpu();
     let eighths = |shape: &[usize], dtype: DType| -> Result<Tensor> {
         let n: usize = shape.iter().product();
@@ -417,17 +418,29 @@ fn linear_bias_is_rounded_once() -> Result<()> {
                 .broadcast_matmul(&f32(&w)?.t()?)?
                 .broadcast_add(&f32(&b)?)?
                 .to_dtype(dtype)?;
-            let gpu = nn::Linear::new(w.to_device(&dev)?, Some(b.to_device(&dev)?));
-            let out = gpu.forward(&x.to_device(&dev)?)?.to_device(&Device::Cpu)?;
-            let differing = f32(&out)?
-                .ne(&f32(&reference)?)?
+            // A strided input's Linear, as torch's at::matmul then add: R(R(x W^T) + b).
+            let strided_reference = f32(&x)?
+                .broadcast_matmul(&f32(&w)?.t()?)?
+                .to_dtype(dtype)?
                 .to_dtype(DType::F32)?
-                .sum_all()?
-                .to_scalar::<f32>()?;
-            assert_eq!(
-                differing, 0.0,
-                "linear {dtype:?} {rows}x{k} -> {n}: {differing} elements not R(x W^T + b)"
-            );
+                .broadcast_add(&f32(&b)?)?
+                .to_dtype(dtype)?;
+            let gpu = nn::Linear::new(w.to_device(&dev)?, Some(b.to_device(&dev)?));
+            let x = x.to_device(&dev)?;
+            for (what, out, reference) in [
+                ("R(x W^T + b)", gpu.forward(&x)?, &reference),
+                ("R(R(x W^T) + b)", gpu.forward_strided(&x)?, &strided_reference),
+            ] {
+                let differing = f32(&out.to_device(&Device::Cpu)?)?
+                    .ne(&f32(reference)?)?
+                    .to_dtype(DType::F32)?
+                    .sum_all()?
+                    .to_scalar::<f32>()?;
+                assert_eq!(
+                    differing, 0.0,
+                    "linear {dtype:?} {rows}x{k} -> {n}: {differing} elements not {what}"
+                );
+            }
         }
     }
     Ok(())
