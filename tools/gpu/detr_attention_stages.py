@@ -19,6 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
 import transformers  # noqa: E402
+from reduced_precision import load_model, model_inputs  # noqa: E402  (the recipe of the fixtures' references)
 
 DTYPES = {"bf16": torch.bfloat16, "f16": torch.float16}
 
@@ -27,10 +28,8 @@ def main():
     out_path = sys.argv[1]
     dtype = DTYPES[sys.argv[2] if len(sys.argv) > 2 else "bf16"]
     d = Path(sys.argv[3] if len(sys.argv) > 3 else Path(__file__).resolve().parents[2] / "fixtures" / "detr")
-    model = transformers.DetrForObjectDetection.from_pretrained(d, dtype=dtype, attn_implementation="eager")
-    model = model.to("cuda").eval()
-    io = st.load_file(str(d / "io.safetensors"))
-    inputs = {k[3:]: (v.to(dtype) if v.is_floating_point() else v).cuda() for k, v in io.items() if k.startswith("in_")}
+    model = load_model(d, dtype, "cuda")
+    inputs = model_inputs(st.load_file(str(d / "io.safetensors")), dtype, "cuda")
 
     layer = model.model.encoder.layers[0]
     attn = layer.self_attn

@@ -234,7 +234,7 @@ pub fn div_scalar(x: &Tensor, s: f64) -> Result<Tensor> {
 pub fn normalize_last_dim(x: &Tensor, min_norm: f64) -> Result<Tensor> {
     let x32 = x.to_dtype(DType::F32)?;
     let norm = x32.sqr()?.sum_keepdim(candle_core::D::Minus1)?.sqrt()?;
-    let norm = norm.to_dtype(x.dtype())?.to_dtype(DType::F32)?.maximum(min_norm)?;
+    let norm = round_to(&norm, x.dtype())?.maximum(min_norm)?;
     x32.broadcast_div(&norm)?.to_dtype(x.dtype())
 }
 

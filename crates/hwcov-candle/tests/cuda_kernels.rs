@@ -29,6 +29,15 @@ fn f32(t: &Tensor) -> Result<Tensor> {
     t.to_dtype(DType::F32)
 }
 
+/// How many elements of `a` and `b` (any dtype and device) differ, compared in f32 on the CPU.
+fn differing(a: &Tensor, b: &Tensor) -> Result<f32> {
+    f32(&a.to_device(&Device::Cpu)?)?
+        .ne(&f32(&b.to_device(&Device::Cpu)?)?)?
+        .to_dtype(DType::F32)?
+        .sum_all()?
+        .to_scalar::<f32>()
+}
+
 /// Each element of the CUDA result (computed in `dtype`) within tol * (|ref| + rms(ref)) of the f32
 /// CPU reference. The rms term is the scale of the operation: a value that cancels to near zero still
 /// carries the rounding of its rms-sized terms (a product before its residual, a score before its
@@ -375,12 +384,7 @@ fn rope_matches_the_rounded_sequence_exactly() -> Result<()> {
                 };
                 let (reference, _) = hwcov_candle::models::rope::apply_rotary_pos_emb(&x, &x, &cos_full, &sin_full)?;
                 let cuda = nn::rope(&x.to_device(&dev)?, &cos.to_device(&dev)?, &sin.to_device(&dev)?)?;
-                let (cuda, reference) = (f32(&cuda.to_device(&Device::Cpu)?)?, f32(&reference)?);
-                let differing = cuda
-                    .ne(&reference)?
-                    .to_dtype(DType::F32)?
-                    .sum_all()?
-                    .to_scalar::<f32>()?;
+                let differing = differing(&cuda, &reference)?;
                 assert_eq!(
                     differing,
                     0.0,
@@ -414,15 +418,10 @@ fn linear_bias_is_rounded_as_torch_rounds() -> Result<()> {
                 eighths(&[n, k], dtype)?,
                 values(&[n], dtype)?,
             );
-            let reference = f32(&x)?
-                .broadcast_matmul(&f32(&w)?.t()?)?
-                .broadcast_add(&f32(&b)?)?
-                .to_dtype(dtype)?;
+            let product = f32(&x)?.broadcast_matmul(&f32(&w)?.t()?)?;
+            let reference = product.broadcast_add(&f32(&b)?)?.to_dtype(dtype)?;
             // A strided input's Linear, as torch's at::matmul then add: R(R(x W^T) + b).
-            let strided_reference = f32(&x)?
-                .broadcast_matmul(&f32(&w)?.t()?)?
-                .to_dtype(dtype)?
-                .to_dtype(DType::F32)?
+            let strided_reference = nn::round_to(&product, dtype)?
                 .broadcast_add(&f32(&b)?)?
                 .to_dtype(dtype)?;
             let gpu = nn::Linear::new(w.to_device(&dev)?, Some(b.to_device(&dev)?));
@@ -431,11 +430,7 @@ fn linear_bias_is_rounded_as_torch_rounds() -> Result<()> {
                 ("R(x W^T + b)", gpu.forward(&x)?, &reference),
                 ("R(R(x W^T) + b)", gpu.forward_strided(&x)?, &strided_reference),
             ] {
-                let differing = f32(&out.to_device(&Device::Cpu)?)?
-                    .ne(&f32(reference)?)?
-                    .to_dtype(DType::F32)?
-                    .sum_all()?
-                    .to_scalar::<f32>()?;
+                let differing = differing(&out, reference)?;
                 assert_eq!(
                     differing, 0.0,
                     "linear {dtype:?} {rows}x{k} -> {n}: {differing} elements not {what}"

@@ -438,11 +438,10 @@ impl DetrModel {
 
         // transformers feeds the first layer `flatten(2).transpose(1, 2)` of the projected map: a
         // view that is not contiguous where the map has more than one position and channel.
-        let mut strided = h * w > 1 && projected.dim(1)? > 1;
+        let strided = h * w > 1 && projected.dim(1)? > 1;
         let mut enc = flattened;
-        for layer in &self.encoder_layers {
-            enc = layer.forward(&enc, &attn_mask, &spatial_pos, strided)?;
-            strided = false;
+        for (i, layer) in self.encoder_layers.iter().enumerate() {
+            enc = layer.forward(&enc, &attn_mask, &spatial_pos, strided && i == 0)?;
         }
         let q = self.query_position_embeddings.embeddings();
         let (nq, d) = q.dims2()?;

@@ -382,17 +382,13 @@ fn convolve<T: CudaDType + DeviceRepr + WithDType>(
             })
         }
     };
-    if !state.plans.contains_key(c) {
-        if state.plans.len() >= MAX_PLANS {
-            state.plans.clear();
-        }
-        let plan = Plan::new(api, state.handle, c)?;
-        state.plans.insert(*c, plan);
+    if state.plans.len() >= MAX_PLANS && !state.plans.contains_key(c) {
+        state.plans.clear();
     }
-    let plan = state
-        .plans
-        .get(c)
-        .ok_or_else(|| candle_core::Error::Msg("cuDNN plan lost".into()))?;
+    let plan = match state.plans.entry(*c) {
+        Entry::Occupied(e) => e.into_mut(),
+        Entry::Vacant(e) => e.insert(Plan::new(api, state.handle, c)?),
+    };
     let [on, oc, oh, ow] = plan.out.map(|d| d.max(0) as usize);
     let (x, w) = (input::<T>(xs, xl)?, input::<T>(ws, wl)?);
     // SAFETY: the convolution writes every output element.
