@@ -38,7 +38,10 @@ def main():
     gbps = bw["read_plus_write_GBps"]
     print(f"Card: {bw['device']}, measured {date}. Device-to-device copy: {gbps:.0f} GB/s (read + write); "
           f"pageable host-to-device {bw.get('host_to_device_pageable_GBps', 0):.1f} GB/s, device-to-host "
-          f"{bw.get('device_to_host_pageable_GBps', 0):.1f} GB/s.\n")
+          f"{bw.get('device_to_host_pageable_GBps', 0):.1f} GB/s"
+          + (f"; page-locked host-to-device {bw['host_to_device_pinned_GBps']:.1f} GB/s, device-to-host "
+             f"{bw['device_to_host_pinned_GBps']:.1f} GB/s" if "device_to_host_pinned_GBps" in bw else "")
+          + ".\n")
     print("| model | dtype | batch | seq | pass | hwcov mean ms | p50 | p90 | p99 | stdev | transformers eager mean ms | p50 | p90 | p99 | stdev "
           "| speedup (mean) | speedup (p50) | hwcov samples/s | transformers samples/s | hwcov load s | transformers load s "
           "| hwcov peak MiB | transformers peak MiB |")

@@ -96,9 +96,11 @@ impl<'a> Inputs<'a> {
                 format!("dtype {} where a float tensor is needed", t.dtype()),
             ));
         }
-        let tensor = match t.data() {
+        let tensor = match (t.data(), self.device) {
+            #[cfg(feature = "cuda")]
+            (hwcov_core::TensorData::F32(v), Device::Cuda(dev)) => crate::host_copy::from_host_f32(v, t.shape(), dev),
             // The common case, without a detour through f64.
-            hwcov_core::TensorData::F32(v) => Tensor::from_slice(v, t.shape(), self.device),
+            (hwcov_core::TensorData::F32(v), _) => Tensor::from_slice(v, t.shape(), self.device),
             _ => {
                 let values: Vec<f32> = t.to_f64_vec().into_iter().map(|v| v as f32).collect();
                 Tensor::from_vec(values, t.shape(), self.device)
@@ -148,7 +150,7 @@ pub fn to_host(name: &str, t: &Tensor) -> Result<HostTensor> {
     let shape = t.dims().to_vec();
     let flat = t.flatten_all().map_err(run_error(name))?;
     #[cfg(feature = "cuda")]
-    if let Some(values) = cuda_f32_to_host(&flat).map_err(run_error(name))? {
+    if let Some(values) = crate::host_copy::to_host_f32(&flat).map_err(run_error(name))? {
         return HostTensor::new(shape, TensorData::F32(values)).map_err(|e| Error::tensor(name, e));
     }
     let data = match t.dtype() {
@@ -164,28 +166,6 @@ pub fn to_host(name: &str, t: &Tensor) -> Result<HostTensor> {
         ),
     };
     HostTensor::new(shape, data).map_err(|e| Error::tensor(name, e))
-}
-
-/// A float CUDA tensor's values as f32, copied from the device once, straight into the returned
-/// vector (candle's `to_vec1` copies them into a vector of its own first, then again into the
-/// result: for a 19 MB output that second copy and the page faults of its fresh memory cost more
-/// than the transfer). `None` for tensors that are not float CUDA tensors.
-#[cfg(feature = "cuda")]
-fn cuda_f32_to_host(flat: &Tensor) -> candle_core::Result<Option<Vec<f32>>> {
-    let candle_core::Device::Cuda(dev) = flat.device() else {
-        return Ok(None);
-    };
-    if !flat.dtype().is_float() {
-        return Ok(None);
-    }
-    let flat = flat.to_dtype(DType::F32)?;
-    let (storage, layout) = flat.storage_and_layout();
-    let (candle_core::Storage::Cuda(storage), Some((start, end))) = (&*storage, layout.contiguous_offsets()) else {
-        return Ok(None);
-    };
-    let slice = storage.as_cuda_slice::<f32>()?.slice(start..end);
-    let values = dev.cuda_stream().clone_dtoh(&slice);
-    candle_core::cuda_backend::WrapErr::w(values).map(Some)
 }
 
 /// Checks that every id of `ids` is below `limit` (an embedding table's size), naming the input.

@@ -10,6 +10,7 @@ pub mod activation;
 pub mod adapters;
 pub mod config;
 pub mod handler;
+pub mod host_copy;
 pub mod io;
 pub mod models;
 pub mod nn;

@@ -440,3 +440,39 @@ fn linear_bias_is_rounded_as_torch_rounds() -> Result<()> {
     }
     Ok(())
 }
+
+/// The staged copies (`host_copy`) return exactly what candle's own pageable copies return, in
+/// both directions, for copies small enough to go the plain way and large enough to be staged and
+/// split over threads, and for each float dtype (half outputs cross in their dtype and are widened
+/// on the host). Two inputs in a row check that the second waits for the first to leave the buffer.
+#[test]
+fn staged_host_copies_are_exact() -> Result<()> {
+    let dev = gpu();
+    let Device::Cuda(cuda) = &dev else {
+        unreachable!("gpu() is a CUDA device")
+    };
+    // 4 Ki elements (plain) and 5 Mi + 3 elements (staged, an uneven split), the larger first so
+    // that the smaller reuses the grown buffer.
+    for len in [5 * (1 << 20) + 3, 4096] {
+        let host: Vec<f32> = Tensor::randn(0f32, 1.0, len, &Device::Cpu)?.to_vec1()?;
+        let second: Vec<f32> = host.iter().map(|v| v * 3.0).collect();
+        let a = hwcov_candle::host_copy::from_host_f32(&host, &[len], cuda)?;
+        let b = hwcov_candle::host_copy::from_host_f32(&second, &[len], cuda)?;
+        assert_eq!(a.to_vec1::<f32>()?, host, "from_host_f32, {len} elements");
+        assert_eq!(
+            b.to_vec1::<f32>()?,
+            second,
+            "from_host_f32 straight after another, {len} elements"
+        );
+        for dtype in [DType::F32, DType::BF16, DType::F16] {
+            let t = a.to_dtype(dtype)?;
+            let staged = hwcov_candle::host_copy::to_host_f32(&t)?.expect("a float CUDA tensor");
+            let plain = t.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+            assert!(
+                staged.iter().zip(&plain).all(|(s, p)| s.to_bits() == p.to_bits()) && staged.len() == plain.len(),
+                "to_host_f32, {dtype:?}, {len} elements"
+            );
+        }
+    }
+    Ok(())
+}

@@ -8,8 +8,8 @@ use candle_nn::{Embedding, VarBuilder, embedding};
 use serde::Deserialize;
 
 use crate::activation::Activation;
-use crate::models::common::{additive_padding_mask, eager_attention};
-use crate::nn::{LayerNorm, Linear, layer_norm, linear};
+use crate::models::common::{additive_padding_mask, eager_attention, split_stacked_qkv};
+use crate::nn::{LayerNorm, Linear, layer_norm, linear, stack_linears};
 
 /// `BertConfig`, with transformers' defaults.
 #[derive(Debug, Clone, Deserialize)]
@@ -80,10 +80,9 @@ impl BertEmbeddings {
     }
 }
 
+/// `BertSelfAttention`. query, key and value are one stacked Linear (`split_stacked_qkv` says why).
 pub struct BertSelfAttention {
-    query: Linear,
-    key: Linear,
-    value: Linear,
+    qkv: Linear,
     num_attention_heads: usize,
     attention_head_size: usize,
 }
@@ -92,9 +91,11 @@ impl BertSelfAttention {
     pub fn new(cfg: &BertConfig, vb: VarBuilder) -> Result<Self> {
         let h = cfg.hidden_size;
         Ok(Self {
-            query: linear(h, h, vb.pp("query"))?,
-            key: linear(h, h, vb.pp("key"))?,
-            value: linear(h, h, vb.pp("value"))?,
+            qkv: stack_linears(&[
+                linear(h, h, vb.pp("query"))?,
+                linear(h, h, vb.pp("key"))?,
+                linear(h, h, vb.pp("value"))?,
+            ])?,
             num_attention_heads: cfg.num_attention_heads,
             attention_head_size: h / cfg.num_attention_heads,
         })
@@ -102,11 +103,8 @@ impl BertSelfAttention {
 
     pub fn forward(&self, hidden_states: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
         let (b, l, _) = hidden_states.dims3()?;
-        let shape = (b, l, self.num_attention_heads, self.attention_head_size);
-        let heads = |x: Tensor| crate::nn::contiguous(&x.reshape(shape)?.transpose(1, 2)?);
-        let q = heads(self.query.forward(hidden_states)?)?;
-        let k = heads(self.key.forward(hidden_states)?)?;
-        let v = heads(self.value.forward(hidden_states)?)?;
+        let qkv = self.qkv.forward(hidden_states)?;
+        let (q, k, v) = split_stacked_qkv(&qkv, self.num_attention_heads, self.attention_head_size)?;
         let scaling = (self.attention_head_size as f64).powf(-0.5);
         let context = eager_attention(&q, &k, &v, Some(attention_mask), scaling)?;
         crate::nn::contiguous(&context.transpose(1, 2)?)?.reshape((b, l, ()))

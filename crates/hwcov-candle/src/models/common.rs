@@ -23,6 +23,18 @@ pub fn additive_padding_mask(attention_mask: &Tensor, dtype: DType) -> Result<Te
         .reshape((b, 1, 1, l))
 }
 
+/// The query, key and value of a stacked projection (`nn::stack_linears` of the three, output
+/// (batch, seq, 3 * heads * head_dim)), each as (batch, heads, seq, head_dim) by one copy: what
+/// `view(...).transpose(1, 2)` of three separate projections gives. The stacked product has three
+/// times the width and runs on larger, faster tiles than three of one width each, with the same dot
+/// products (docs/benchmarks.md).
+pub fn split_stacked_qkv(qkv: &Tensor, heads: usize, head_dim: usize) -> Result<(Tensor, Tensor, Tensor)> {
+    let (b, l, _) = qkv.dims3()?;
+    let qkv = qkv.reshape((b, l, 3, heads, head_dim))?;
+    let part = |i: usize| crate::nn::contiguous(&qkv.narrow(2, i, 1)?.squeeze(2)?.transpose(1, 2)?);
+    Ok((part(0)?, part(1)?, part(2)?))
+}
+
 /// `eager_attention_forward`: softmax(q k^T * scaling + mask) v, the softmax in f32 as transformers
 /// does. q, k, v are (batch, heads, seq, head_dim).
 pub fn eager_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scaling: f64) -> Result<Tensor> {

@@ -9,7 +9,7 @@ use candle_nn::{Conv2dConfig, VarBuilder};
 use serde::Deserialize;
 
 use crate::activation::Activation;
-use crate::models::common::eager_attention;
+use crate::models::common::{eager_attention, split_stacked_qkv};
 use crate::nn::{Conv2d, LayerNorm, Linear, conv2d, layer_norm, linear, linear_b, stack_linears};
 
 /// `ViTConfig`, with transformers' defaults.
@@ -123,9 +123,7 @@ impl ViTEmbeddings {
     }
 }
 
-/// `ViTSelfAttention`. query, key and value are one stacked Linear (`stack_linears`): one product of
-/// three times the width, which at ViT-base's size runs on larger, faster tiles than three products of
-/// one width each (the f32 batch-32 pass, docs/benchmarks.md), with the same dot products.
+/// `ViTSelfAttention`. query, key and value are one stacked Linear (`split_stacked_qkv` says why).
 pub struct ViTSelfAttention {
     qkv: Linear,
     num_attention_heads: usize,
@@ -148,13 +146,8 @@ impl ViTSelfAttention {
 
     pub fn forward(&self, hidden_states: &Tensor) -> Result<Tensor> {
         let (b, l, _) = hidden_states.dims3()?;
-        let qkv =
-            self.qkv
-                .forward(hidden_states)?
-                .reshape((b, l, 3, self.num_attention_heads, self.attention_head_size))?;
-        // Each of the three into (b, heads, l, head size) by one copy, as before the stacking.
-        let part = |i: usize| crate::nn::contiguous(&qkv.narrow(2, i, 1)?.squeeze(2)?.transpose(1, 2)?);
-        let (q, k, v) = (part(0)?, part(1)?, part(2)?);
+        let qkv = self.qkv.forward(hidden_states)?;
+        let (q, k, v) = split_stacked_qkv(&qkv, self.num_attention_heads, self.attention_head_size)?;
         let scaling = (self.attention_head_size as f64).powf(-0.5);
         crate::nn::contiguous(&eager_attention(&q, &k, &v, None, scaling)?.transpose(1, 2)?)?.reshape((b, l, ()))
     }
