@@ -1,5 +1,6 @@
 //! Copies between host memory and a CUDA device through one page-locked staging buffer, with the
-//! host side of each copy (into or out of that buffer) spread over threads.
+//! host side of each copy (into or out of that buffer) spread over threads. Copies larger than the
+//! buffer's cap go through it in parts.
 //!
 //! Why: a copy from or to pageable memory goes through the driver's own staging, one thread of
 //! memcpy at a time: 5 to 14 GB/s on the H100 hosts of docs/measurements, against 50 to 55 GB/s
@@ -58,6 +59,9 @@ mod cuda {
     /// Below this many bytes a plain copy is as fast: the staging's fixed costs (a lock, thread
     /// starts, an event) would outweigh what it saves.
     const STAGED_FROM_BYTES: usize = 1 << 20;
+    /// The most the staging buffer holds: page-locked memory is taken from what the system can page,
+    /// so larger copies (a causal LM's logits for every position) go through it in parts.
+    const STAGING_BYTES: usize = 64 << 20;
 
     struct Staging {
         buffer: PinnedHostSlice<u8>,
@@ -65,19 +69,19 @@ mod cuda {
         pending: Option<CudaEvent>,
     }
 
-    /// One buffer for the process, grown to the largest copy seen. It is allocated as portable, so it
-    /// counts as page-locked for every device's context.
+    /// One buffer for the process, grown to the largest part copied. It is allocated as portable, so
+    /// it counts as page-locked for every device's context.
     static STAGING: Mutex<Option<Staging>> = Mutex::new(None);
 
-    /// The staging buffer, at least `bytes` long and free to be written.
+    /// The staging buffer, at least `bytes` long.
     fn staging(ctx: &Arc<CudaContext>, bytes: usize) -> candle_core::Result<MutexGuard<'static, Option<Staging>>> {
         let mut guard = STAGING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(pending) = guard.as_mut().and_then(|s| s.pending.take()) {
-            pending.synchronize().w()?;
-        }
-        if guard.as_ref().is_none_or(|s| s.buffer.len() < bytes) {
-            // Drop the old buffer before taking the new one, so the two are never held at once.
-            *guard = None;
+        if guard.as_ref().is_none_or(|s| s.buffer.num_bytes() < bytes) {
+            // Let the old buffer's last copy land and drop it before taking the new one, so the two
+            // are never held at once.
+            if let Some(pending) = guard.take().and_then(|s| s.pending) {
+                pending.synchronize().w()?;
+            }
             let rounded = bytes.next_multiple_of(STAGED_FROM_BYTES);
             // SAFETY: the buffer's bytes are only read after a copy has written them.
             let buffer =
@@ -87,12 +91,16 @@ mod cuda {
         Ok(guard)
     }
 
-    /// The first `len` elements of the staging buffer, as `T`s not yet written.
+    /// The first `len` elements of the staging buffer as `T`s not yet written, once the buffer's last
+    /// copy to a device has landed.
     fn staged<T>(staging: &mut Staging, len: usize) -> candle_core::Result<&mut [MaybeUninit<T>]> {
         assert!(
             len * size_of::<T>() <= staging.buffer.num_bytes(),
             "staging() sized the buffer"
         );
+        if let Some(pending) = staging.pending.take() {
+            pending.synchronize().w()?;
+        }
         let ptr = staging.buffer.as_mut_ptr().w()?;
         // SAFETY: the buffer is page-aligned and holds at least `len` Ts; MaybeUninit<T> has T's
         // layout and makes no claim on the bytes' contents.
@@ -138,23 +146,28 @@ mod cuda {
             // For f32 the identity map collects into the copy's own vector, without another copy.
             return Ok(stream.clone_dtoh(src).w()?.into_iter().map(widen).collect());
         }
-        let mut guard = staging(stream.context(), len * size_of::<T>())?;
+        let part = len.min(STAGING_BYTES / size_of::<T>());
+        let mut guard = staging(stream.context(), part * size_of::<T>())?;
         let staging = guard.as_mut().expect("staging() leaves a buffer");
-        let buffer = staged::<T>(staging, len)?;
-        {
-            let (src_ptr, _record) = src.device_ptr(stream);
-            // SAFETY: the buffer is page-locked and holds `len` Ts, as many as `src`; the stream is
-            // synchronized before the buffer is read.
-            unsafe {
-                driver::result::memcpy_dtoh_async(buffer, src_ptr, stream.cu_stream()).w()?;
-            }
-        }
-        stream.synchronize().w()?;
-        // SAFETY: the copy above has written every element of the buffer.
-        let buffer = unsafe { &*(buffer as *const [MaybeUninit<T>] as *const [T]) };
         let mut out = Vec::with_capacity(len);
-        parallel_map(buffer, &mut out.spare_capacity_mut()[..len], widen);
-        // SAFETY: parallel_map has written the first `len` elements.
+        for (i, dst) in out.spare_capacity_mut()[..len].chunks_mut(part).enumerate() {
+            let buffer = staged::<T>(staging, dst.len())?;
+            {
+                let from = i * part;
+                let src = src.slice(from..from + dst.len());
+                let (src_ptr, _record) = src.device_ptr(stream);
+                // SAFETY: the buffer is page-locked and holds as many Ts as `src`; the stream is
+                // synchronized before the buffer is read.
+                unsafe {
+                    driver::result::memcpy_dtoh_async(&mut *buffer, src_ptr, stream.cu_stream()).w()?;
+                }
+            }
+            stream.synchronize().w()?;
+            // SAFETY: the copy above has written every element of the buffer.
+            let buffer = unsafe { &*(buffer as *const [MaybeUninit<T>] as *const [T]) };
+            parallel_map(buffer, dst, &widen);
+        }
+        // SAFETY: the parts above have written the first `len` elements.
         unsafe { out.set_len(len) };
         Ok(out)
     }
@@ -169,23 +182,28 @@ mod cuda {
             return Tensor::from_slice(values, shape, &Device::Cuda(dev.clone()));
         }
         let stream = dev.cuda_stream();
-        let mut guard = staging(stream.context(), bytes)?;
+        let part = len.min(STAGING_BYTES / size_of::<f32>());
+        let mut guard = staging(stream.context(), part * size_of::<f32>())?;
         let staging = guard.as_mut().expect("staging() leaves a buffer");
-        let buffer = staged::<f32>(staging, len)?;
-        parallel_map(values, buffer, |x| x);
-        // SAFETY: parallel_map has written every element of the buffer.
-        let buffer = unsafe { &*(buffer as *const [MaybeUninit<f32>] as *const [f32]) };
-        // SAFETY: the copy below writes all `len` elements.
+        // SAFETY: the parts below write all `len` elements.
         let mut slice = unsafe { dev.alloc::<f32>(len)? };
-        {
-            let (dst_ptr, _record) = slice.device_ptr_mut(&stream);
-            // SAFETY: the buffer is page-locked and holds `len` f32s, as many as `slice`; it is not
-            // written again before the event recorded below has passed.
-            unsafe {
-                driver::result::memcpy_htod_async(dst_ptr, buffer, stream.cu_stream()).w()?;
+        for (i, src) in values.chunks(part).enumerate() {
+            let buffer = staged::<f32>(staging, src.len())?;
+            parallel_map(src, buffer, |x| x);
+            // SAFETY: parallel_map has written every element of the buffer.
+            let buffer = unsafe { &*(buffer as *const [MaybeUninit<f32>] as *const [f32]) };
+            {
+                let from = i * part;
+                let mut dst = slice.slice_mut(from..from + src.len());
+                let (dst_ptr, _record) = dst.device_ptr_mut(&stream);
+                // SAFETY: the buffer is page-locked and holds as many f32s as `dst`; it is not written
+                // again before the event recorded below has passed (`staged` waits for it).
+                unsafe {
+                    driver::result::memcpy_htod_async(dst_ptr, buffer, stream.cu_stream()).w()?;
+                }
             }
+            staging.pending = Some(stream.record_event(None).w()?);
         }
-        staging.pending = Some(stream.record_event(None).w()?);
         let storage = Storage::Cuda(CudaStorage::wrap_cuda_slice(slice, dev.clone()));
         Ok(Tensor::from_storage(storage, shape, BackpropOp::none(), false))
     }

@@ -442,18 +442,20 @@ fn linear_bias_is_rounded_as_torch_rounds() -> Result<()> {
 }
 
 /// The staged copies (`host_copy`) return exactly what candle's own pageable copies return, in
-/// both directions, for copies small enough to go the plain way and large enough to be staged and
-/// split over threads, and for each float dtype (half outputs cross in their dtype and are widened
-/// on the host). Two inputs in a row check that the second waits for the first to leave the buffer.
+/// both directions, for copies small enough to go the plain way, large enough to be staged and split
+/// over threads, and larger than the staging buffer's 64 MiB (in parts), and for each float dtype
+/// (half outputs cross in their dtype and are widened on the host). Two inputs in a row check that
+/// the second waits for the first to leave the buffer.
 #[test]
 fn staged_host_copies_are_exact() -> Result<()> {
     let dev = gpu();
     let Device::Cuda(cuda) = &dev else {
         unreachable!("gpu() is a CUDA device")
     };
-    // 4 Ki elements (plain) and 5 Mi + 3 elements (staged, an uneven split), the larger first so
-    // that the smaller reuses the grown buffer.
-    for len in [5 * (1 << 20) + 3, 4096] {
+    // 16 Mi + 3 elements (64 MiB and 12 bytes at f32: two parts), 5 Mi + 3 (staged in one part, an
+    // uneven split over threads) and 4 Ki (plain); the larger first, so that the smaller reuse the
+    // grown buffer.
+    for len in [16 * (1 << 20) + 3, 5 * (1 << 20) + 3, 4096] {
         let host: Vec<f32> = Tensor::randn(0f32, 1.0, len, &Device::Cpu)?.to_vec1()?;
         let second: Vec<f32> = host.iter().map(|v| v * 3.0).collect();
         let a = hwcov_candle::host_copy::from_host_f32(&host, &[len], cuda)?;
