@@ -6,8 +6,8 @@
 //! memcpy at a time: 5 to 14 GB/s on the H100 hosts of docs/measurements, against 50 to 55 GB/s
 //! from page-locked memory. For ViT-base at batch 32 (19 MB in, 19 MB out) that was 3 to 5 ms of a
 //! 36 ms pass (docs/benchmarks.md). Through the staging buffer the link runs at its own speed, and
-//! the host's share is split over cores. Half-precision outputs also cross the link in their own dtype and are widened on the
-//! host, which is exact (every f16 and bf16 value is an f32 value).
+//! the host's share is split over cores. Half-precision outputs also cross the link in their own
+//! dtype and are widened on the host, which is exact (every f16 and bf16 value is an f32 value).
 
 use std::mem::MaybeUninit;
 
@@ -21,6 +21,8 @@ const MAX_THREADS: usize = 8;
 /// Writes `f` of each element of `src` into `dst` (of the same length), split over threads.
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 fn parallel_map<T: Copy + Sync, U: Send>(src: &[T], dst: &mut [MaybeUninit<U>], f: impl Fn(T) -> U + Sync) {
+    // The callers take every element of `dst` as written afterwards.
+    assert_eq!(src.len(), dst.len(), "parallel_map fills dst exactly");
     let bytes = src.len() * size_of::<T>().max(size_of::<U>());
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = (bytes / BYTES_PER_THREAD).clamp(1, cores.min(MAX_THREADS));
