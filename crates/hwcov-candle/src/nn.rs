@@ -977,13 +977,18 @@ PAD_BLOCKS(pad_blocks_u64, unsigned long long)
         length: &str,
         n: usize,
     ) -> candle_core::Result<(CudaSlice<T>, CudaFunction)> {
-        let dtype_suffix = suffix(T::DTYPE).ok_or_else(not_cuda)?;
-        let f = dev
-            .get_or_load_custom_func(&format!("{name}_{dtype_suffix}{length}"), "hwcov_nn", ptx()?)?
-            .into_cuda_function();
+        let f = kernel::<T>(dev, name, length)?;
         // SAFETY: every kernel here writes all n elements of its output.
         let y = unsafe { dev.alloc::<T>(n)? };
         Ok((y, f))
+    }
+
+    /// The kernel `name`_`dtype``length` of T's dtype.
+    fn kernel<T: WithDType>(dev: &CudaDevice, name: &str, length: &str) -> candle_core::Result<CudaFunction> {
+        let dtype_suffix = suffix(T::DTYPE).ok_or_else(not_cuda)?;
+        Ok(dev
+            .get_or_load_custom_func(&format!("{name}_{dtype_suffix}{length}"), "hwcov_nn", ptx()?)?
+            .into_cuda_function())
     }
 
     /// 1 where rows of `cols` elements divide into quads of four elements (`quad_bytes`) and every
@@ -1298,10 +1303,7 @@ PAD_BLOCKS(pad_blocks_u64, unsigned long long)
         let (x, w, b) = (input::<T>(xs, xl)?, input::<T>(ws, wl)?, input::<T>(bs, bl)?);
         let n = xl.shape().elem_count() as u32;
         let (y, apply) = prepare::<T>(dev, "group_norm_apply", n as usize)?;
-        let suffix = suffix(T::DTYPE).ok_or_else(not_cuda)?;
-        let stats = dev
-            .get_or_load_custom_func(&format!("group_norm_stats_{suffix}"), "hwcov_nn", ptx()?)?
-            .into_cuda_function();
+        let stats = kernel::<T>(dev, "group_norm_stats", "")?;
         // SAFETY: the statistics kernel writes one mean and one rstd per row.
         let (mean, rstd) = unsafe { (dev.alloc::<f32>(p.rows as usize)?, dev.alloc::<f32>(p.rows as usize)?) };
         let stream = dev.cuda_stream();
