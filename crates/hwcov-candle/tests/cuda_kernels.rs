@@ -398,7 +398,7 @@ fn rope_matches_the_rounded_sequence_exactly() -> Result<()> {
 }
 
 /// A Linear with bias rounds once, as torch's (its addmm adds the bias in cuBLASLt's epilogue, in
-/// f32): R(x W^T + b). With small multiples of 1/8 as inputs every dot product is exact in f32 in
+/// f32, or for a single row as the C of `cublasGemmEx` with beta 1): R(x W^T + b). With small multiples of 1/8 as inputs every dot product is exact in f32 in
 /// any order, so the result must equal the f32 CPU sum plus the bias, rounded to the dtype, bit for
 /// bit, whatever kernel cuBLASLt picks; a kernel that rounded the product before adding the bias
 /// would part from it. `forward_strided` (torch's Linear of a non-contiguous input: at::matmul, then
@@ -412,7 +412,15 @@ fn linear_bias_is_rounded_as_torch_rounds() -> Result<()> {
         Tensor::from_vec(v, shape, &Device::Cpu)?.to_dtype(dtype)
     };
     for dtype in [DType::BF16, DType::F16] {
-        for (rows, k, n) in [(40, 32, 74), (40, 37, 32), (38, 32, 37), (2, 64, 96), (197, 768, 3072)] {
+        for (rows, k, n) in [
+            (40, 32, 74),
+            (40, 37, 32),
+            (38, 32, 37),
+            (2, 64, 96),
+            (1, 64, 96),
+            (1, 768, 3072),
+            (197, 768, 3072),
+        ] {
             let (x, w, b) = (
                 eighths(&[1, rows, k], dtype)?,
                 eighths(&[n, k], dtype)?,

@@ -14,11 +14,11 @@
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Conv1dConfig, Embedding, VarBuilder, embedding};
 
-use crate::nn::{Conv1d, Linear, conv1d, linear, linear_no_bias};
+use crate::nn::{Conv1d, Linear, conv1d, linear, linear_no_bias, stack_linears};
 use serde::Deserialize;
 
 use crate::activation::Activation;
-use crate::models::common::{DynamicCache, LayerNorm, causal_mask, eager_attention};
+use crate::models::common::{DynamicCache, LayerNorm, causal_mask, eager_attention, split_stacked_qkv};
 use crate::models::t5::EncoderDecoderCache;
 
 /// `WhisperConfig`, with transformers' defaults.
@@ -100,9 +100,7 @@ fn whisper_layer_norm(size: usize, vb: VarBuilder) -> Result<LayerNorm> {
 
 /// `WhisperAttention`: self-attention, or attention over the encoder output (`key_value_states`).
 pub struct WhisperAttention {
-    k_proj: Linear,
-    v_proj: Linear,
-    q_proj: Linear,
+    projections: Projections,
     out_proj: Linear,
     num_heads: usize,
     head_dim: usize,
@@ -110,13 +108,32 @@ pub struct WhisperAttention {
     layer_idx: usize,
 }
 
+/// `q_proj`, `k_proj` and `v_proj`. Self-attention projects one input three ways, so the three are one
+/// stacked product (`split_stacked_qkv` says why; a decoding step then launches one product, not
+/// three). Attention over the encoder output projects the queries from the decoder and the keys and
+/// values from the encoder, once, into the cache.
+enum Projections {
+    Stacked(Linear),
+    Separate {
+        q_proj: Linear,
+        k_proj: Linear,
+        v_proj: Linear,
+    },
+}
+
 impl WhisperAttention {
-    fn new(embed_dim: usize, num_heads: usize, layer_idx: usize, vb: VarBuilder) -> Result<Self> {
+    fn new(embed_dim: usize, num_heads: usize, layer_idx: usize, is_cross: bool, vb: VarBuilder) -> Result<Self> {
         let head_dim = embed_dim / num_heads;
+        let k_proj = linear_no_bias(embed_dim, embed_dim, vb.pp("k_proj"))?;
+        let v_proj = linear(embed_dim, embed_dim, vb.pp("v_proj"))?;
+        let q_proj = linear(embed_dim, embed_dim, vb.pp("q_proj"))?;
+        let projections = if is_cross {
+            Projections::Separate { q_proj, k_proj, v_proj }
+        } else {
+            Projections::Stacked(stack_linears(&[q_proj, k_proj, v_proj])?)
+        };
         Ok(Self {
-            k_proj: linear_no_bias(embed_dim, embed_dim, vb.pp("k_proj"))?,
-            v_proj: linear(embed_dim, embed_dim, vb.pp("v_proj"))?,
-            q_proj: linear(embed_dim, embed_dim, vb.pp("q_proj"))?,
+            projections,
             out_proj: linear(embed_dim, embed_dim, vb.pp("out_proj"))?,
             num_heads,
             head_dim,
@@ -144,41 +161,46 @@ impl WhisperAttention {
         residual: &Tensor,
     ) -> Result<Tensor> {
         let (b, q_len, _) = hidden_states.dims3()?;
+        let (query_states, key_states, value_states) = match (&self.projections, key_value_states) {
+            (Projections::Stacked(qkv_proj), None) => {
+                let qkv = qkv_proj.forward(hidden_states)?;
+                let (q, k, v) = split_stacked_qkv(&qkv, self.num_heads, self.head_dim)?;
+                let (k, v) = match past_key_values {
+                    Some(cache) => cache.update(self.layer_idx, k, v)?,
+                    None => (k, v),
+                };
+                (q, k, v)
+            }
+            (Projections::Separate { q_proj, k_proj, v_proj }, Some(encoder_states)) => {
+                let q = self.heads(q_proj.forward(hidden_states)?)?;
+                let project = || -> Result<(Tensor, Tensor)> {
+                    Ok((
+                        self.heads(k_proj.forward(encoder_states)?)?,
+                        self.heads(v_proj.forward(encoder_states)?)?,
+                    ))
+                };
+                let (k, v) = match past_key_values {
+                    Some(cache) => match cache.get(self.layer_idx) {
+                        Some(kv) => kv,
+                        None => {
+                            let (k, v) = project()?;
+                            cache.set(self.layer_idx, k.clone(), v.clone());
+                            (k, v)
+                        }
+                    },
+                    None => project()?,
+                };
+                (q, k, v)
+            }
+            _ => candle_core::bail!("Whisper attention: key_value_states are given to cross-attention only"),
+        };
         // transformers scales the projected queries, before the product (and calls the attention with
         // scaling 1.0). A power of two scales exactly, so then scaling the products instead gives the
         // same numbers, and the scaling rides in the softmax's pass.
         let (query_states, scores_scaling) = if self.scaling.log2().fract() == 0.0 {
-            (self.heads(self.q_proj.forward(hidden_states)?)?, self.scaling)
+            (query_states, self.scaling)
         } else {
-            (
-                self.heads(crate::nn::mul_scalar(
-                    &self.q_proj.forward(hidden_states)?,
-                    self.scaling,
-                )?)?,
-                1.0,
-            )
-        };
-        let current_states = key_value_states.unwrap_or(hidden_states);
-        let project = |this: &Self| -> Result<(Tensor, Tensor)> {
-            Ok((
-                this.heads(this.k_proj.forward(current_states)?)?,
-                this.heads(this.v_proj.forward(current_states)?)?,
-            ))
-        };
-        let (key_states, value_states) = match (key_value_states.is_some(), past_key_values) {
-            (true, Some(cache)) => match cache.get(self.layer_idx) {
-                Some((k, v)) => (k.clone(), v.clone()),
-                None => {
-                    let (k, v) = project(self)?;
-                    cache.set(self.layer_idx, k.clone(), v.clone());
-                    (k, v)
-                }
-            },
-            (false, Some(cache)) => {
-                let (k, v) = project(self)?;
-                cache.update(self.layer_idx, k, v)?
-            }
-            (_, None) => project(self)?,
+            (crate::nn::mul_scalar(&query_states, self.scaling)?, 1.0)
         };
         let attn_output = eager_attention(
             &query_states,
@@ -226,7 +248,7 @@ impl WhisperEncoderLayer {
     fn new(cfg: &WhisperConfig, vb: VarBuilder) -> Result<Self> {
         let d = cfg.d_model;
         Ok(Self {
-            self_attn: WhisperAttention::new(d, cfg.encoder_attention_heads, 0, vb.pp("self_attn"))?,
+            self_attn: WhisperAttention::new(d, cfg.encoder_attention_heads, 0, false, vb.pp("self_attn"))?,
             self_attn_layer_norm: whisper_layer_norm(d, vb.pp("self_attn_layer_norm"))?,
             ff: FeedForward::new(d, cfg.encoder_ffn_dim, cfg.activation_function, &vb)?,
             final_layer_norm: whisper_layer_norm(d, vb.pp("final_layer_norm"))?,
@@ -266,9 +288,9 @@ impl WhisperDecoderLayer {
     fn new(cfg: &WhisperConfig, layer_idx: usize, vb: VarBuilder) -> Result<Self> {
         let (d, h) = (cfg.d_model, cfg.decoder_attention_heads);
         Ok(Self {
-            self_attn: WhisperAttention::new(d, h, layer_idx, vb.pp("self_attn"))?,
+            self_attn: WhisperAttention::new(d, h, layer_idx, false, vb.pp("self_attn"))?,
             self_attn_layer_norm: whisper_layer_norm(d, vb.pp("self_attn_layer_norm"))?,
-            encoder_attn: WhisperAttention::new(d, h, layer_idx, vb.pp("encoder_attn"))?,
+            encoder_attn: WhisperAttention::new(d, h, layer_idx, true, vb.pp("encoder_attn"))?,
             encoder_attn_layer_norm: whisper_layer_norm(d, vb.pp("encoder_attn_layer_norm"))?,
             ff: FeedForward::new(d, cfg.decoder_ffn_dim, cfg.activation_function, &vb)?,
             final_layer_norm: whisper_layer_norm(d, vb.pp("final_layer_norm"))?,

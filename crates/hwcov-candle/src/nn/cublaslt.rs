@@ -1,7 +1,10 @@
-//! `nn.Linear` on CUDA through cuBLASLt, as torch runs it: `x W^T + b` in one kernel, the bias added
-//! in the product's epilogue before the one rounding to the dtype (torch's `addmm` takes this path for
-//! a Linear whose input has more than one row). cuBLASLt's heuristic also picks faster kernels for
-//! these shapes than the strided-batched cuBLAS call behind candle's matmul (docs/benchmarks.md).
+//! `nn.Linear` on CUDA through cuBLASLt, as torch runs it: `x W^T + b` in one kernel, rounded once to
+//! the dtype. torch's `addmm` adds the bias of an input of more than one row in cuBLASLt's epilogue;
+//! a single row (a decoding step) it hands to `cublasGemmEx` with the bias copied into the output and
+//! beta 1. Here a single row's bias is the product's C with beta 1, the same sum, without the copy.
+//! cuBLASLt's heuristic also picks faster kernels for these shapes than the strided-batched cuBLAS
+//! call behind candle's matmul, and a decoding step's single rows took less time this way than
+//! through candle's matmul and a bias kernel (docs/benchmarks.md, items 5 and 10).
 //!
 //! A product's descriptors and the heuristic's kernel are made once per shape, dtype and pointer
 //! alignment, and kept per device. Half-precision products get torch's 1 MiB workspace: given 32 MiB,
@@ -38,8 +41,8 @@ fn workspace_bytes(dtype: DType) -> usize {
 /// The largest workspace, allocated once per device.
 const F32_WORKSPACE_BYTES: usize = 32 << 20;
 
-/// `x W^T + b` for `x` (..., k) and `weight` (n, k) of one float dtype on CUDA, or `None` where
-/// torch would not use cuBLASLt either (a single row) or the tensors are not plain CUDA matrices.
+/// `x W^T + b` for `x` (..., k) and `weight` (n, k) of one float dtype on CUDA, or `None` where the
+/// tensors are not plain CUDA matrices.
 pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Option<Tensor>> {
     let Some(product) = Product::plan(x, weight, bias) else {
         return Ok(None);
@@ -74,13 +77,18 @@ impl Product {
         let plain = |t: &Tensor| t.device().is_cuda() && t.is_contiguous() && t.dtype() == x.dtype();
         let bias_fits = b.is_none_or(|b| plain(b) && b.dims() == [n]);
         let fits = float && plain(x) && plain(w) && bias_fits && x.dims().last() == Some(&k);
-        (fits && m > 1 && n > 0 && k > 0).then_some(Product {
+        (fits && m > 0 && n > 0 && k > 0).then_some(Product {
             dtype: x.dtype(),
             m,
             n,
             k,
             bias: b.is_some(),
         })
+    }
+
+    /// A single row's bias goes in as the product's C (beta 1) rather than the epilogue's bias.
+    fn bias_in_c(&self) -> bool {
+        self.bias && self.m == 1
     }
 }
 
@@ -101,10 +109,15 @@ fn product<T: CudaDType + DeviceRepr + WithDType>(
     let (wp, _w) = w.device_ptr(&stream);
     let (yp, _y) = y.device_ptr_mut(&stream);
     let bp = b.as_ref().map(|b| b.device_ptr(&stream));
+    // C is the bias where it goes in as C, else the output itself (read with beta 0: not at all).
+    let (cp, beta) = match &bp {
+        Some((bp, _)) if p.bias_in_c() => (*bp, 1.0f32),
+        _ => (yp, 0.0f32),
+    };
     let key = Key {
         device: dev.id(),
         product: *p,
-        align: [alignment(wp), alignment(xp), alignment(yp)],
+        align: [alignment(wp), alignment(xp), alignment(yp), alignment(cp)],
     };
     let err = |what: &str, e: lt::CublasError| {
         candle_core::Error::Cuda(
@@ -128,12 +141,12 @@ fn product<T: CudaDType + DeviceRepr + WithDType>(
         state.plans.insert(key, plan);
     }
     let plan = state.plans.get(&key).ok_or_else(poisoned)?;
-    let (alpha, beta) = (1.0f32, 0.0f32);
+    let alpha = 1.0f32;
     let (workspace, _ws) = state.workspace.device_ptr(&stream);
     // SAFETY: the descriptors were made for these shapes, types and alignments; every pointer is a
     // live device allocation of the size the layouts describe, on the stream the product runs on.
     unsafe {
-        if let Some((bp, _)) = &bp {
+        if let (Some((bp, _)), false) = (&bp, p.bias_in_c()) {
             set_desc(
                 plan.desc,
                 sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_BIAS_POINTER,
@@ -150,7 +163,7 @@ fn product<T: CudaDType + DeviceRepr + WithDType>(
             plan.a,
             xp as *const c_void,
             plan.b,
-            yp as *const c_void,
+            cp as *const c_void,
             plan.c,
             yp as *mut c_void,
             plan.c,
@@ -178,8 +191,8 @@ fn poisoned() -> candle_core::Error {
 struct Key {
     device: DeviceId,
     product: Product,
-    /// Of W, x and y, in bytes.
-    align: [u32; 3],
+    /// Of W, x, y and C, in bytes.
+    align: [u32; 4],
 }
 
 /// Plans kept per device before they are dropped and made again (prompts of many lengths).
@@ -222,7 +235,7 @@ struct Plan {
 
 impl Plan {
     fn new(handle: sys::cublasLtHandle_t, key: &Key) -> std::result::Result<Self, lt::CublasError> {
-        let Product { dtype, m, n, k, bias } = key.product;
+        let Product { dtype, m, n, k, .. } = key.product;
         let ty = match dtype {
             DType::BF16 => sys::cudaDataType_t::CUDA_R_16BF,
             DType::F16 => sys::cudaDataType_t::CUDA_R_16F,
@@ -244,7 +257,7 @@ impl Plan {
         plan.a = lt::create_matrix_layout(ty, k, n, k as i64)?;
         plan.b = lt::create_matrix_layout(ty, k, m, k as i64)?;
         plan.c = lt::create_matrix_layout(ty, n, m, n as i64)?;
-        let epilogue = if bias {
+        let epilogue = if key.product.bias && !key.product.bias_in_c() {
             sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BIAS
         } else {
             sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_DEFAULT
@@ -262,10 +275,10 @@ impl Plan {
                 P::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                 &(workspace_bytes(dtype) as u64),
             )?;
-            let [wa, xa, ya] = key.align;
+            let [wa, xa, ya, ca] = key.align;
             set_pref(pref.0, P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &wa)?;
             set_pref(pref.0, P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &xa)?;
-            set_pref(pref.0, P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ya)?;
+            set_pref(pref.0, P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ca)?;
             set_pref(pref.0, P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ya)?;
             let heuristic = lt::get_matmul_algo_heuristic(handle, desc, plan.a, plan.b, plan.c, plan.c, pref.0)?;
             plan.algo = heuristic.algo;
