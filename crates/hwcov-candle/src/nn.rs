@@ -26,6 +26,73 @@ pub use conv::{Conv1d, Conv2d, Geometry, conv1d, conv1d_no_bias, conv2d, conv2d_
 #[cfg(feature = "cuda")]
 pub use cudnn::version as cudnn_version;
 
+/// The most elements a CUDA tensor may hold here. candle's CUDA kernels count a tensor's elements
+/// with 32-bit indices (`unsigned int`, launch grids sized from a `u32`), so a longer tensor would be
+/// computed in part, or loop without end. The layers that make the largest tensors (Linear outputs,
+/// attention scores, convolutions, embedding lookups, attention masks) refuse one before making it.
+pub const CUDA_MAX_ELEMENTS: usize = u32::MAX as usize;
+
+/// An error naming `what` where a tensor of `dims` on `device` (a CUDA one) would hold more than
+/// [`CUDA_MAX_ELEMENTS`].
+pub fn check_elements(device: &candle_core::Device, what: &str, dims: &[usize]) -> Result<()> {
+    match too_many_elements(what, dims) {
+        Some(message) if device.is_cuda() => Err(candle_core::Error::Msg(message)),
+        _ => Ok(()),
+    }
+}
+
+fn too_many_elements(what: &str, dims: &[usize]) -> Option<String> {
+    let count = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+    if count.is_some_and(|n| n <= CUDA_MAX_ELEMENTS) {
+        return None;
+    }
+    let shape = dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(" x ");
+    let count = count.map_or_else(|| "more than 2^64".to_string(), |n| n.to_string());
+    Some(format!(
+        "{what} ({shape}) would hold {count} elements, and a CUDA tensor holds at most {CUDA_MAX_ELEMENTS} \
+         (2^32 - 1) here: use a shorter input or a smaller batch"
+    ))
+}
+
+/// `q k^T`, the attention scores of queries (..., q_len, head_dim) and keys (..., kv_len, head_dim),
+/// refused on CUDA where they would hold more than [`CUDA_MAX_ELEMENTS`].
+pub fn attention_scores(q: &Tensor, k: &Tensor) -> Result<Tensor> {
+    let mut dims = q.dims().to_vec();
+    if let (Some(last), Some(&kv_len)) = (dims.last_mut(), k.dims().iter().rev().nth(1)) {
+        *last = kv_len;
+    }
+    check_elements(q.device(), "the attention scores", &dims)?;
+    q.matmul(&k.t()?)
+}
+
+/// `nn.Embedding`: candle-nn's, its lookups refused on CUDA where they would hold more than
+/// [`CUDA_MAX_ELEMENTS`].
+#[derive(Clone, Debug)]
+pub struct Embedding(candle_nn::Embedding);
+
+impl Embedding {
+    pub fn new(embeddings: Tensor, hidden_size: usize) -> Self {
+        Embedding(candle_nn::Embedding::new(embeddings, hidden_size))
+    }
+
+    pub fn embeddings(&self) -> &Tensor {
+        self.0.embeddings()
+    }
+}
+
+impl Module for Embedding {
+    fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        let mut dims = ids.dims().to_vec();
+        dims.push(self.0.hidden_size());
+        check_elements(ids.device(), "the embedding lookup", &dims)?;
+        self.0.forward(ids)
+    }
+}
+
+pub fn embedding(in_size: usize, out_size: usize, vb: VarBuilder) -> Result<Embedding> {
+    Ok(Embedding(candle_nn::embedding(in_size, out_size, vb)?))
+}
+
 /// `nn.Linear`: y = x W^T + b, as candle-nn's Linear (same weight names, same matmul), with the bias
 /// added by one pass of hwcov's own on CUDA (fused with what follows where the caller says what that is).
 #[derive(Clone, Debug)]
@@ -49,13 +116,24 @@ impl Linear {
 
     /// x W^T, without the bias, for a contiguous `x`.
     fn matmul(&self, x: &Tensor) -> Result<Tensor> {
+        self.check_output(x)?;
         candle_nn::Linear::new(self.weight.clone(), None).forward(x)
+    }
+
+    /// Refuses, on CUDA, an output of more than [`CUDA_MAX_ELEMENTS`].
+    fn check_output(&self, x: &Tensor) -> Result<()> {
+        let mut dims = x.dims().to_vec();
+        if let Some(last) = dims.last_mut() {
+            *last = self.weight.dim(0)?;
+        }
+        check_elements(x.device(), "a Linear's output", &dims)
     }
 
     /// x W^T + b as one cuBLASLt product on CUDA, rounded once as torch's `addmm` rounds it (`cublaslt`
     /// says how); `None` elsewhere.
     #[cfg(feature = "cuda")]
     fn lt_product(&self, x: &Tensor) -> Result<Option<Tensor>> {
+        self.check_output(x)?;
         cublaslt::linear(x, &self.weight, self.bias.as_ref())
     }
 
@@ -2054,6 +2132,22 @@ PAD_BLOCKS(pad_blocks_u64, unsigned long long)
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    /// The element limit of CUDA tensors: 2^32 - 1 passes, 2^32 is refused naming the tensor, its
+    /// shape and its count, a count past 2^64 is said as such, and the CPU takes any size.
+    #[test]
+    fn cuda_tensors_past_2_to_the_32_are_refused_by_name() {
+        assert_eq!(too_many_elements("the attention scores", &[3, 5, 17, 257, 65537]), None);
+        let message = too_many_elements("the causal attention mask", &[16, 1, 16384, 16384]);
+        let message = message.expect("2^32 elements are refused");
+        assert!(
+            message.starts_with("the causal attention mask (16 x 1 x 16384 x 16384) would hold 4294967296 elements"),
+            "{message}"
+        );
+        let message = too_many_elements("a Linear's output", &[1 << 32, 1 << 32, 2]);
+        assert!(message.expect("refused").contains("more than 2^64 elements"));
+        assert!(check_elements(&Device::Cpu, "a CPU tensor", &[1 << 20, 1 << 20]).is_ok());
+    }
 
     /// torch multiplies a bf16 tensor by a Python float in f32; candle's own affine rounds the float
     /// to bf16 first, which gives other products for a scale like 8 ** -0.5.

@@ -3,8 +3,9 @@
 //! candle-transformers' bert has no pooler and knows three activations only, so BertModel is
 //! written here, class for class as in transformers.
 
+use crate::nn::{Embedding, embedding};
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{Embedding, VarBuilder, embedding};
+use candle_nn::VarBuilder;
 use serde::Deserialize;
 
 use crate::activation::Activation;

@@ -6,8 +6,9 @@
 //! window attention with a relative position bias, shifted windows and patch merging. The text tower
 //! is RoBERTa (position ids counted from `pad_token_id + 1`), whose layers are BERT's.
 
+use crate::nn::{Embedding, embedding};
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{Embedding, VarBuilder, embedding};
+use candle_nn::VarBuilder;
 use serde::Deserialize;
 
 use crate::activation::Activation;
@@ -468,7 +469,7 @@ impl ClapAudioSelfAttention {
         let key_layer = heads(self.key.forward(hidden_states)?)?;
         let value_layer = heads(self.value.forward(hidden_states)?)?;
         let mut attention_scores = crate::nn::div_scalar(
-            &query_layer.matmul(&key_layer.t()?)?,
+            &crate::nn::attention_scores(&query_layer, &key_layer)?,
             (self.attention_head_size as f64).sqrt(),
         )?;
         attention_scores = attention_scores.broadcast_add(&self.relative_position_bias.unsqueeze(0)?)?;

@@ -5,8 +5,9 @@
 //! padding mask; transformers pools at the first `eos_token_id` (argmax only for the legacy id 2) and
 //! masks padding, so the model is written here.
 
+use crate::nn::{Embedding, embedding};
 use candle_core::{D, DType, Device, IndexOp, Module, Result, Tensor};
-use candle_nn::{Conv2dConfig, Embedding, VarBuilder, embedding};
+use candle_nn::{Conv2dConfig, VarBuilder};
 use serde::Deserialize;
 
 use crate::activation::Activation;

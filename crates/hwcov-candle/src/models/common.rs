@@ -39,7 +39,7 @@ pub fn split_stacked_qkv(qkv: &Tensor, heads: usize, head_dim: usize) -> Result<
 /// does. q, k, v are (batch, heads, seq, head_dim).
 pub fn eager_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scaling: f64) -> Result<Tensor> {
     let (k, v, mask) = pad_keys(k, v, mask, q.dim(2)?)?;
-    let scores = q.matmul(&k.t()?)?;
+    let scores = crate::nn::attention_scores(q, &k)?;
     crate::nn::attention_softmax(&scores, scaling, mask.as_ref())?.matmul(&v)
 }
 
@@ -89,6 +89,8 @@ pub fn grouped_attention(
     let (b, h, lq, d) = q.dims4()?;
     let (k, v, mask) = pad_keys(k, v, mask, lq)?;
     let (kvh, lk) = (k.dim(1)?, k.dim(2)?);
+    // Checked in the heads' shape, which the error names; the stacked product holds as many.
+    crate::nn::check_elements(q.device(), "the attention scores", &[b, h, lq, lk])?;
     let q = crate::nn::contiguous(q)?.reshape((b, kvh, n_rep * lq, d))?;
     let scores = q.matmul(&k.t()?)?.reshape((b, h, lq, lk))?;
     let probs = crate::nn::attention_softmax(&scores, scaling, mask.as_ref())?.reshape((b, kvh, n_rep * lq, lk))?;
@@ -109,6 +111,7 @@ pub fn causal_mask(
 ) -> Result<Tensor> {
     let b = padding.len();
     let kv_len = padding.first().map(|r| r.len()).unwrap_or(0);
+    crate::nn::check_elements(device, "the causal attention mask", &[b, 1, q_len, kv_len])?;
     let past = kv_len - q_len;
     let min = dtype_min(dtype).max(f32::MIN as f64) as f32;
     let mut values = Vec::with_capacity(b * q_len * kv_len);

@@ -4,8 +4,9 @@
 //! Weight names are those of the checkpoints (what `save_pretrained` writes): the backbone under
 //! `backbone.conv_encoder.model`, attention outputs `out_proj`, feed-forward `fc1`/`fc2` on the layer.
 
+use crate::nn::{Embedding, embedding};
 use candle_core::{D, DType, Device, Module, Result, Tensor};
-use candle_nn::{Conv2dConfig, Embedding, VarBuilder, embedding};
+use candle_nn::{Conv2dConfig, VarBuilder};
 use serde::Deserialize;
 
 use crate::activation::Activation;
@@ -188,7 +189,7 @@ fn key_mask(keep: &[Vec<bool>], dtype: DType, device: &Device) -> Result<Tensor>
 /// Softmax attention as DETR's eager_attention_forward computes it (softmax in the input dtype, which
 /// torch's kernel computes in f32 and rounds once, as `attention_softmax` does).
 fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scaling: f64) -> Result<Tensor> {
-    crate::nn::attention_softmax(&q.matmul(&k.t()?)?, scaling, mask)?.matmul(v)
+    crate::nn::attention_softmax(&crate::nn::attention_scores(q, k)?, scaling, mask)?.matmul(v)
 }
 
 /// `DetrSelfAttention` / `DetrCrossAttention`: position embeddings are added to the queries and keys,

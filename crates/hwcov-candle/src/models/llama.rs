@@ -4,8 +4,9 @@
 //! head of q and k; both may use sliding-window layers. `models/qwen2.rs` and `models/qwen3.rs` read
 //! their configs into the [`LlamaArch`] this file builds.
 
+use crate::nn::{Embedding, embedding};
 use candle_core::{D, DType, Device, Module, Result, Tensor};
-use candle_nn::{Embedding, VarBuilder, embedding};
+use candle_nn::VarBuilder;
 use serde::Deserialize;
 
 use crate::activation::Activation;

@@ -233,6 +233,7 @@ pub fn embed_tokens(language_model: &LlamaModel, input_ids: &Tensor) -> Result<T
     let (b, l) = input_ids.dims2()?;
     let table = language_model.embeddings();
     let h = table.dim(1)?;
+    crate::nn::check_elements(table.device(), "the embedding lookup", &[b, l, h])?;
     table.index_select(&input_ids.flatten_all()?, 0)?.reshape((b, l, h))
 }
 

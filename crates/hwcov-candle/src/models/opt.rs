@@ -1,8 +1,9 @@
 //! OPT, ported from transformers' `models/opt/modeling_opt.py` (OPTForCausalLM, inference with a KV
 //! cache). candle-transformers has no OPT.
 
+use crate::nn::{Embedding, embedding};
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{Embedding, VarBuilder, embedding};
+use candle_nn::VarBuilder;
 use serde::Deserialize;
 
 use crate::activation::Activation;

@@ -5,8 +5,9 @@
 //! candle-transformers' t5 keeps its cache inside the model and takes no encoder attention mask,
 //! so the model is written here.
 
+use crate::nn::{Embedding, embedding};
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{Embedding, VarBuilder, embedding};
+use candle_nn::VarBuilder;
 use serde::Deserialize;
 
 use crate::activation::Activation;
@@ -384,7 +385,8 @@ impl T5Attention {
             )?,
         };
         // eager_attention_forward with scaling 1.0: T5 folds the scale into its weights' init.
-        let mut attn_weights = query_states.matmul(&key_states.t()?)?.broadcast_add(&position_bias)?;
+        let mut attn_weights =
+            crate::nn::attention_scores(&query_states, &key_states)?.broadcast_add(&position_bias)?;
         if let Some(mask) = mask {
             attn_weights = crate::nn::add_broadcast(&attn_weights, mask)?;
         }

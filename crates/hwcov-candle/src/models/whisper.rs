@@ -11,8 +11,9 @@
 //! `scale_embedding` is read but, as in transformers (which computes `embed_scale` and never uses
 //! it), changes nothing.
 
+use crate::nn::{Embedding, embedding};
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{Conv1dConfig, Embedding, VarBuilder, embedding};
+use candle_nn::{Conv1dConfig, VarBuilder};
 
 use crate::nn::{Conv1d, Linear, conv1d, linear, linear_no_bias, stack_linears};
 use serde::Deserialize;

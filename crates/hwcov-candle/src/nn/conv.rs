@@ -18,6 +18,16 @@ pub struct Geometry {
 pub fn convolve2d(x: &Tensor, w: &Tensor, g: Geometry) -> Result<Tensor> {
     #[cfg(feature = "cuda")]
     if x.device().is_cuda() {
+        let ((n, _, h, width), (k, _, r, s)) = (x.dims4()?, w.dims4()?);
+        let out = |len: usize, axis: usize, kernel: usize| {
+            (len + 2 * g.padding[axis]).saturating_sub(g.dilation[axis] * kernel.saturating_sub(1) + 1) / g.stride[axis]
+                + 1
+        };
+        super::check_elements(
+            x.device(),
+            "a convolution's output",
+            &[n, k, out(h, 0, r), out(width, 1, s)],
+        )?;
         return super::cudnn::conv2d(x, w, g);
     }
     let square = |a: [usize; 2]| (a[0] == a[1]).then_some(a[0]);
