@@ -398,11 +398,12 @@ fn rope_matches_the_rounded_sequence_exactly() -> Result<()> {
 }
 
 /// A Linear with bias rounds once, as torch's (its addmm adds the bias in cuBLASLt's epilogue, in
-/// f32, or for a single row as the C of `cublasGemmEx` with beta 1): R(x W^T + b). With small multiples of 1/8 as inputs every dot product is exact in f32 in
-/// any order, so the result must equal the f32 CPU sum plus the bias, rounded to the dtype, bit for
-/// bit, whatever kernel cuBLASLt picks; a kernel that rounded the product before adding the bias
-/// would part from it. `forward_strided` (torch's Linear of a non-contiguous input: at::matmul, then
-/// the bias added by a kernel of its own) must give R(R(x W^T) + b) instead.
+/// f32, or for a single row as the C of `cublasGemmEx` with beta 1): R(x W^T + b). With small
+/// multiples of 1/8 as inputs every dot product is exact in f32 in any order, so the result must
+/// equal the f32 CPU sum plus the bias, rounded to the dtype, bit for bit, whatever kernel cuBLASLt
+/// picks; a kernel that rounded the product before adding the bias would part from it.
+/// `forward_strided` (torch's Linear of a non-contiguous input: at::matmul, then the bias added by a
+/// kernel of its own) must give R(R(x W^T) + b) instead.
 #[test]
 fn linear_bias_is_rounded_as_torch_rounds() -> Result<()> {
     let dev = gpu();

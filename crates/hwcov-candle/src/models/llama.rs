@@ -392,6 +392,12 @@ impl LlamaModel {
     pub fn embeddings(&self) -> &Tensor {
         self.embed_tokens.embeddings()
     }
+
+    /// `embed_tokens(input_ids)`: (batch, seq) -> (batch, seq, hidden), for models that merge other
+    /// embeddings in before the layers (LLaVA's image features).
+    pub fn embed(&self, input_ids: &Tensor) -> Result<Tensor> {
+        self.embed_tokens.forward(input_ids)
+    }
 }
 
 pub struct LlamaForCausalLM {

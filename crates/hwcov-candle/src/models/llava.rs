@@ -228,15 +228,6 @@ pub fn masked_scatter(inputs_embeds: &Tensor, mask: &[bool], image_features: &Te
     all.index_select(&index, 0)?.reshape((b, l, h))
 }
 
-/// Token embeddings of `input_ids` (batch, seq) from a language model's table.
-pub fn embed_tokens(language_model: &LlamaModel, input_ids: &Tensor) -> Result<Tensor> {
-    let (b, l) = input_ids.dims2()?;
-    let table = language_model.embeddings();
-    let h = table.dim(1)?;
-    crate::nn::check_elements(table.device(), "the embedding lookup", &[b, l, h])?;
-    table.index_select(&input_ids.flatten_all()?, 0)?.reshape((b, l, h))
-}
-
 /// Where the parts of a LLaVA-family checkpoint are: transformers 5 (and the Hub's llava-hf
 /// repositories) save them as `vision_tower.`, `multi_modal_projector.`, `language_model.model.` and
 /// `language_model.lm_head.`; transformers 4.52 to 4.57 saved them under `model.` with the head at
@@ -349,7 +340,7 @@ impl LlavaForConditionalGeneration {
     /// The input embeddings of `input_ids` (batch, seq) with the image features (n, hidden) of
     /// `image_features` scattered over the image tokens (`mask`, see [`placeholder_mask`]).
     pub fn inputs_embeds(&self, input_ids: &Tensor, image: Option<(&[bool], &Tensor)>) -> Result<Tensor> {
-        let embeds = embed_tokens(&self.model.language_model, input_ids)?;
+        let embeds = self.model.language_model.embed(input_ids)?;
         match image {
             Some((mask, features)) => masked_scatter(&embeds, mask, features),
             None => Ok(embeds),

@@ -19,7 +19,7 @@ use crate::models::common::{DynamicCache, lm_head};
 use crate::models::llama::{LlamaArch, LlamaModel};
 use crate::models::llava::{
     LlavaMultiModalProjector, LlavaWeights, VisionFeatureLayer, VisionFeatureSelectStrategy, VisionSettings, d32000,
-    default_strategy, embed_tokens, gelu, masked_scatter, minus_two, project_image_features, yes,
+    default_strategy, gelu, masked_scatter, minus_two, project_image_features, yes,
 };
 
 /// The top-level fields of `LlavaNextConfig` (the sub-configs are read on their own).
@@ -198,7 +198,7 @@ impl LlavaNextForConditionalGeneration {
     /// The input embeddings of `input_ids` (batch, seq) with the image features (n, hidden) scattered
     /// over the image tokens (`mask`, see `llava::placeholder_mask`).
     pub fn inputs_embeds(&self, input_ids: &Tensor, image: Option<(&[bool], &Tensor)>) -> Result<Tensor> {
-        let embeds = embed_tokens(&self.model.language_model, input_ids)?;
+        let embeds = self.model.language_model.embed(input_ids)?;
         match image {
             Some((mask, features)) => masked_scatter(&embeds, mask, features),
             None => Ok(embeds),
