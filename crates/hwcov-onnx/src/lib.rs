@@ -1,15 +1,28 @@
-//! hwcov-onnx: the ONNX (and OpenVINO IR) graphs of a model folder, shared by the graph platforms
-//! (OpenVINO, WebGPU, WebNN, ROCm): where the graphs are in the layouts Hub repositories use, and
-//! what each holds (inputs, outputs, opsets, op inventory, external data).
+//! hwcov-onnx: the graph layer of the graph platforms (OpenVINO, WebGPU, WebNN, ROCm).
+//!
+//! - `locate`: where the graphs of a model folder are, in the layouts Hub repositories use.
+//! - `model`: an ONNX file as nodes, attributes and initializers (embedded or external data, the
+//!   latter confined to the model's folder), decoded by `proto`.
+//! - `plan`: specialization for concrete input shapes: static shapes and dtypes (`lower`, one rule
+//!   per op and opset), constant folding of the shape arithmetic (`eval`), dead-node removal. What
+//!   is left is a list of steps in the ops of `ir`, the tensor work a device runs.
 
+pub mod eval;
+pub mod handler;
+pub mod ir;
+mod lower;
+pub mod model;
+pub mod plan;
 pub mod proto;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use hwcov_core::{DType, Error, Result};
+use hwcov_core::{Error, Result};
 
-pub use proto::{Dim, ValueInfo};
+pub use lower::{broadcast, slice_axis, unsupported};
+pub use model::{Dim, Model, ValueInfo, dtype_of, dtype_size, elem_type_name, elem_type_of};
+pub use plan::{Constant, Operand, Plan, Program, Progress, Specializer, Step, ValueId};
 
 /// How a graph is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,40 +156,26 @@ pub struct OnnxGraph {
 }
 
 impl OnnxGraph {
-    /// Reads the structure of an ONNX file, checking that its external data files exist.
+    /// Reads the structure of an ONNX file, checking that its external data files lie inside its
+    /// folder and exist.
     pub fn read(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let info = proto::parse_model(&bytes).map_err(|e| {
-            Error::format(
-                path,
-                format!("not a valid ONNX model (at byte {}): {}", e.offset, e.message),
-            )
-        })?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        let mut external_data = Vec::new();
-        for name in &info.external_data {
-            let p = base.join(name);
-            if !p.is_file() {
-                return Err(Error::io(
-                    &p,
-                    std::io::Error::new(
-                        std::io::ErrorKind::NotFound,
-                        format!("external data of {} is missing", path.display()),
-                    ),
-                ));
-            }
-            external_data.push(p);
+        Ok(Self::of(&Model::load(path)?))
+    }
+
+    /// The structure of a model already read.
+    pub fn of(model: &Model) -> Self {
+        let mut ops = BTreeMap::new();
+        model.graph.op_counts(&mut ops);
+        OnnxGraph {
+            path: model.path.clone(),
+            ir_version: model.ir_version,
+            producer: model.producer.clone(),
+            opsets: model.opsets.clone(),
+            inputs: model.graph.inputs.clone(),
+            outputs: model.graph.outputs.clone(),
+            ops,
+            external_data: model.external_files(),
         }
-        Ok(OnnxGraph {
-            path: path.to_path_buf(),
-            ir_version: info.ir_version,
-            producer: info.producer,
-            opsets: info.opsets,
-            inputs: info.inputs,
-            outputs: info.outputs,
-            ops: info.ops,
-            external_data,
-        })
     }
 
     /// The opset of the default domain.
@@ -189,21 +188,6 @@ impl OnnxGraph {
 
     pub fn input(&self, name: &str) -> Option<&ValueInfo> {
         self.inputs.iter().find(|i| i.name == name)
-    }
-}
-
-/// The hwcov dtype of an ONNX element type, where there is one.
-pub fn dtype_of(elem_type: i32) -> Option<DType> {
-    match elem_type {
-        1 => Some(DType::F32),
-        2 => Some(DType::U8),
-        6 => Some(DType::I32),
-        7 => Some(DType::I64),
-        9 => Some(DType::Bool),
-        10 => Some(DType::F16),
-        11 => Some(DType::F64),
-        16 => Some(DType::BF16),
-        _ => None,
     }
 }
 
@@ -227,8 +211,8 @@ mod tests {
         assert_eq!(outs, ["last_hidden_state", "pooler_output"]);
         assert_eq!(graph.inputs[0].elem_type, 7);
         assert_eq!(
-            graph.inputs[0].shape,
-            [Dim::Symbolic("batch".into()), Dim::Symbolic("sequence".into())]
+            graph.inputs[0].shape.as_deref(),
+            Some(&[Dim::Symbolic("batch".into()), Dim::Symbolic("sequence".into())][..])
         );
         assert_eq!(graph.opset(), Some(17));
         assert!(

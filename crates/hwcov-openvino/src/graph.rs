@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use hwcov_core::{Error, HostTensor, LoadOptions, NamedTensors, Precision, Result, TensorData};
+use hwcov_onnx::handler::GraphSession;
 use hwcov_onnx::{GraphFile, GraphFormat};
 use openvino::{Core, DeviceType, ElementType, RwPropertyKey, Shape, Tensor};
 
@@ -108,29 +109,22 @@ impl Graph {
             _compiled: compiled,
         })
     }
+}
 
-    pub fn path(&self) -> &Path {
+impl GraphSession for Graph {
+    fn path(&self) -> &Path {
         &self.path
     }
 
-    pub fn input_names(&self) -> Vec<String> {
+    fn input_names(&self) -> Vec<String> {
         self.inputs.iter().map(|p| p.name.clone()).collect()
     }
 
-    pub fn output_names(&self) -> Vec<String> {
+    fn output_names(&self) -> Vec<String> {
         self.outputs.clone()
     }
 
-    pub fn has_input(&self, name: &str) -> bool {
-        self.inputs.iter().any(|p| p.name == name)
-    }
-
-    pub fn has_output(&self, name: &str) -> bool {
-        self.outputs.iter().any(|o| o == name)
-    }
-
-    /// Runs the graph on the named inputs it declares (others are ignored).
-    pub fn run(&mut self, given: &NamedTensors) -> Result<NamedTensors> {
+    fn run(&mut self, given: &NamedTensors) -> Result<NamedTensors> {
         for (i, port) in self.inputs.iter().enumerate() {
             let host = given.get(&port.name).ok_or_else(|| {
                 Error::tensor(

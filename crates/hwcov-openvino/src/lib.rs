@@ -7,16 +7,15 @@
 //! (openvino-finder: `INTEL_OPENVINO_DIR`, the library path, /opt/intel).
 
 mod graph;
-mod handler;
 mod runtime;
 
 use std::path::PathBuf;
 use std::sync::Mutex;
 
 use hwcov_core::{
-    Availability, Decoder, Error, Handler, HostTensor, LoadOptions, ModelClass, ModelFiles, NamedTensors, Platform,
-    PlatformId, Result, Support,
+    Availability, Error, Handler, LoadOptions, ModelClass, ModelFiles, Platform, PlatformId, Result, Support,
 };
+use hwcov_onnx::handler::GraphHandler;
 
 pub use runtime::{find_library, runtime_version};
 
@@ -65,37 +64,6 @@ impl Platform for OpenVinoPlatform {
 
     fn load(&self, model: &ModelFiles, opts: &LoadOptions) -> Result<Box<dyn Handler>> {
         ensure_loaded()?;
-        Ok(Box::new(handler::GraphHandler::load(model, opts)?))
-    }
-}
-
-/// Runs named inputs through a compiled graph.
-impl Handler for handler::GraphHandler {
-    fn forward(&mut self, inputs: &NamedTensors) -> Result<NamedTensors> {
-        self.run(inputs)
-    }
-
-    fn input_names(&self) -> Vec<String> {
-        self.input_names()
-    }
-
-    fn output_names(&self) -> Vec<String> {
-        self.output_names()
-    }
-
-    fn decoder(&mut self) -> Option<&mut dyn Decoder> {
-        if self.can_decode() { Some(self) } else { None }
-    }
-}
-
-/// Token-by-token decoding by re-running the whole graph: the exports have no KV cache. Correct,
-/// and slow for long outputs.
-impl Decoder for handler::GraphHandler {
-    fn start(&mut self, inputs: &NamedTensors) -> Result<HostTensor> {
-        self.start_decoding(inputs)
-    }
-
-    fn step(&mut self, tokens: &[u32]) -> Result<HostTensor> {
-        self.step_decoding(tokens)
+        Ok(Box::new(GraphHandler::load(model, |g| graph::Graph::compile(g, opts))?))
     }
 }

@@ -27,7 +27,11 @@ pub fn build(id: PlatformId) -> Build {
         PlatformId::Openvino => Build::Compiled(Box::new(hwcov_openvino::OpenVinoPlatform)),
         #[cfg(not(feature = "openvino"))]
         PlatformId::Openvino => Build::NotCompiled { feature: "openvino" },
-        PlatformId::Mps | PlatformId::Rocm | PlatformId::Webnn | PlatformId::Webgpu => Build::NoCrate,
+        #[cfg(feature = "webgpu")]
+        PlatformId::Webgpu => Build::Compiled(Box::new(hwcov_webgpu::WebGpuPlatform)),
+        #[cfg(not(feature = "webgpu"))]
+        PlatformId::Webgpu => Build::NotCompiled { feature: "webgpu" },
+        PlatformId::Mps | PlatformId::Rocm | PlatformId::Webnn => Build::NoCrate,
     }
 }
 

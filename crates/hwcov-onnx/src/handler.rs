@@ -1,13 +1,33 @@
-//! The Handler over a model folder's graphs: one graph of the whole forward(), or optimum's split
-//! into an encoder and a decoder graph; and token-by-token decoding by re-running the graph that
-//! produces the logits (the exports have no KV cache).
+//! The Handler of every graph platform over a model folder's graphs: one graph of the whole
+//! forward(), or optimum's split into an encoder and a decoder graph; and token-by-token decoding by
+//! re-running the graph that produces the logits. A platform supplies `GraphSession`: one graph
+//! compiled for its runtime.
 
-use hwcov_core::{Error, HostTensor, LoadOptions, ModelFiles, NamedTensors, Result};
-use hwcov_onnx::Layout;
+use std::path::Path;
 
-use crate::graph::Graph;
+use hwcov_core::{Decoder, Error, Handler, HostTensor, ModelFiles, NamedTensors, Result};
 
-enum Graphs {
+use crate::{GraphFile, Layout};
+
+/// One graph of a model folder, ready on a platform's runtime.
+pub trait GraphSession: Send {
+    /// The graph file, for errors.
+    fn path(&self) -> &Path;
+    fn input_names(&self) -> Vec<String>;
+    fn output_names(&self) -> Vec<String>;
+    /// Runs the graph on the named inputs it declares (others are ignored).
+    fn run(&mut self, inputs: &NamedTensors) -> Result<NamedTensors>;
+
+    fn has_input(&self, name: &str) -> bool {
+        self.input_names().iter().any(|n| n == name)
+    }
+
+    fn has_output(&self, name: &str) -> bool {
+        self.output_names().iter().any(|n| n == name)
+    }
+}
+
+enum Graphs<Graph> {
     Single(Graph),
     /// optimum's seq2seq export: the encoder (`input_ids` + `attention_mask`, or `input_features`
     /// -> `last_hidden_state`) and the decoder (`input_ids` + `encoder_hidden_states`
@@ -18,8 +38,8 @@ enum Graphs {
     },
 }
 
-pub struct GraphHandler {
-    graphs: Graphs,
+pub struct GraphHandler<Graph> {
+    graphs: Graphs<Graph>,
     /// The inputs of the graph that makes the logits, for the sequence being decoded.
     decoding: Option<NamedTensors>,
 }
@@ -66,7 +86,7 @@ fn last_logits(out: &NamedTensors) -> Result<HostTensor> {
     HostTensor::f32(vec![b, v], last)
 }
 
-fn pick(given: &NamedTensors, graph: &Graph) -> NamedTensors {
+fn pick<Graph: GraphSession>(given: &NamedTensors, graph: &Graph) -> NamedTensors {
     given
         .iter()
         .filter(|(k, _)| graph.has_input(k))
@@ -74,13 +94,14 @@ fn pick(given: &NamedTensors, graph: &Graph) -> NamedTensors {
         .collect()
 }
 
-impl GraphHandler {
-    pub fn load(files: &ModelFiles, opts: &LoadOptions) -> Result<Self> {
-        let graphs = match hwcov_onnx::locate(&files.dir)? {
-            Layout::Single(g) => Graphs::Single(Graph::compile(&g, opts)?),
+impl<Graph: GraphSession> GraphHandler<Graph> {
+    /// Finds the folder's graphs and opens each with `open`.
+    pub fn load(files: &ModelFiles, mut open: impl FnMut(&GraphFile) -> Result<Graph>) -> Result<Self> {
+        let graphs = match crate::locate(&files.dir)? {
+            Layout::Single(g) => Graphs::Single(open(&g)?),
             Layout::EncoderDecoder { encoder, decoder, .. } => Graphs::Split {
-                encoder: Graph::compile(&encoder, opts)?,
-                decoder: Graph::compile(&decoder, opts)?,
+                encoder: open(&encoder)?,
+                decoder: open(&decoder)?,
             },
         };
         Ok(GraphHandler { graphs, decoding: None })
@@ -197,5 +218,34 @@ impl GraphHandler {
             inputs.insert(mask.to_string(), grown);
         }
         self.next_logits()
+    }
+}
+
+impl<Graph: GraphSession> Handler for GraphHandler<Graph> {
+    fn forward(&mut self, inputs: &NamedTensors) -> Result<NamedTensors> {
+        self.run(inputs)
+    }
+
+    fn input_names(&self) -> Vec<String> {
+        GraphHandler::input_names(self)
+    }
+
+    fn output_names(&self) -> Vec<String> {
+        GraphHandler::output_names(self)
+    }
+
+    fn decoder(&mut self) -> Option<&mut dyn Decoder> {
+        if self.can_decode() { Some(self) } else { None }
+    }
+}
+
+/// Token-by-token decoding by re-running the graph that makes the logits.
+impl<Graph: GraphSession> Decoder for GraphHandler<Graph> {
+    fn start(&mut self, inputs: &NamedTensors) -> Result<HostTensor> {
+        self.start_decoding(inputs)
+    }
+
+    fn step(&mut self, tokens: &[u32]) -> Result<HostTensor> {
+        self.step_decoding(tokens)
     }
 }

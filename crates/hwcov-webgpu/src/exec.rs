@@ -1,0 +1,776 @@
+//! Runs the graph layer's plans on the device.
+//!
+//! A plan is compiled once per set of input shapes: every step lowered to its dispatches, every
+//! value given a buffer (values whose lifetimes do not overlap share one; a Reshape shares its
+//! input's), the parameters of all dispatches written into one uniform buffer, the bind groups
+//! made. A run then writes the inputs, records the dispatches into one compute pass, and reads the
+//! outputs and the status word back. Weights are uploaded once per graph.
+//!
+//! A plan that pauses on NonZero (its output's shape depends on the data) is run step by step
+//! instead: the steps before it, then NonZero's count read back, then the rest.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+
+use half::{bf16, f16};
+use hwcov_core::{DType, Error, HostTensor, NamedTensors, Result, TensorData};
+use hwcov_onnx::ir::{Op, ValueType};
+use hwcov_onnx::{Operand, Plan, Program, Progress};
+
+use crate::gpu::Gpu;
+use crate::kernels::{self, Arg, Kernels, PARAM_WORDS, Scalar, StepIo, WG};
+
+const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_DST)
+    .union(wgpu::BufferUsages::COPY_SRC);
+
+/// Plans kept compiled per graph (the most recent input shapes).
+const CACHED_PLANS: usize = 4;
+
+/// A dispatch ready to record.
+struct Prepared {
+    pipeline: Arc<wgpu::ComputePipeline>,
+    bind: wgpu::BindGroup,
+    groups: [u32; 3],
+}
+
+/// A plan's buffers and dispatches.
+struct Compiled {
+    plan: Plan,
+    values: Vec<Option<Arc<wgpu::Buffer>>>,
+    consts: Vec<Option<Arc<wgpu::Buffer>>>,
+    prepared: Vec<Prepared>,
+    /// Keeps the parameter blocks, tables and scratch buffers the bind groups point at.
+    _held: Vec<Arc<wgpu::Buffer>>,
+    status: Arc<wgpu::Buffer>,
+}
+
+/// One graph on the device.
+pub struct Session {
+    gpu: Arc<Gpu>,
+    pub program: Arc<Program>,
+    weights: HashMap<String, Arc<wgpu::Buffer>>,
+    cache: Vec<(Vec<ValueType>, Arc<Compiled>)>,
+    /// Dispatches of the last run.
+    pub last_dispatches: usize,
+}
+
+/// The device bytes of a host tensor (f32, or i32 for the integer and bool dtypes).
+pub fn device_bytes(name: &str, t: &HostTensor) -> Result<Vec<u8>> {
+    let ints = |v: &mut dyn Iterator<Item = i64>| -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        for x in v {
+            let y = i32::try_from(x).map_err(|_| {
+                Error::tensor(
+                    name,
+                    format!("holds {x}, outside the int32 range the WebGPU kernels index with"),
+                )
+            })?;
+            out.extend_from_slice(&y.to_le_bytes());
+        }
+        Ok(out)
+    };
+    match t.data() {
+        TensorData::F32(v) => Ok(bytemuck::cast_slice(v).to_vec()),
+        TensorData::I64(v) => ints(&mut v.iter().copied()),
+        TensorData::I32(v) => Ok(bytemuck::cast_slice(v).to_vec()),
+        TensorData::U8(v) => ints(&mut v.iter().map(|&x| x as i64)),
+        TensorData::Bool(v) => ints(&mut v.iter().map(|&x| x as i64)),
+        TensorData::F16(_) | TensorData::BF16(_) | TensorData::F64(_) => Err(Error::Unsupported {
+            platform: "webgpu".into(),
+            what: format!("tensor `{name}` of {}", t.dtype()),
+            reason: "the WebGPU kernels compute in f32 and i32".into(),
+        }),
+    }
+}
+
+/// A host tensor of `ty` from device bytes.
+fn from_device(name: &str, ty: &ValueType, bytes: &[u8]) -> Result<HostTensor> {
+    let n = ty.numel();
+    let words = &bytes[..(n * 4).min(bytes.len())];
+    let i32s = || {
+        words
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+    };
+    let data = match ty.dtype {
+        DType::F32 => TensorData::F32(
+            words
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        ),
+        DType::I64 => TensorData::I64(i32s().map(i64::from).collect()),
+        DType::I32 => TensorData::I32(i32s().collect()),
+        DType::U8 => TensorData::U8(i32s().map(|x| x as u8).collect()),
+        DType::Bool => TensorData::Bool(i32s().map(|x| x != 0).collect()),
+        other => return Err(Error::tensor(name, format!("no {other} outputs on WebGPU"))),
+    };
+    HostTensor::new(ty.shape.clone(), data).map_err(|e| Error::tensor(name, e))
+}
+
+/// A host tensor converted to `dtype` (floats to floats, integers to integers), as graph inputs
+/// are fed.
+pub fn convert_input(name: &str, t: &HostTensor, dtype: DType) -> Result<HostTensor> {
+    if t.dtype() == dtype {
+        return Ok(t.clone());
+    }
+    let shape = t.shape().to_vec();
+    let wrong = || {
+        Error::tensor(
+            name,
+            format!("dtype {} cannot feed a graph input of type {dtype}", t.dtype()),
+        )
+    };
+    let data = if dtype.is_float() {
+        if !t.dtype().is_float() {
+            return Err(wrong());
+        }
+        let v = t.to_f64_vec();
+        match dtype {
+            DType::F32 => TensorData::F32(v.iter().map(|&x| x as f32).collect()),
+            DType::F16 => TensorData::F16(v.iter().map(|&x| f16::from_f64(x)).collect()),
+            DType::BF16 => TensorData::BF16(v.iter().map(|&x| bf16::from_f64(x)).collect()),
+            _ => TensorData::F64(v),
+        }
+    } else {
+        let v = t.to_i64_vec().ok_or_else(wrong)?;
+        match dtype {
+            DType::I64 => TensorData::I64(v),
+            DType::I32 => TensorData::I32(v.iter().map(|&x| x as i32).collect()),
+            DType::U8 => TensorData::U8(v.iter().map(|&x| x as u8).collect()),
+            _ => TensorData::Bool(v.iter().map(|&x| x != 0).collect()),
+        }
+    };
+    HostTensor::new(shape, data).map_err(|e| Error::tensor(name, e))
+}
+
+/// The graph layer names unsupported ops for any platform; here they are WebGPU's.
+fn as_webgpu(e: Error) -> Error {
+    match e {
+        Error::Unsupported { platform, what, reason } if platform == "graph" => Error::Unsupported {
+            platform: "webgpu".into(),
+            what,
+            reason,
+        },
+        other => other,
+    }
+}
+
+impl Session {
+    pub fn open(gpu: Arc<Gpu>, path: &Path) -> Result<Self> {
+        Ok(Session {
+            gpu,
+            program: Arc::new(Program::load(path)?),
+            weights: HashMap::new(),
+            cache: Vec::new(),
+            last_dispatches: 0,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.program.path()
+    }
+
+    /// Runs the graph on its declared inputs (taken from `given` by name, converted to the
+    /// declared element type).
+    pub fn run(&mut self, given: &NamedTensors) -> Result<NamedTensors> {
+        let mut inputs = Vec::new();
+        for (name, dtype) in self.program.input_types()? {
+            let host = given.get(&name).ok_or_else(|| {
+                Error::tensor(
+                    name.clone(),
+                    format!("missing input: the graph {} needs it", self.path().display()),
+                )
+            })?;
+            inputs.push((name.clone(), convert_input(&name, host, dtype)?));
+        }
+        let types: Vec<(String, ValueType)> = inputs
+            .iter()
+            .map(|(n, t)| (n.clone(), ValueType::new(t.dtype(), t.shape().to_vec())))
+            .collect();
+        let key: Vec<ValueType> = types.iter().map(|(_, t)| t.clone()).collect();
+        let compiled = match self.cache.iter().position(|(k, _)| *k == key) {
+            Some(i) => {
+                let entry = self.cache.remove(i);
+                self.cache.insert(0, entry);
+                Some(self.cache[0].1.clone())
+            }
+            None => None,
+        };
+        let compiled = match compiled {
+            Some(c) => c,
+            None => {
+                let program = self.program.clone();
+                let mut spec = program.specializer(&types).map_err(as_webgpu)?;
+                match spec.advance().map_err(as_webgpu)? {
+                    Progress::Done => {
+                        let plan = spec.finish();
+                        let c = Arc::new(self.compile(plan, true)?);
+                        self.cache.insert(0, (key, c.clone()));
+                        self.cache.truncate(CACHED_PLANS);
+                        c
+                    }
+                    Progress::NeedsCount { step } => return self.run_stepwise(spec, step, &inputs),
+                }
+            }
+        };
+        self.execute(&compiled, &inputs, 0..compiled.prepared.len())?;
+        self.read_outputs(&compiled)
+    }
+
+    /// Runs a plan that pauses on NonZero: each part as soon as it is known.
+    fn run_stepwise(
+        &mut self,
+        mut spec: hwcov_onnx::Specializer<'_>,
+        first_pause: usize,
+        inputs: &[(String, HostTensor)],
+    ) -> Result<NamedTensors> {
+        // The plan grows; values get buffers as they appear, none shared.
+        let mut c = Compiled {
+            plan: Plan::default(),
+            values: Vec::new(),
+            consts: Vec::new(),
+            prepared: Vec::new(),
+            _held: Vec::new(),
+            status: Arc::new(self.gpu.buffer("status", 4, STORAGE)?),
+        };
+        let mut done = 0;
+        let mut pause = Some(first_pause);
+        let mut written = false;
+        loop {
+            c.plan = spec.plan().clone();
+            let end = pause.unwrap_or(c.plan.steps.len());
+            let before = c.prepared.len();
+            self.append(&mut c, done..end, None)?;
+            if !written {
+                self.write_inputs(&c, inputs)?;
+                written = true;
+            }
+            self.execute(&c, &[], before..c.prepared.len())?;
+            let Some(step) = pause else { break };
+            let count = self.nonzero(&mut c, step)?;
+            spec.resolve(count);
+            c.plan = spec.plan().clone();
+            let before = c.prepared.len();
+            self.nonzero_fill(&mut c, step, count)?;
+            self.execute(&c, &[], before..c.prepared.len())?;
+            done = step + 1;
+            pause = match spec.advance().map_err(as_webgpu)? {
+                Progress::Done => None,
+                Progress::NeedsCount { step } => Some(step),
+            };
+            if pause.is_none() {
+                c.plan = spec.plan().clone();
+                let end = c.plan.steps.len();
+                let before = c.prepared.len();
+                self.append(&mut c, done..end, None)?;
+                self.execute(&c, &[], before..c.prepared.len())?;
+                break;
+            }
+        }
+        let missing = spec.missing_outputs();
+        let plan = spec.finish();
+        if let Some(m) = missing.first() {
+            return Err(Error::tensor(
+                m.clone(),
+                format!("no node of {} produces it", self.path().display()),
+            ));
+        }
+        c.plan = plan;
+        self.read_outputs(&c)
+    }
+
+    /// Compiles a whole plan; `reuse` lets values whose lifetimes do not overlap share buffers.
+    fn compile(&mut self, plan: Plan, reuse: bool) -> Result<Compiled> {
+        let mut c = Compiled {
+            values: Vec::new(),
+            consts: Vec::new(),
+            prepared: Vec::new(),
+            _held: Vec::new(),
+            status: Arc::new(self.gpu.buffer("status", 4, STORAGE)?),
+            plan,
+        };
+        let n = c.plan.steps.len();
+        let lifetimes = reuse.then(|| lifetimes(&c.plan));
+        self.append(&mut c, 0..n, lifetimes.as_ref())?;
+        Ok(c)
+    }
+
+    /// The buffer of a constant (weights once per graph, folded values once per plan).
+    fn constant(&mut self, c: &mut Compiled, i: usize) -> Result<Arc<wgpu::Buffer>> {
+        if c.consts.len() <= i {
+            c.consts.resize(i + 1, None);
+        }
+        if let Some(b) = &c.consts[i] {
+            return Ok(b.clone());
+        }
+        let k = &c.plan.constants[i];
+        let name = k.initializer.clone().unwrap_or_else(|| format!("constant {i}"));
+        if let Some(b) = k.initializer.as_ref().and_then(|n| self.weights.get(n)) {
+            c.consts[i] = Some(b.clone());
+            return Ok(b.clone());
+        }
+        let bytes = device_bytes(&name, &k.tensor)?;
+        self.check_size(&name, bytes.len() as u64)?;
+        let b = Arc::new(self.gpu.buffer(&name, bytes.len() as u64, STORAGE)?);
+        self.gpu.queue.write_buffer(&b, 0, &bytes);
+        if let Some(n) = &k.initializer {
+            self.weights.insert(n.clone(), b.clone());
+        }
+        c.consts[i] = Some(b.clone());
+        Ok(b)
+    }
+
+    fn check_size(&self, what: &str, bytes: u64) -> Result<()> {
+        let limit = self.gpu.max_binding();
+        if bytes > limit {
+            return Err(Error::Unsupported {
+                platform: "webgpu".into(),
+                what: format!("tensor `{what}` ({bytes} bytes)"),
+                reason: format!(
+                    "larger than the {limit} bytes {} lets a kernel bind",
+                    self.gpu.info.name
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// The bytes of a value's buffer.
+    fn value_bytes(ty: &ValueType) -> u64 {
+        (ty.numel() as u64 * 4).max(4)
+    }
+
+    /// Lowers steps `range` of `c.plan`, gives their values buffers, and prepares their dispatches.
+    fn append(&mut self, c: &mut Compiled, range: Range<usize>, lifetimes: Option<&Lifetimes>) -> Result<()> {
+        let nvalues = c.plan.values.len();
+        c.values.resize(nvalues, None);
+        // Graph inputs: buffers of their own.
+        for (name, v) in c.plan.inputs.clone() {
+            if c.values[v].is_none() {
+                let bytes = Self::value_bytes(&c.plan.values[v]);
+                self.check_size(&name, bytes)?;
+                c.values[v] = Some(Arc::new(self.gpu.buffer(&name, bytes, STORAGE)?));
+            }
+        }
+        let mut pool: Vec<Arc<wgpu::Buffer>> = Vec::new();
+        let mut kernels_of = Vec::new();
+        for s in range.clone() {
+            let step = c.plan.steps[s].clone();
+            let ins: Vec<ValueType> = step.inputs.iter().map(|&o| c.plan.ty(o)).collect();
+            let outs: Vec<ValueType> = step.outputs.iter().map(|&v| c.plan.values[v].clone()).collect();
+            let consts: Vec<Option<&HostTensor>> = step
+                .inputs
+                .iter()
+                .map(|o| match o {
+                    Operand::Const(i) => Some(c.plan.constants[*i].tensor.as_ref()),
+                    Operand::Value(_) => None,
+                })
+                .collect();
+            let io = StepIo {
+                step: &step,
+                index: s as u32,
+                ins,
+                outs,
+                consts,
+            };
+            let k = kernels::kernels(&io)?;
+            // Buffers of the outputs.
+            for (j, &v) in step.outputs.iter().enumerate() {
+                if c.values[v].is_some() {
+                    continue;
+                }
+                let buffer = if k.alias {
+                    match step.inputs[0] {
+                        Operand::Value(src) => c.values[src].clone(),
+                        Operand::Const(i) => Some(self.constant(c, i)?),
+                    }
+                } else {
+                    None
+                };
+                let buffer = match buffer {
+                    Some(b) => b,
+                    None => {
+                        let bytes = Self::value_bytes(&c.plan.values[v]);
+                        self.check_size(&format!("{} output {j}", step.node), bytes)?;
+                        take_or_make(&self.gpu, &mut pool, bytes, &step.node)?
+                    }
+                };
+                c.values[v] = Some(buffer);
+            }
+            // Values whose last reader is this step go back to the pool.
+            if let Some(l) = lifetimes {
+                for &v in &l.freed_after[s] {
+                    if let Some(b) = &c.values[v] {
+                        pool.push(b.clone());
+                    }
+                }
+            }
+            kernels_of.push((s, k));
+        }
+        // Parameters of every dispatch in one uniform buffer.
+        let total: usize = kernels_of.iter().map(|(_, k)| k.dispatches.len()).sum();
+        let block = (PARAM_WORDS * 4) as u64;
+        let params = self.gpu.buffer(
+            "parameters",
+            block * total.max(1) as u64,
+            wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        )?;
+        let mut words = Vec::with_capacity(total * PARAM_WORDS);
+        let mut slot = 0u64;
+        let scope = self.gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        for (s, k) in kernels_of {
+            self.prepare(c, s, &k, &params, &mut slot, &mut words)?;
+        }
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::runtime(format!("preparing {}", self.path().display()), e));
+        }
+        self.gpu.queue.write_buffer(&params, 0, bytemuck::cast_slice(&words));
+        c._held.push(Arc::new(params));
+        Ok(())
+    }
+
+    /// Makes the bind groups of one step's dispatches.
+    fn prepare(
+        &mut self,
+        c: &mut Compiled,
+        s: usize,
+        k: &Kernels,
+        params: &wgpu::Buffer,
+        slot: &mut u64,
+        words: &mut Vec<u32>,
+    ) -> Result<()> {
+        let step = c.plan.steps[s].clone();
+        let mut scratch = Vec::new();
+        for (j, &bytes) in k.scratch.iter().enumerate() {
+            scratch.push(Arc::new(self.gpu.buffer(
+                &format!("{} scratch {j}", step.node),
+                bytes,
+                STORAGE,
+            )?));
+        }
+        let mut tables = Vec::new();
+        for (j, t) in k.tables.iter().enumerate() {
+            let b = Arc::new(
+                self.gpu
+                    .buffer(&format!("{} table {j}", step.node), (t.len() * 4) as u64, STORAGE)?,
+            );
+            self.gpu.queue.write_buffer(&b, 0, bytemuck::cast_slice(t));
+            tables.push(b);
+        }
+        for d in &k.dispatches {
+            if d.groups.iter().any(|&g| g == 0) {
+                continue;
+            }
+            let pipeline = self.gpu.pipeline(&d.source)?;
+            let mut buffers: Vec<Arc<wgpu::Buffer>> = Vec::new();
+            for a in &d.args {
+                buffers.push(match *a {
+                    Arg::In(i) => match step.inputs[i] {
+                        Operand::Value(v) => c.values[v]
+                            .clone()
+                            .ok_or_else(|| Error::runtime(&step.node, "an input has no buffer"))?,
+                        Operand::Const(ci) => self.constant(c, ci)?,
+                    },
+                    Arg::Out(i) => c.values[step.outputs[i]]
+                        .clone()
+                        .ok_or_else(|| Error::runtime(&step.node, "an output has no buffer"))?,
+                    Arg::Scratch(i) => scratch[i].clone(),
+                    Arg::Table(i) => tables[i].clone(),
+                    Arg::Status => c.status.clone(),
+                });
+            }
+            let mut block = d.params.clone();
+            if block.len() > PARAM_WORDS {
+                return Err(Error::runtime(
+                    &step.node,
+                    format!("{} parameter words (at most {PARAM_WORDS})", block.len()),
+                ));
+            }
+            block.resize(PARAM_WORDS, 0);
+            words.extend_from_slice(&block);
+            let offset = *slot * (PARAM_WORDS * 4) as u64;
+            *slot += 1;
+            let mut entries = vec![wgpu::BindGroupEntry {
+                binding: 0,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: params,
+                    offset,
+                    size: std::num::NonZeroU64::new((PARAM_WORDS * 4) as u64),
+                }),
+            }];
+            for (b, buf) in buffers.iter().enumerate() {
+                entries.push(wgpu::BindGroupEntry {
+                    binding: b as u32 + 1,
+                    resource: buf.as_entire_binding(),
+                });
+            }
+            let bind = self.gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: None,
+                layout: &pipeline.get_bind_group_layout(0),
+                entries: &entries,
+            });
+            c.prepared.push(Prepared {
+                pipeline,
+                bind,
+                groups: d.groups,
+            });
+        }
+        c._held.extend(scratch);
+        c._held.extend(tables);
+        Ok(())
+    }
+
+    fn write_inputs(&self, c: &Compiled, inputs: &[(String, HostTensor)]) -> Result<()> {
+        for (name, v) in &c.plan.inputs {
+            let Some((_, host)) = inputs.iter().find(|(n, _)| n == name) else {
+                continue;
+            };
+            let bytes = device_bytes(name, host)?;
+            if let Some(b) = &c.values[*v]
+                && !bytes.is_empty()
+            {
+                self.gpu.queue.write_buffer(b, 0, &bytes);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the inputs (if any), records dispatches `range` into one pass and submits them.
+    fn execute(&mut self, c: &Compiled, inputs: &[(String, HostTensor)], range: Range<usize>) -> Result<()> {
+        self.write_inputs(c, inputs)?;
+        if !inputs.is_empty() {
+            self.gpu.queue.write_buffer(&c.status, 0, &[0u8; 4]);
+        }
+        let scope = self.gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let invalid = self.gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let mut enc = self.gpu.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            for d in &c.prepared[range.clone()] {
+                pass.set_pipeline(&d.pipeline);
+                pass.set_bind_group(0, &d.bind, &[]);
+                pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
+            }
+        }
+        self.gpu.queue.submit([enc.finish()]);
+        if let Some(e) = pollster::block_on(invalid.pop()) {
+            return Err(Error::runtime(format!("running {}", self.path().display()), e));
+        }
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Runtime {
+                context: format!("running {} on {}", self.path().display(), self.gpu.info.name),
+                message: format!("the device ran out of memory: {e}"),
+            });
+        }
+        self.last_dispatches = range.len();
+        Ok(())
+    }
+
+    /// Reads the status word and the outputs.
+    fn read_outputs(&self, c: &Compiled) -> Result<NamedTensors> {
+        let status = self.gpu.read(&c.status, 4)?;
+        let code = u32::from_le_bytes([status[0], status[1], status[2], status[3]]);
+        if code != 0 {
+            let step = &c.plan.steps[(code - 1) as usize];
+            return Err(Error::tensor(
+                step.node.clone(),
+                format!(
+                    "an index of {} ({}) is out of range for the tensor it indexes, in {}",
+                    step.node,
+                    step.onnx_op,
+                    self.path().display()
+                ),
+            ));
+        }
+        let mut out = NamedTensors::new();
+        for (name, o) in &c.plan.outputs {
+            let t = match *o {
+                Operand::Const(i) => (*c.plan.constants[i].tensor).clone(),
+                Operand::Value(v) => {
+                    let ty = &c.plan.values[v];
+                    let b = c.values[v]
+                        .as_ref()
+                        .ok_or_else(|| Error::tensor(name.clone(), "no buffer holds this output"))?;
+                    let bytes = self.gpu.read(b, Self::value_bytes(ty))?;
+                    from_device(name, ty, &bytes)?
+                }
+            };
+            out.insert(name.clone(), t);
+        }
+        Ok(out)
+    }
+
+    /// NonZero, first half: counts the non-zero elements of the step's input.
+    fn nonzero(&mut self, c: &mut Compiled, s: usize) -> Result<usize> {
+        let step = c.plan.steps[s].clone();
+        let ty = c.plan.ty(step.inputs[0]);
+        let Operand::Value(v) = step.inputs[0] else {
+            return Err(Error::runtime(&step.node, "NonZero of a constant was not folded"));
+        };
+        let sc = kernels::scalar(ty.dtype).ok_or_else(|| Error::Unsupported {
+            platform: "webgpu".into(),
+            what: format!("op NonZero (node {})", step.node),
+            reason: format!("no WGSL kernel for {} tensors", ty.dtype),
+        })?;
+        let counts = Arc::new(self.gpu.buffer("NonZero counts", 4 * (WG as u64 + 1), STORAGE)?);
+        let zero = if sc == Scalar::F32 { "0.0" } else { "0" };
+        let src = format!(
+            "{}{}{}\n@compute @workgroup_size(256)\nfn main(@builtin(local_invocation_index) lid: u32) {{\n    let n = p(0u);\n    let chunk = (n + 255u) / 256u;\n    var k = 0u;\n    for (var j = lid * chunk; j < min(n, (lid + 1u) * chunk); j = j + 1u) {{ if (x[j] != {zero}) {{ k = k + 1u; }} }}\n    counts[lid] = i32(k);\n    workgroupBarrier();\n    if (lid == 0u) {{\n        var total = 0;\n        for (var t = 0u; t < 256u; t = t + 1u) {{ let here = counts[t]; counts[t] = total; total = total + here; }}\n        counts[256u] = total;\n    }}\n}}\n",
+            kernels::prelude(),
+            kernels::binding(1, "x", sc, false),
+            kernels::binding(2, "counts", Scalar::I32, true),
+        );
+        let input = c.values[v]
+            .clone()
+            .ok_or_else(|| Error::runtime(&step.node, "no input buffer"))?;
+        self.one_off(&src, &[ty.numel() as u32], &[input, counts.clone()], [1, 1, 1])?;
+        let bytes = self.gpu.read(&counts, 4 * (WG as u64 + 1))?;
+        let at = WG as usize * 4;
+        let total = i32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+        c._held.push(counts);
+        Ok(total.max(0) as usize)
+    }
+
+    /// NonZero, second half: writes the (rank, count) indices now that the count is known.
+    fn nonzero_fill(&mut self, c: &mut Compiled, s: usize, count: usize) -> Result<()> {
+        let step = c.plan.steps[s].clone();
+        let ty = c.plan.ty(step.inputs[0]);
+        let Operand::Value(v) = step.inputs[0] else {
+            return Err(Error::runtime(&step.node, "NonZero of a constant was not folded"));
+        };
+        let sc = kernels::scalar(ty.dtype).unwrap_or(Scalar::F32);
+        let out_v = step.outputs[0];
+        c.values.resize(c.plan.values.len(), None);
+        let out = Arc::new(
+            self.gpu
+                .buffer(&step.node, (ty.rank() * count * 4).max(4) as u64, STORAGE)?,
+        );
+        c.values[out_v] = Some(out.clone());
+        let rank = ty.rank();
+        let st = kernels::strides(&ty.shape);
+        let mut params = vec![ty.numel() as u32, count as u32, rank as u32];
+        params.extend((0..kernels::MAX_RANK).map(|a| *st.get(a).unwrap_or(&0) as u32));
+        let zero = if sc == Scalar::F32 { "0.0" } else { "0" };
+        let src = format!(
+            "{}{}{}\n@compute @workgroup_size(256)\nfn main(@builtin(local_invocation_index) lid: u32) {{\n    let n = p(0u);\n    let chunk = (n + 255u) / 256u;\n    var pos = 0u;\n    var k = 0u;\n    for (var j = 0u; j < lid * chunk && j < n; j = j + 1u) {{ if (x[j] != {zero}) {{ pos = pos + 1u; }} }}\n    for (var j = lid * chunk; j < min(n, (lid + 1u) * chunk); j = j + 1u) {{\n        if (x[j] != {zero}) {{\n            var rem = j;\n            for (var a = 0u; a < p(2u); a = a + 1u) {{ let st = p(3u + a); out0[a * p(1u) + pos] = i32(rem / st); rem = rem % st; }}\n            pos = pos + 1u;\n        }}\n    }}\n}}\n",
+            kernels::prelude(),
+            kernels::binding(1, "x", sc, false),
+            kernels::binding(2, "out0", Scalar::I32, true),
+        );
+        let input = c.values[v]
+            .clone()
+            .ok_or_else(|| Error::runtime(&step.node, "no input buffer"))?;
+        self.one_off(&src, &params, &[input, out], [1, 1, 1])?;
+        Ok(())
+    }
+
+    /// Runs one dispatch at once (NonZero's two halves).
+    fn one_off(&self, src: &str, params: &[u32], buffers: &[Arc<wgpu::Buffer>], groups: [u32; 3]) -> Result<()> {
+        let pipeline = self.gpu.pipeline(src)?;
+        let p = self.gpu.buffer(
+            "parameters",
+            (PARAM_WORDS * 4) as u64,
+            wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        )?;
+        let mut words = params.to_vec();
+        words.resize(PARAM_WORDS, 0);
+        self.gpu.queue.write_buffer(&p, 0, bytemuck::cast_slice(&words));
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: p.as_entire_binding(),
+        }];
+        for (i, b) in buffers.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource: b.as_entire_binding(),
+            });
+        }
+        let bind = self.gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        let mut enc = self.gpu.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &bind, &[]);
+            pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        }
+        self.gpu.queue.submit([enc.finish()]);
+        Ok(())
+    }
+}
+
+/// A free buffer of at least `bytes` (and at most twice that), or a new one.
+fn take_or_make(gpu: &Gpu, pool: &mut Vec<Arc<wgpu::Buffer>>, bytes: u64, what: &str) -> Result<Arc<wgpu::Buffer>> {
+    let best = pool
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| b.size() >= bytes && b.size() <= bytes.saturating_mul(2).max(1 << 16))
+        .min_by_key(|(_, b)| b.size())
+        .map(|(i, _)| i);
+    match best {
+        Some(i) => Ok(pool.swap_remove(i)),
+        None => Ok(Arc::new(gpu.buffer(what, bytes, STORAGE)?)),
+    }
+}
+
+/// When each value's buffer can be reused: after the last step that reads it (or any value
+/// viewing it), never for graph inputs and outputs.
+struct Lifetimes {
+    freed_after: Vec<Vec<usize>>,
+}
+
+fn lifetimes(plan: &Plan) -> Lifetimes {
+    let n = plan.values.len();
+    // Reshape outputs view their input: one root per buffer.
+    let mut root: Vec<usize> = (0..n).collect();
+    let mut is_view = vec![false; n];
+    for s in &plan.steps {
+        if matches!(s.op, Op::Reshape)
+            && let Operand::Value(src) = s.inputs[0]
+        {
+            root[s.outputs[0]] = root[src];
+            is_view[s.outputs[0]] = true;
+        }
+    }
+    let mut last = vec![None::<usize>; n];
+    let mut keep = vec![false; n];
+    for (_, v) in &plan.inputs {
+        keep[root[*v]] = true;
+    }
+    for (_, o) in &plan.outputs {
+        if let Operand::Value(v) = o {
+            keep[root[*v]] = true;
+        }
+    }
+    for (i, s) in plan.steps.iter().enumerate() {
+        for inp in &s.inputs {
+            if let Operand::Value(v) = inp {
+                last[root[*v]] = Some(i);
+            }
+        }
+        // A value nothing reads is free once written.
+        for &o in &s.outputs {
+            if last[root[o]].is_none() {
+                last[root[o]] = Some(i);
+            }
+        }
+    }
+    let mut freed_after = vec![Vec::new(); plan.steps.len()];
+    for v in 0..n {
+        if root[v] == v
+            && !keep[v]
+            && !is_view[v]
+            && let Some(i) = last[v]
+        {
+            freed_after[i].push(v);
+        }
+    }
+    Lifetimes { freed_after }
+}

@@ -1,0 +1,224 @@
+//! The wgpu device: one per process, opened on first use, with the adapter's own limits; compute
+//! pipelines compiled once per WGSL source; device errors turned into errors that say what failed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use hwcov_core::{Error, Result};
+
+/// The device and what it can do.
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+    pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
+}
+
+static GPU: OnceLock<std::result::Result<Arc<Gpu>, String>> = OnceLock::new();
+
+/// The process's device, opened on first use; the error says why there is none.
+pub fn gpu() -> Result<Arc<Gpu>> {
+    GPU.get_or_init(|| Gpu::open().map(Arc::new))
+        .clone()
+        .map_err(|reason| Error::Unavailable {
+            platform: "webgpu".into(),
+            reason,
+        })
+}
+
+fn backend_name(b: wgpu::Backend) -> &'static str {
+    match b {
+        wgpu::Backend::Vulkan => "Vulkan",
+        wgpu::Backend::Metal => "Metal",
+        wgpu::Backend::Dx12 => "DX12",
+        wgpu::Backend::Gl => "GL",
+        wgpu::Backend::BrowserWebGpu => "WebGPU",
+        wgpu::Backend::Noop => "none",
+    }
+}
+
+fn device_type_name(t: wgpu::DeviceType) -> &'static str {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => "discrete GPU",
+        wgpu::DeviceType::IntegratedGpu => "integrated GPU",
+        wgpu::DeviceType::VirtualGpu => "virtual GPU",
+        wgpu::DeviceType::Cpu => "CPU",
+        wgpu::DeviceType::Other => "other",
+    }
+}
+
+impl Gpu {
+    fn open() -> std::result::Result<Gpu, String> {
+        // Vulkan, Metal and DX12 only: GL has no compute shaders worth the name.
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+            backends: wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12,
+            ..wgpu::InstanceDescriptor::new_without_display_handle()
+        });
+        let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+            power_preference: wgpu::PowerPreference::HighPerformance,
+            force_fallback_adapter: false,
+            compatible_surface: None,
+            ..Default::default()
+        }))
+        .map_err(|e| {
+            format!(
+                "no Vulkan, Metal or DX12 adapter ({e}); on Linux install a Vulkan driver and loader \
+                 (`cargo xtask setup --platform webgpu`: Debian's mesa-vulkan-drivers and libvulkan1)"
+            )
+        })?;
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let wanted = wgpu::Features::SHADER_F16 | wgpu::Features::TIMESTAMP_QUERY;
+        let features = adapter.features() & wanted;
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("hwcov"),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| format!("the adapter {} refused a device: {e}", info.name))?;
+        Ok(Gpu {
+            device,
+            queue,
+            info,
+            limits,
+            features,
+            pipelines: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The adapter in words: name, backend, driver, device type.
+    pub fn describe(&self) -> String {
+        let driver = [self.info.driver.as_str(), self.info.driver_info.as_str()]
+            .iter()
+            .filter(|s| !s.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join(" ");
+        format!(
+            "{} ({}, {}{}, {})",
+            self.info.name,
+            backend_name(self.info.backend),
+            device_type_name(self.info.device_type),
+            if self.features.contains(wgpu::Features::SHADER_F16) {
+                ", shader-f16"
+            } else {
+                ""
+            },
+            if driver.is_empty() {
+                "driver unknown".to_string()
+            } else {
+                driver
+            }
+        )
+    }
+
+    /// The largest buffer a kernel can bind, in bytes.
+    pub fn max_binding(&self) -> u64 {
+        (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size)
+    }
+
+    /// The compute pipeline of a WGSL source (entry point `main`), compiled once.
+    pub fn pipeline(&self, source: &str) -> Result<Arc<wgpu::ComputePipeline>> {
+        if let Some(p) = self.pipelines.lock().unwrap_or_else(|e| e.into_inner()).get(source) {
+            return Ok(p.clone());
+        }
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: None,
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        });
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: None,
+            layout: None,
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Runtime {
+                context: "compiling a WGSL kernel".into(),
+                message: format!("{e}\n--- kernel source ---\n{source}"),
+            });
+        }
+        let p = Arc::new(pipeline);
+        self.pipelines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(source.to_string(), p.clone());
+        Ok(p)
+    }
+
+    /// Creates a buffer, turning an allocation failure into an error that names `what`.
+    pub fn buffer(&self, what: &str, size: u64, usage: wgpu::BufferUsages) -> Result<wgpu::Buffer> {
+        let size = size.max(4).next_multiple_of(4);
+        if size > self.limits.max_buffer_size {
+            return Err(Error::Unsupported {
+                platform: "webgpu".into(),
+                what: format!("tensor `{what}` ({size} bytes)"),
+                reason: format!(
+                    "larger than the adapter's largest buffer ({} bytes, {})",
+                    self.limits.max_buffer_size, self.info.name
+                ),
+            });
+        }
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size,
+            usage,
+            mapped_at_creation: false,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Runtime {
+                context: format!("allocating {size} bytes for `{what}` on {}", self.info.name),
+                message: format!("the device ran out of memory: {e}"),
+            });
+        }
+        Ok(buffer)
+    }
+
+    /// Waits for the queue to finish.
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| Error::Runtime {
+                context: format!("waiting for {}", self.info.name),
+                message: e.to_string(),
+            })
+    }
+
+    /// Copies `size` bytes of `src` back to the host.
+    pub fn read(&self, src: &wgpu::Buffer, size: u64) -> Result<Vec<u8>> {
+        let size = size.max(4).next_multiple_of(4);
+        let staging = self.buffer(
+            "readback",
+            size,
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        )?;
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(src, 0, &staging, 0, size);
+        self.queue.submit([enc.finish()]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.wait()?;
+        rx.recv()
+            .map_err(|e| Error::runtime("reading back", e))?
+            .map_err(|e| Error::runtime("reading back", e))?;
+        let view = staging
+            .get_mapped_range(..)
+            .map_err(|e| Error::runtime("reading back", e))?;
+        let bytes = view.to_vec();
+        drop(view);
+        staging.unmap();
+        Ok(bytes)
+    }
+}

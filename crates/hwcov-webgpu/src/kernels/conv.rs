@@ -1,0 +1,216 @@
+//! Conv (1-D to 3-D, groups, strides, dilations, pads) and MaxPool/AveragePool: one thread per
+//! output element walks its window. Spatial axes are padded to three in front (size 1), so one
+//! shader serves 1-D, 2-D and 3-D.
+
+use hwcov_core::Result;
+use hwcov_onnx::ir::Op;
+
+use super::{Arg, ENTRY_1D, Kernels, Scalar, StepIo, binding, dispatch_1d, prelude, word};
+
+/// Up to three spatial values, padded in front with `fill`.
+fn three(v: &[usize], fill: usize) -> [usize; 3] {
+    let mut out = [fill; 3];
+    let off = 3 - v.len();
+    out[off..].copy_from_slice(v);
+    out
+}
+
+/// Parameters shared by conv and pool: 1 N, 2 C, 3..6 input spatial, 6..9 output spatial,
+/// 9..12 kernel, 12..15 strides, 15..18 pads before, 18..21 dilations (p(0) is the count).
+fn window_params(
+    n: usize,
+    c: usize,
+    input: &[usize],
+    output: &[usize],
+    kernel: &[usize],
+    strides: &[usize],
+    pads: &[(usize, usize)],
+    dilations: &[usize],
+) -> Vec<u32> {
+    let mut p = vec![word(n), word(c)];
+    for v in [
+        three(input, 1),
+        three(output, 1),
+        three(kernel, 1),
+        three(strides, 1),
+        three(&pads.iter().map(|p| p.0).collect::<Vec<_>>(), 0),
+        three(dilations, 1),
+    ] {
+        p.extend(v.iter().map(|&x| word(x)));
+    }
+    p
+}
+
+/// WGSL: the output element's (n, c, z, y, x) from `i`.
+const DECODE: &str = "    let ox = i % p(8u);
+    let oy = (i / p(8u)) % p(7u);
+    let oz = (i / (p(8u) * p(7u))) % p(6u);
+    let oc = (i / (p(8u) * p(7u) * p(6u))) % p(22u);
+    let on = i / (p(8u) * p(7u) * p(6u) * p(22u));
+    let ins = p(3u) * p(4u) * p(5u);
+";
+
+/// The window loop: for each tap (kz, ky, kx) inside the input, `body` sees `at` (its spatial
+/// offset in the input plane) and `kk` (its index in the kernel).
+fn window_loop(body: &str) -> String {
+    format!(
+        "    for (var kz = 0u; kz < p(9u); kz = kz + 1u) {{
+        let iz = i32(oz * p(12u) + kz * p(18u)) - i32(p(15u));
+        if (iz < 0 || iz >= i32(p(3u))) {{ continue; }}
+        for (var ky = 0u; ky < p(10u); ky = ky + 1u) {{
+            let iy = i32(oy * p(13u) + ky * p(19u)) - i32(p(16u));
+            if (iy < 0 || iy >= i32(p(4u))) {{ continue; }}
+            for (var kx = 0u; kx < p(11u); kx = kx + 1u) {{
+                let ix = i32(ox * p(14u) + kx * p(20u)) - i32(p(17u));
+                if (ix < 0 || ix >= i32(p(5u))) {{ continue; }}
+                let at = (u32(iz) * p(4u) + u32(iy)) * p(5u) + u32(ix);
+                let kk = (kz * p(10u) + ky) * p(11u) + kx;
+{body}
+            }}
+        }}
+    }}
+"
+    )
+}
+
+pub fn conv(io: &StepIo) -> Result<Kernels> {
+    let Op::Conv {
+        strides,
+        pads,
+        dilations,
+        group,
+    } = &io.step.op
+    else {
+        return Err(io.refuse("this op"));
+    };
+    for i in 0..io.ins.len() {
+        if io.scalar_in(i)? != Scalar::F32 {
+            return Err(io.refuse(format!("a convolution of {}", io.ins[i].dtype)));
+        }
+    }
+    let (x, w, out) = (&io.ins[0].shape, &io.ins[1].shape, &io.outs[0].shape);
+    if x.len() > 5 {
+        return Err(io.refuse("convolutions of more than 3 spatial axes"));
+    }
+    let has_bias = io.ins.len() > 2;
+    let mut params = window_params(x[0], x[1], &x[2..], &out[2..], &w[2..], strides, pads, dilations);
+    // 21 Cout, 22 (output channels, as DECODE reads them), 23 group.
+    params.extend([word(out[1]), word(out[1]), word(*group)]);
+    let mut s = prelude();
+    s.push_str(&binding(1, "x", Scalar::F32, false));
+    s.push_str(&binding(2, "w", Scalar::F32, false));
+    let mut args = vec![Arg::In(0), Arg::In(1)];
+    if has_bias {
+        s.push_str(&binding(3, "b", Scalar::F32, false));
+        args.push(Arg::In(2));
+    }
+    s.push_str(&binding(if has_bias { 4 } else { 3 }, "out0", Scalar::F32, true));
+    args.push(Arg::Out(0));
+    s.push_str(ENTRY_1D);
+    s.push_str(DECODE);
+    s.push_str(
+        "    let cg = p(2u) / p(23u);
+    let g = oc / (p(21u) / p(23u));
+    let ks = p(9u) * p(10u) * p(11u);
+",
+    );
+    s.push_str(if has_bias {
+        "    var acc = b[oc];\n"
+    } else {
+        "    var acc = 0.0;\n"
+    });
+    s.push_str("    for (var ci = 0u; ci < cg; ci = ci + 1u) {\n        let xb = (on * p(2u) + g * cg + ci) * ins;\n        let wb = (oc * cg + ci) * ks;\n");
+    s.push_str(&window_loop("                acc = fma(x[xb + at], w[wb + kk], acc);"));
+    s.push_str("    }\n    out0[i] = acc;\n}\n");
+    Ok(Kernels {
+        dispatches: vec![dispatch_1d(s, args, io.outs[0].numel(), params)],
+        ..Default::default()
+    })
+}
+
+pub fn pool(io: &StepIo) -> Result<Kernels> {
+    let (kernel, strides, pads, dilations, avg) = match &io.step.op {
+        Op::MaxPool {
+            kernel,
+            strides,
+            pads,
+            dilations,
+        } => (kernel, strides, pads, dilations, None),
+        Op::AveragePool {
+            kernel,
+            strides,
+            pads,
+            dilations,
+            count_include_pad,
+        } => (kernel, strides, pads, dilations, Some(*count_include_pad)),
+        _ => return Err(io.refuse("this op")),
+    };
+    let sc = io.scalar_in(0)?;
+    if sc != Scalar::F32 && avg.is_some() {
+        return Err(io.refuse(format!("AveragePool of {}", io.ins[0].dtype)));
+    }
+    let (x, out) = (&io.ins[0].shape, &io.outs[0].shape);
+    if x.len() > 5 {
+        return Err(io.refuse("pooling over more than 3 spatial axes"));
+    }
+    let mut params = window_params(x[0], x[1], &x[2..], &out[2..], kernel, strides, pads, dilations);
+    // 21 unused, 22 channels, 23..26 pads after.
+    params.extend([0, word(x[1])]);
+    params.extend(
+        three(&pads.iter().map(|p| p.1).collect::<Vec<_>>(), 0)
+            .iter()
+            .map(|&v| word(v)),
+    );
+    let mut s = prelude();
+    s.push_str(&binding(1, "x", sc, false));
+    s.push_str(&binding(2, "out0", sc, true));
+    s.push_str(ENTRY_1D);
+    s.push_str(DECODE);
+    s.push_str("    let xb = (on * p(22u) + oc) * ins;\n");
+    match avg {
+        None => {
+            let lowest = if sc == Scalar::F32 {
+                "bitcast<f32>(0xff800000u)"
+            } else {
+                "-2147483647 - 1"
+            };
+            s.push_str(&format!("    var acc = {lowest};\n"));
+            s.push_str(&window_loop("                acc = max(acc, x[xb + at]);"));
+        }
+        Some(include_pad) => {
+            s.push_str("    var acc = 0.0;\n    var count = 0u;\n");
+            s.push_str(&window_loop(
+                "                acc = acc + x[xb + at];\n                count = count + 1u;",
+            ));
+            if include_pad {
+                // The window counts every tap inside the padded input (not those past it, which
+                // ceil_mode may add).
+                s.push_str(
+                    "    count = 1u;
+    var spans = array<u32, 3>(oz, oy, ox);
+    for (var a = 0u; a < 3u; a = a + 1u) {
+        let start = i32(spans[a] * p(12u + a)) - i32(p(15u + a));
+        var n = 0u;
+        for (var k = 0u; k < p(9u + a); k = k + 1u) {
+            let c = start + i32(k * p(18u + a));
+            if (c >= -i32(p(15u + a)) && c < i32(p(3u + a) + p(23u + a))) { n = n + 1u; }
+        }
+        count = count * n;
+    }
+",
+                );
+            }
+            s.push_str("    acc = acc / f32(max(count, 1u));\n");
+        }
+    }
+    s.push_str("    out0[i] = acc;\n}\n");
+    Ok(Kernels {
+        dispatches: vec![dispatch_1d(
+            s,
+            vec![Arg::In(0), Arg::Out(0)],
+            io.outs[0].numel(),
+            params,
+        )],
+        ..Default::default()
+    })
+}

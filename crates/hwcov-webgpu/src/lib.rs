@@ -1,0 +1,96 @@
+//! hwcov-webgpu: the WebGPU platform. A model folder's ONNX graph, specialized by the graph layer
+//! (hwcov-onnx) for the shapes of each call, runs on hwcov's own WGSL kernels through wgpu, on a
+//! Vulkan, Metal or DX12 adapter. An op or dtype without a kernel is refused by name; nothing
+//! runs anywhere else.
+
+pub mod exec;
+pub mod gpu;
+pub mod kernels;
+
+use std::path::Path;
+
+use hwcov_core::{
+    Availability, Handler, LoadOptions, ModelClass, ModelFiles, NamedTensors, Platform, PlatformId, Precision, Result,
+    Support,
+};
+use hwcov_onnx::GraphFormat;
+use hwcov_onnx::handler::{GraphHandler, GraphSession};
+
+pub use exec::Session;
+
+pub struct WebGpuPlatform;
+
+impl Platform for WebGpuPlatform {
+    fn id(&self) -> PlatformId {
+        PlatformId::Webgpu
+    }
+
+    fn probe(&self) -> Availability {
+        match gpu::gpu() {
+            Ok(g) => Availability::Available { device: g.describe() },
+            Err(hwcov_core::Error::Unavailable { reason, .. }) => Availability::Unavailable { reason },
+            Err(e) => Availability::Unavailable { reason: e.to_string() },
+        }
+    }
+
+    /// Every class runs from its ONNX graph; an op without a kernel fails the cell by name.
+    fn support(&self, _class: ModelClass) -> Support {
+        Support::Implemented
+    }
+
+    fn load(&self, model: &ModelFiles, opts: &LoadOptions) -> Result<Box<dyn Handler>> {
+        if opts.precision != Precision::F32 {
+            return Err(hwcov_core::Error::Unsupported {
+                platform: "webgpu".into(),
+                what: format!("precision {}", opts.precision),
+                reason: "the WebGPU kernels compute in f32".into(),
+            });
+        }
+        let g = gpu::gpu()?;
+        Ok(Box::new(GraphHandler::load(model, |file| {
+            if file.format != GraphFormat::Onnx {
+                return Err(hwcov_core::Error::Unsupported {
+                    platform: "webgpu".into(),
+                    what: format!("the graph {}", file.path.display()),
+                    reason: "WebGPU runs ONNX graphs, not OpenVINO IR".into(),
+                });
+            }
+            Ok(Graph(Session::open(g.clone(), &file.path)?))
+        })?))
+    }
+}
+
+/// One ONNX graph of a model folder on the device.
+pub struct Graph(pub Session);
+
+impl GraphSession for Graph {
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+
+    fn input_names(&self) -> Vec<String> {
+        self.0
+            .program
+            .model
+            .graph
+            .inputs
+            .iter()
+            .map(|i| i.name.clone())
+            .collect()
+    }
+
+    fn output_names(&self) -> Vec<String> {
+        self.0
+            .program
+            .model
+            .graph
+            .outputs
+            .iter()
+            .map(|o| o.name.clone())
+            .collect()
+    }
+
+    fn run(&mut self, inputs: &NamedTensors) -> Result<NamedTensors> {
+        self.0.run(inputs)
+    }
+}
