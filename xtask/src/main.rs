@@ -6,11 +6,13 @@
 //!   models.toml, and measured results that contradict models.toml.
 //! - `coverage` runs every cell this machine can run, merges the runs other machines left in
 //!   docs/coverage/runs/, and writes docs/coverage.{md,json,svg}.
+//! - `node-tests` runs the ONNX backend node tests of the ops WebGPU claims and writes their counts.
 //! - `setup` / `build` install a platform's toolchain or runtime into `.hwcov/` and build for it.
 
 mod coverage;
 mod generate;
 mod matrix;
+mod node_tests;
 mod render;
 mod setup;
 mod validate;
@@ -18,13 +20,16 @@ mod validate;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask <test | gen | validate | coverage | setup --platform P | build --platform P>
+const USAGE: &str =
+    "usage: cargo xtask <test | gen | validate | coverage | node-tests | setup --platform P | build --platform P>
 
   test       install the local platforms' runtimes (OpenVINO), run `cargo test --workspace` requiring them
   gen        write crates/hwcov/tests/matrix.rs from models.toml
   validate   check generated files, fixtures and measured results against models.toml
   coverage   run the matrix here, merge docs/coverage/runs/*.json, write docs/coverage.{md,json,svg}
-  setup      install what platform P needs into .hwcov/ (cuda: the CUDA 13.0 toolchain wheels)
+  node-tests run the ONNX backend node tests of the ops WebGPU claims, write docs/platforms/webgpu-node-tests.{md,json}
+  setup      install what platform P needs (cuda: the CUDA 13.0 toolchain wheels into .hwcov/; openvino: its
+             runtime wheel into .hwcov/; webgpu: a Vulkan driver and loader, from apt where there is none)
   build      build the hwcov binary for platform P (cuda: target/cuda/release/hwcov)";
 
 fn main() -> ExitCode {
@@ -37,6 +42,7 @@ fn main() -> ExitCode {
         Some("setup") => setup::setup(&root, &args[1..]),
         Some("test") => setup::test(&root, &args[1..]),
         Some("build") => setup::build(&root, &args[1..]),
+        Some("node-tests") => node_tests::run(&root),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

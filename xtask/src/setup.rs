@@ -213,10 +213,112 @@ pub fn build_cuda(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Whether this machine has a Vulkan loader and at least one driver for it.
+fn vulkan_present() -> bool {
+    let loader = Command::new("ldconfig")
+        .arg("-p")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("libvulkan.so.1"))
+        .unwrap_or(false);
+    let driver = [
+        "/usr/share/vulkan/icd.d",
+        "/etc/vulkan/icd.d",
+        "/usr/local/share/vulkan/icd.d",
+    ]
+    .iter()
+    .any(|d| std::fs::read_dir(d).map(|mut e| e.next().is_some()).unwrap_or(false));
+    loader && driver
+}
+
+/// Where wgpu's Vulkan loader may keep its runtime files when the session has no XDG_RUNTIME_DIR.
+pub fn runtime_dir(root: &Path) -> Result<PathBuf> {
+    if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR") {
+        return Ok(PathBuf::from(d));
+    }
+    let d = root.join(".hwcov/run");
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
+
+/// Makes a Vulkan adapter available to the WebGPU platform: on Linux without one, Debian's
+/// mesa-vulkan-drivers (lavapipe, a Vulkan driver on the CPU) and libvulkan1 (the loader).
+pub fn setup_webgpu(root: &Path) -> Result<()> {
+    if cfg!(target_os = "linux") && !vulkan_present() {
+        println!("installing a Vulkan loader and driver (Debian: libvulkan1, mesa-vulkan-drivers)");
+        let sudo: &[&str] = if Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| o.stdout.starts_with(b"0"))
+            .unwrap_or(false)
+        {
+            &[]
+        } else {
+            &["sudo"]
+        };
+        let apt = |args: &[&str]| {
+            let mut all: Vec<&str> = sudo.to_vec();
+            all.push("apt-get");
+            all.extend_from_slice(args);
+            run(Command::new(all[0])
+                .args(&all[1..])
+                .env("DEBIAN_FRONTEND", "noninteractive"))
+        };
+        apt(&["update", "-q"])?;
+        apt(&[
+            "install",
+            "-y",
+            "-q",
+            "--no-install-recommends",
+            "libvulkan1",
+            "mesa-vulkan-drivers",
+        ])?;
+    }
+    // SAFETY: xtask is single-threaded here; the variable only silences the loader's warning.
+    unsafe { std::env::set_var("XDG_RUNTIME_DIR", runtime_dir(root)?) };
+    let platform = hwcov::platforms::get(hwcov::PlatformId::Webgpu)?;
+    match platform.probe() {
+        hwcov::Availability::Available { device } => {
+            println!("WebGPU adapter ready: {device}");
+            Ok(())
+        }
+        hwcov::Availability::Unavailable { reason } => bail!("no WebGPU adapter after setup: {reason}"),
+    }
+}
+
+/// The ONNX backend node tests of the pinned onnx package, written to .hwcov/onnx-node-tests
+/// (tools/conformance/onnx_node_tests.py, with onnx installed into .hwcov/python).
+pub fn setup_node_tests(root: &Path) -> Result<PathBuf> {
+    let out = root.join(".hwcov/onnx-node-tests");
+    let requirements = root.join("tools/conformance/requirements.txt");
+    let wanted = std::fs::read_to_string(&requirements)?;
+    let onnx_pin = wanted
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("onnx=="))
+        .context("tools/conformance/requirements.txt pins no onnx version")?
+        .to_string();
+    let manifest = std::fs::read_to_string(out.join("manifest.json")).unwrap_or_default();
+    if manifest.contains(&format!("\"onnx\": \"{onnx_pin}\"")) {
+        return Ok(out);
+    }
+    let py = root.join(".hwcov/python");
+    println!("writing the ONNX backend node tests of onnx {onnx_pin} to .hwcov/onnx-node-tests");
+    run(Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet", "--upgrade", "--target"])
+        .arg(&py)
+        .arg("-r")
+        .arg(&requirements))?;
+    let _ = std::fs::remove_dir_all(&out);
+    run(Command::new("python3")
+        .arg(root.join("tools/conformance/onnx_node_tests.py"))
+        .arg(&out)
+        .env("PYTHONPATH", &py))?;
+    Ok(out)
+}
+
 fn platform_arg(args: &[String]) -> Result<&str> {
     match args {
         [flag, p] if flag == "--platform" => Ok(p.as_str()),
-        _ => bail!("usage: cargo xtask setup|build --platform <cpu|cuda|openvino>"),
+        _ => bail!("usage: cargo xtask setup|build --platform <cpu|cuda|openvino|webgpu>"),
     }
 }
 
@@ -224,11 +326,12 @@ pub fn setup(root: &Path, args: &[String]) -> Result<()> {
     match platform_arg(args)? {
         "cuda" => setup_cuda(root).map(|_| ()),
         "openvino" => setup_openvino(root),
+        "webgpu" => setup_webgpu(root),
         "cpu" => {
             println!("the CPU platform needs nothing beyond the Rust toolchain");
             Ok(())
         }
-        other => bail!("no setup for platform `{other}` (cpu, cuda, openvino)"),
+        other => bail!("no setup for platform `{other}` (cpu, cuda, openvino, webgpu)"),
     }
 }
 
@@ -240,13 +343,16 @@ pub fn build(root: &Path, args: &[String]) -> Result<()> {
 }
 
 /// The platforms `cargo xtask test` and `coverage` set up and require on this machine: the CPU,
-/// and OpenVINO (a pip wheel).
-pub const LOCAL_PLATFORMS: &str = "cpu,openvino";
+/// OpenVINO (a pip wheel) and WebGPU (a Vulkan driver; lavapipe where there is no GPU).
+pub const LOCAL_PLATFORMS: &str = "cpu,openvino,webgpu";
 
-/// `cargo xtask test`: installs the runtimes of the local platforms, then runs the whole test suite
-/// with those platforms required, so that a missing runtime fails instead of skipping.
+/// `cargo xtask test`: installs the runtimes of the local platforms and the ONNX node tests, then
+/// runs the whole test suite with those platforms required, so that a missing runtime fails
+/// instead of skipping.
 pub fn test(root: &Path, args: &[String]) -> Result<()> {
     setup_openvino(root)?;
+    setup_webgpu(root)?;
+    setup_node_tests(root)?;
     run(Command::new("cargo")
         .current_dir(root)
         .args(["test", "--workspace"])

@@ -59,6 +59,7 @@ pub fn eval(op: &Op, inputs: &[&HostTensor], outs: &[ValueType]) -> Option<R<Vec
             mode: PadMode::Constant,
             value,
         } => one(pad_constant(inputs[0], pads, *value, out)),
+        Op::Range => one(range(inputs, out)),
         _ => None,
     }
 }
@@ -297,7 +298,7 @@ pub fn erf(x: f64) -> f64 {
             term *= -x2 / n;
             let add = term / (2.0 * n + 1.0);
             sum += add;
-            if add.abs() < 1e-17 * sum.abs() {
+            if add.abs() <= 1e-17 * sum.abs() {
                 break;
             }
         }
@@ -704,6 +705,19 @@ fn cumsum(x: &HostTensor, axis: usize, exclusive: bool, reverse: bool, out: &Val
         }
     };
     convert(&result, out)
+}
+
+fn range(inputs: &[&HostTensor], out: &ValueType) -> R<HostTensor> {
+    let n = out.numel();
+    let v = if out.dtype.is_float() {
+        let (s, d) = (inputs[0].to_f64_vec()[0], inputs[2].to_f64_vec()[0]);
+        Values::F((0..n).map(|i| s + i as f64 * d).collect())
+    } else {
+        let s = inputs[0].to_i64_vec().unwrap_or_default()[0];
+        let d = inputs[2].to_i64_vec().unwrap_or_default()[0];
+        Values::I((0..n as i64).map(|i| s + i * d).collect())
+    };
+    convert(&v, out)
 }
 
 fn pad_constant(x: &HostTensor, pads: &[(i64, i64)], value: f64, out: &ValueType) -> R<HostTensor> {

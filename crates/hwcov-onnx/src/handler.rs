@@ -1,13 +1,22 @@
-//! The Handler of every graph platform over a model folder's graphs: one graph of the whole
-//! forward(), or optimum's split into an encoder and a decoder graph; and token-by-token decoding by
-//! re-running the graph that produces the logits. A platform supplies `GraphSession`: one graph
-//! compiled for its runtime.
+//! The Handler of every graph platform over a model folder's graphs (see `Layout`), and its
+//! token-by-token decoding:
+//!
+//! - with the KV cache where the exports carry it: a decoder-only graph with `past_key_values.N.*`
+//!   inputs and `present.N.*` outputs (the first step over the prompt with an empty past, then one
+//!   token a step); a vision-language prefill graph followed by `decoder_with_past_model.onnx`; an
+//!   encoder, then `decoder_model.onnx` with presents, then `decoder_with_past_model.onnx`;
+//! - else by re-running the graph that makes the logits over the whole sequence, one token longer
+//!   each step.
+//!
+//! Position ids and empty past tensors are filled in as transformers fills them: `forward()` counts
+//! positions from 0 (what the model does when given none), generation from the attention mask
+//! (what `generate()` passes). A platform supplies `GraphSession`: one graph on its runtime.
 
 use std::path::Path;
 
-use hwcov_core::{Decoder, Error, Handler, HostTensor, ModelFiles, NamedTensors, Result};
+use hwcov_core::{Decoder, Error, Handler, HostTensor, ModelFiles, NamedTensors, Result, TensorData};
 
-use crate::{GraphFile, Layout};
+use crate::{Dim, GraphFile};
 
 /// One graph of a model folder, ready on a platform's runtime.
 pub trait GraphSession: Send {
@@ -15,6 +24,10 @@ pub trait GraphSession: Send {
     fn path(&self) -> &Path;
     fn input_names(&self) -> Vec<String>;
     fn output_names(&self) -> Vec<String>;
+    /// The declared shape of an input, where the graph declares one.
+    fn input_shape(&self, _name: &str) -> Option<Vec<Dim>> {
+        None
+    }
     /// Runs the graph on the named inputs it declares (others are ignored).
     fn run(&mut self, inputs: &NamedTensors) -> Result<NamedTensors>;
 
@@ -27,22 +40,37 @@ pub trait GraphSession: Send {
     }
 }
 
-enum Graphs<Graph> {
-    Single(Graph),
-    /// optimum's seq2seq export: the encoder (`input_ids` + `attention_mask`, or `input_features`
-    /// -> `last_hidden_state`) and the decoder (`input_ids` + `encoder_hidden_states`
-    /// [+ `encoder_attention_mask`] -> `logits`).
-    Split {
-        encoder: Graph,
-        decoder: Graph,
-    },
+/// How the handler decodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decoding {
+    /// The model graph, then (where there is one) the with-past decoder, through the cache.
+    DecoderCache,
+    /// Encoder, first decoder, with-past decoder, through the cache.
+    Seq2SeqCache,
+    /// Re-running the logits graph over the whole sequence.
+    Rerun,
+    None,
+}
+
+/// What decoding carries from one step to the next.
+#[derive(Default)]
+struct State {
+    /// The inputs of the next step besides its tokens: attention masks, encoder states, pasts (or,
+    /// re-running, the whole inputs of the logits graph).
+    inputs: NamedTensors,
 }
 
 pub struct GraphHandler<Graph> {
-    graphs: Graphs<Graph>,
-    /// The inputs of the graph that makes the logits, for the sequence being decoded.
-    decoding: Option<NamedTensors>,
+    model: Option<Graph>,
+    encoder: Option<Graph>,
+    decoder: Option<Graph>,
+    decoder_with_past: Option<Graph>,
+    decoding: Decoding,
+    state: Option<State>,
 }
+
+const PAST: &str = "past_key_values.";
+const PRESENT: &str = "present.";
 
 /// Appends one value per row to a (batch, sequence) integer tensor.
 fn append_column(name: &str, t: &HostTensor, values: &[i64]) -> Result<HostTensor> {
@@ -86,6 +114,47 @@ fn last_logits(out: &NamedTensors) -> Result<HostTensor> {
     HostTensor::f32(vec![b, v], last)
 }
 
+/// (batch, sequence) of an integer input.
+fn rows(name: &str, t: &HostTensor) -> Result<(usize, usize)> {
+    match t.shape() {
+        [b, l] => Ok((*b, *l)),
+        s => Err(Error::tensor(
+            name,
+            format!("has shape {s:?}; (batch, sequence) is needed"),
+        )),
+    }
+}
+
+/// Positions as transformers' forward() counts them when given none: from `past` on, every row.
+fn positions_from(past: usize, batch: usize, len: usize) -> Result<HostTensor> {
+    let v: Vec<i64> = (0..batch).flat_map(|_| (past..past + len).map(|p| p as i64)).collect();
+    HostTensor::i64(vec![batch, len], v)
+}
+
+/// Positions as generate() derives them (transformers 5.17, `_prepare_position_ids_for_generation`):
+/// the running count of attended tokens minus one, and 0 where the mask is 0; the last `len` of
+/// each row.
+fn positions_from_mask(mask: &HostTensor, len: usize) -> Result<HostTensor> {
+    let (b, l) = rows("attention_mask", mask)?;
+    let m = mask
+        .to_i64_vec()
+        .ok_or_else(|| Error::tensor("attention_mask", "is not an integer tensor"))?;
+    let mut out = Vec::with_capacity(b * len);
+    for row in m.chunks(l.max(1)).take(b) {
+        let mut count = 0i64;
+        let pos: Vec<i64> = row
+            .iter()
+            .map(|&x| {
+                count += x;
+                if x == 0 { 0 } else { count - 1 }
+            })
+            .collect();
+        out.extend_from_slice(&pos[l - len.min(l)..]);
+    }
+    HostTensor::i64(vec![b, len.min(l)], out)
+}
+
+/// The inputs `graph` declares, from `given`.
 fn pick<Graph: GraphSession>(given: &NamedTensors, graph: &Graph) -> NamedTensors {
     given
         .iter()
@@ -94,54 +163,130 @@ fn pick<Graph: GraphSession>(given: &NamedTensors, graph: &Graph) -> NamedTensor
         .collect()
 }
 
-impl<Graph: GraphSession> GraphHandler<Graph> {
-    /// Finds the folder's graphs and opens each with `open`.
-    pub fn load(files: &ModelFiles, mut open: impl FnMut(&GraphFile) -> Result<Graph>) -> Result<Self> {
-        let graphs = match crate::locate(&files.dir)? {
-            Layout::Single(g) => Graphs::Single(open(&g)?),
-            Layout::EncoderDecoder { encoder, decoder, .. } => Graphs::Split {
-                encoder: open(&encoder)?,
-                decoder: open(&decoder)?,
-            },
+/// Empty past tensors (batch, heads, 0, head_dim) for every past input of `graph` not given: the
+/// first step over a prompt. Heads and head size come from the graph's declared shapes.
+fn empty_pasts<Graph: GraphSession>(graph: &Graph, given: &mut NamedTensors, batch: usize) -> Result<()> {
+    for name in graph.input_names() {
+        if !name.starts_with(PAST) || given.contains_key(&name) {
+            continue;
+        }
+        let shape = graph.input_shape(&name).unwrap_or_default();
+        let fixed = |i: usize| match shape.get(i) {
+            Some(Dim::Fixed(d)) if *d >= 0 => Some(*d as usize),
+            _ => None,
         };
-        Ok(GraphHandler { graphs, decoding: None })
+        let (Some(heads), Some(size)) = (fixed(1), fixed(3)) else {
+            return Err(Error::tensor(
+                name.clone(),
+                format!(
+                    "{} declares no fixed heads and head size for it ({shape:?}), so an empty cache cannot be made",
+                    graph.path().display()
+                ),
+            ));
+        };
+        given.insert(
+            name,
+            HostTensor::new(vec![batch, heads, 0, size], TensorData::F32(Vec::new()))?,
+        );
+    }
+    Ok(())
+}
+
+/// The presents of a step as the pasts of the next (`present.X` -> `past_key_values.X`).
+fn pasts_of(out: &NamedTensors, into: &mut NamedTensors) {
+    for (k, v) in out {
+        if let Some(rest) = k.strip_prefix(PRESENT) {
+            into.insert(format!("{PAST}{rest}"), v.clone());
+        }
+    }
+}
+
+impl<Graph: GraphSession> GraphHandler<Graph> {
+    /// Finds the folder's graphs and opens the ones it uses with `open`.
+    pub fn load(files: &ModelFiles, mut open: impl FnMut(&GraphFile) -> Result<Graph>) -> Result<Self> {
+        let layout = crate::locate(&files.dir)?;
+        let mut open_opt = |g: &Option<GraphFile>| g.as_ref().map(&mut open).transpose();
+        let model = open_opt(&layout.model)?;
+        let (encoder, decoder) = match (&layout.encoder, &layout.decoder) {
+            (Some(_), Some(_)) => (open_opt(&layout.encoder)?, open_opt(&layout.decoder)?),
+            (Some(_), None) if model.is_none() => (open_opt(&layout.encoder)?, open_opt(&layout.decoder_merged)?),
+            _ => (None, None),
+        };
+        let decoder_with_past = open_opt(&layout.decoder_with_past)?;
+        let mut h = GraphHandler {
+            model,
+            encoder,
+            decoder,
+            decoder_with_past,
+            decoding: Decoding::None,
+            state: None,
+        };
+        h.decoding = h.decoding_mode();
+        Ok(h)
+    }
+
+    fn decoding_mode(&self) -> Decoding {
+        let presents = |g: &Option<Graph>, name: &str| g.as_ref().is_some_and(|g| g.has_output(name));
+        let takes_past = |g: &Option<Graph>, name: &str| g.as_ref().is_some_and(|g| g.has_input(name));
+        if self.encoder.is_some()
+            && presents(&self.decoder, "present.0.decoder.key")
+            && takes_past(&self.decoder_with_past, "past_key_values.0.decoder.key")
+        {
+            return Decoding::Seq2SeqCache;
+        }
+        if presents(&self.model, "present.0.key")
+            && (takes_past(&self.model, "past_key_values.0.key")
+                || takes_past(&self.decoder_with_past, "past_key_values.0.key"))
+        {
+            return Decoding::DecoderCache;
+        }
+        let logits =
+            |g: &Option<Graph>, input: &str| g.as_ref().is_some_and(|g| g.has_output("logits") && g.has_input(input));
+        if logits(&self.model, "decoder_input_ids")
+            || logits(&self.model, "input_ids")
+            || (self.encoder.is_some() && logits(&self.decoder, "input_ids"))
+        {
+            return Decoding::Rerun;
+        }
+        Decoding::None
     }
 
     pub fn input_names(&self) -> Vec<String> {
-        match &self.graphs {
-            Graphs::Single(g) => g.input_names(),
-            Graphs::Split { encoder, .. } => {
-                let mut names = encoder.input_names();
+        match (&self.model, &self.encoder) {
+            (Some(g), _) => g
+                .input_names()
+                .into_iter()
+                .filter(|n| !n.starts_with(PAST) && n != "position_ids")
+                .collect(),
+            (None, Some(e)) => {
+                let mut names = e.input_names();
                 names.push("decoder_input_ids".to_string());
                 names
             }
+            (None, None) => Vec::new(),
         }
     }
 
     pub fn output_names(&self) -> Vec<String> {
-        match &self.graphs {
-            Graphs::Single(g) => g.output_names(),
-            Graphs::Split { .. } => vec!["logits".to_string(), "encoder_last_hidden_state".to_string()],
+        match &self.model {
+            Some(g) => g
+                .output_names()
+                .into_iter()
+                .filter(|n| !n.starts_with(PRESENT))
+                .collect(),
+            None => vec!["logits".to_string(), "encoder_last_hidden_state".to_string()],
         }
     }
 
-    /// Whether the graphs can decode: a logits output and an input that grows by one token a step.
-    pub fn can_decode(&self) -> bool {
-        match &self.graphs {
-            Graphs::Single(g) => {
-                g.has_output("logits") && (g.has_input("decoder_input_ids") || g.has_input("input_ids"))
-            }
-            Graphs::Split { decoder, .. } => decoder.has_output("logits") && decoder.has_input("input_ids"),
-        }
-    }
-
-    /// The decoder graph's inputs for the split layout: the decoder ids under the decoder graph's
-    /// name `input_ids`, the encoder's states, and the encoder's mask where the graph takes it.
-    fn split_decoder_inputs(
-        encoder: &mut Graph,
-        decoder: &Graph,
-        given: &NamedTensors,
-    ) -> Result<(NamedTensors, HostTensor)> {
+    /// The encoder's states and the first decoder's inputs: the decoder ids under the decoder
+    /// graph's name `input_ids`, the encoder's states, and its mask where the graph takes it.
+    fn encode(&mut self, given: &NamedTensors) -> Result<(NamedTensors, HostTensor)> {
+        let (Some(encoder), Some(decoder)) = (self.encoder.as_mut(), self.decoder.as_ref()) else {
+            return Err(Error::runtime(
+                "decoding",
+                "the folder has no encoder and decoder graphs",
+            ));
+        };
         let encoded = encoder.run(&pick(given, encoder))?;
         let states = encoded.get("last_hidden_state").cloned().ok_or_else(|| {
             Error::tensor(
@@ -168,56 +313,156 @@ impl<Graph: GraphSession> GraphHandler<Graph> {
     }
 
     pub fn run(&mut self, given: &NamedTensors) -> Result<NamedTensors> {
-        match &mut self.graphs {
-            Graphs::Single(g) => g.run(given),
-            Graphs::Split { encoder, decoder } => {
-                let (inputs, states) = Self::split_decoder_inputs(encoder, decoder, given)?;
-                let mut out = decoder.run(&inputs)?;
-                out.insert("encoder_last_hidden_state".into(), states);
-                Ok(out)
+        if let Some(g) = self.model.as_mut() {
+            let mut inputs = pick(given, g);
+            if let Some(ids) = given
+                .get("input_ids")
+                .filter(|_| g.has_input("position_ids") && !given.contains_key("position_ids"))
+            {
+                let (b, l) = rows("input_ids", ids)?;
+                inputs.insert("position_ids".into(), positions_from(0, b, l)?);
             }
+            if let Some(ids) = given.get("input_ids") {
+                empty_pasts(g, &mut inputs, rows("input_ids", ids)?.0)?;
+            }
+            let out = g.run(&inputs)?;
+            return Ok(out.into_iter().filter(|(k, _)| !k.starts_with(PRESENT)).collect());
+        }
+        let (inputs, states) = self.encode(given)?;
+        let decoder = self
+            .decoder
+            .as_mut()
+            .ok_or_else(|| Error::runtime("forward", "no decoder graph"))?;
+        let mut out: NamedTensors = decoder
+            .run(&inputs)?
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with(PRESENT))
+            .collect();
+        out.insert("encoder_last_hidden_state".into(), states);
+        Ok(out)
+    }
+
+    pub fn can_decode(&self) -> bool {
+        self.decoding != Decoding::None
+    }
+
+    pub fn start_decoding(&mut self, given: &NamedTensors) -> Result<HostTensor> {
+        match self.decoding {
+            Decoding::DecoderCache => {
+                let g = self
+                    .model
+                    .as_mut()
+                    .ok_or_else(|| Error::runtime("decoding", "no model graph"))?;
+                let ids = given
+                    .get("input_ids")
+                    .ok_or_else(|| Error::tensor("input_ids", "missing input: decoding starts from a prompt"))?;
+                let (b, l) = rows("input_ids", ids)?;
+                let mask = match given.get("attention_mask") {
+                    Some(m) => m.clone(),
+                    None => HostTensor::i64(vec![b, l], vec![1; b * l])?,
+                };
+                let mut inputs = pick(given, g);
+                inputs.insert("attention_mask".into(), mask.clone());
+                if g.has_input("position_ids") {
+                    inputs.insert("position_ids".into(), positions_from_mask(&mask, l)?);
+                }
+                empty_pasts(g, &mut inputs, b)?;
+                let out = g.run(&inputs)?;
+                let mut state = State::default();
+                state.inputs.insert("attention_mask".into(), mask);
+                pasts_of(&out, &mut state.inputs);
+                self.state = Some(state);
+                last_logits(&out)
+            }
+            Decoding::Seq2SeqCache => {
+                let (inputs, _) = self.encode(given)?;
+                let decoder = self
+                    .decoder
+                    .as_mut()
+                    .ok_or_else(|| Error::runtime("decoding", "no decoder graph"))?;
+                let out = decoder.run(&inputs)?;
+                let mut state = State::default();
+                if let Some(m) = inputs.get("encoder_attention_mask") {
+                    state.inputs.insert("encoder_attention_mask".into(), m.clone());
+                }
+                pasts_of(&out, &mut state.inputs);
+                self.state = Some(state);
+                last_logits(&out)
+            }
+            Decoding::Rerun => {
+                let inputs = match self.model.as_ref() {
+                    Some(g) => pick(given, g),
+                    None => self.encode(given)?.0,
+                };
+                self.state = Some(State { inputs });
+                self.rerun()
+            }
+            Decoding::None => Err(Error::runtime("decoding", "these graphs make no logits to decode from")),
         }
     }
 
-    /// Runs the logits graph on the current decoding inputs; the next-token logits of each row.
-    fn next_logits(&mut self) -> Result<HostTensor> {
-        let inputs = self
-            .decoding
+    /// Runs the logits graph on the whole sequence so far.
+    fn rerun(&mut self) -> Result<HostTensor> {
+        let inputs = &self
+            .state
             .as_ref()
-            .ok_or_else(|| Error::runtime("decoding", "step() before start()"))?;
-        let out = match &mut self.graphs {
-            Graphs::Single(g) => g.run(inputs)?,
-            Graphs::Split { decoder, .. } => decoder.run(inputs)?,
+            .ok_or_else(|| Error::runtime("decoding", "step() before start()"))?
+            .inputs;
+        let out = match (self.model.as_mut(), self.decoder.as_mut()) {
+            (Some(g), _) => g.run(inputs)?,
+            (None, Some(d)) => d.run(inputs)?,
+            (None, None) => return Err(Error::runtime("decoding", "no graph makes the logits")),
         };
         last_logits(&out)
     }
 
-    pub fn start_decoding(&mut self, given: &NamedTensors) -> Result<HostTensor> {
-        self.decoding = Some(match &mut self.graphs {
-            Graphs::Single(g) => pick(given, g),
-            Graphs::Split { encoder, decoder } => Self::split_decoder_inputs(encoder, decoder, given)?.0,
-        });
-        self.next_logits()
-    }
-
-    /// Appends one token per row (and a 1 to the matching attention mask) and re-runs the graph.
+    /// Appends one token per row and returns the next logits.
     pub fn step_decoding(&mut self, tokens: &[u32]) -> Result<HostTensor> {
-        let (seq, mask) = match &self.graphs {
-            Graphs::Single(g) if g.has_input("decoder_input_ids") => ("decoder_input_ids", "decoder_attention_mask"),
-            _ => ("input_ids", "attention_mask"),
-        };
-        let inputs = self
-            .decoding
+        let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
+        let state = self
+            .state
             .as_mut()
             .ok_or_else(|| Error::runtime("decoding", "step() before start()"))?;
-        let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
-        let grown = append_column(seq, inputs.get(seq).ok_or_else(|| Error::tensor(seq, "missing"))?, &ids)?;
-        inputs.insert(seq.to_string(), grown);
-        if let Some(m) = inputs.get(mask) {
-            let grown = append_column(mask, m, &vec![1; tokens.len()])?;
-            inputs.insert(mask.to_string(), grown);
+        match self.decoding {
+            Decoding::DecoderCache | Decoding::Seq2SeqCache => {
+                let g = match (self.decoding, self.decoder_with_past.as_mut(), self.model.as_mut()) {
+                    (_, Some(d), _) => d,
+                    (Decoding::DecoderCache, None, Some(m)) => m,
+                    _ => return Err(Error::runtime("decoding", "no graph takes the cache")),
+                };
+                let mut inputs = state.inputs.clone();
+                inputs.insert("input_ids".into(), HostTensor::i64(vec![ids.len(), 1], ids.clone())?);
+                if let Some(mask) = state.inputs.get("attention_mask") {
+                    let grown = append_column("attention_mask", mask, &vec![1; ids.len()])?;
+                    if g.has_input("position_ids") {
+                        inputs.insert("position_ids".into(), positions_from_mask(&grown, 1)?);
+                    }
+                    inputs.insert("attention_mask".into(), grown.clone());
+                    state.inputs.insert("attention_mask".into(), grown);
+                }
+                let out = g.run(&inputs)?;
+                pasts_of(&out, &mut state.inputs);
+                last_logits(&out)
+            }
+            Decoding::Rerun => {
+                let (seq, mask) = match &self.model {
+                    Some(g) if g.has_input("decoder_input_ids") => ("decoder_input_ids", "decoder_attention_mask"),
+                    _ => ("input_ids", "attention_mask"),
+                };
+                let grown = append_column(
+                    seq,
+                    state.inputs.get(seq).ok_or_else(|| Error::tensor(seq, "missing"))?,
+                    &ids,
+                )?;
+                state.inputs.insert(seq.to_string(), grown);
+                if let Some(m) = state.inputs.get(mask) {
+                    let grown = append_column(mask, m, &vec![1; tokens.len()])?;
+                    state.inputs.insert(mask.to_string(), grown);
+                }
+                self.rerun()
+            }
+            Decoding::None => Err(Error::runtime("decoding", "these graphs make no logits to decode from")),
         }
-        self.next_logits()
     }
 }
 
@@ -239,7 +484,6 @@ impl<Graph: GraphSession> Handler for GraphHandler<Graph> {
     }
 }
 
-/// Token-by-token decoding by re-running the graph that makes the logits.
 impl<Graph: GraphSession> Decoder for GraphHandler<Graph> {
     fn start(&mut self, inputs: &NamedTensors) -> Result<HostTensor> {
         self.start_decoding(inputs)
@@ -247,5 +491,21 @@ impl<Graph: GraphSession> Decoder for GraphHandler<Graph> {
 
     fn step(&mut self, tokens: &[u32]) -> Result<HostTensor> {
         self.step_decoding(tokens)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_follow_the_mask_as_generate_derives_them() {
+        let mask = HostTensor::i64(vec![2, 4], vec![1, 1, 1, 1, 0, 0, 1, 1]).unwrap();
+        let p = positions_from_mask(&mask, 4).unwrap();
+        assert_eq!(p.to_i64_vec().unwrap(), [0, 1, 2, 3, 0, 0, 0, 1]);
+        let p = positions_from_mask(&mask, 1).unwrap();
+        assert_eq!(p.to_i64_vec().unwrap(), [3, 1]);
+        let p = positions_from(3, 2, 2).unwrap();
+        assert_eq!(p.to_i64_vec().unwrap(), [3, 4, 3, 4]);
     }
 }

@@ -316,12 +316,14 @@ pub enum Op {
         dilations: Vec<usize>,
         group: usize,
     },
-    /// [x]: channels first.
+    /// [x] -> y, or y and the int64 indices of each maximum in the flattened input (spatial axes
+    /// row-major, or column-major with `column_major`): channels first.
     MaxPool {
         kernel: Vec<usize>,
         strides: Vec<usize>,
         pads: Vec<(usize, usize)>,
         dilations: Vec<usize>,
+        column_major: bool,
     },
     /// [x]: channels first.
     AveragePool {

@@ -41,19 +41,23 @@ pub struct GraphFile {
     pub weights: Option<PathBuf>,
 }
 
-/// The graphs of a model folder, as Hub repositories lay them out.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Layout {
-    /// One graph of the whole forward(): `model.onnx`, `onnx/model.onnx`, `openvino_model.xml`.
-    Single(GraphFile),
-    /// optimum's seq2seq export: an encoder, a decoder, and optionally the decoder with past key
-    /// values or the merged decoder that does both.
-    EncoderDecoder {
-        encoder: GraphFile,
-        decoder: GraphFile,
-        decoder_with_past: Option<GraphFile>,
-        decoder_merged: Option<GraphFile>,
-    },
+/// The graphs of a model folder, as Hub repositories lay them out (optimum, transformers.js,
+/// optimum-intel). Each role is looked for at the top of the folder, then under `onnx/`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Layout {
+    /// One graph of the whole forward(): `model.onnx`, `openvino_model.xml`. A decoder-only
+    /// export with past key values (`past_key_values.N.key` inputs) serves every step; a
+    /// vision-language one its first step (the prompt and the image).
+    pub model: Option<GraphFile>,
+    /// optimum's seq2seq encoder: `encoder_model.onnx`.
+    pub encoder: Option<GraphFile>,
+    /// The decoder's first step: `decoder_model.onnx` (with `present.*` outputs where exported
+    /// with the cache).
+    pub decoder: Option<GraphFile>,
+    /// The decoder's later steps, reading the cache: `decoder_with_past_model.onnx`.
+    pub decoder_with_past: Option<GraphFile>,
+    /// Both decoders in one graph, chosen by the `use_cache_branch` input: `decoder_model_merged.onnx`.
+    pub decoder_merged: Option<GraphFile>,
 }
 
 fn onnx_file(path: PathBuf) -> Option<GraphFile> {
@@ -85,59 +89,35 @@ fn ir_file(path: PathBuf) -> Result<Option<GraphFile>> {
     }))
 }
 
-/// Finds the graphs of a model folder: ONNX first (`model.onnx`, `onnx/model.onnx`, the seq2seq
-/// files at the top or under `onnx/`), then OpenVINO IR (`openvino_model.xml`,
-/// `openvino_encoder_model.xml` + `openvino_decoder_model.xml`).
+/// Finds the graphs of a model folder: ONNX first (at the top, then under `onnx/`), then
+/// OpenVINO IR (`openvino_model.xml`, `openvino_encoder_model.xml` + `openvino_decoder_model.xml`).
 pub fn locate(dir: &Path) -> Result<Layout> {
-    for sub in [dir.to_path_buf(), dir.join("onnx")] {
-        if let Some(g) = onnx_file(sub.join("model.onnx")) {
-            return Ok(Layout::Single(g));
-        }
-        if let (Some(encoder), Some(decoder)) = (
-            onnx_file(sub.join("encoder_model.onnx")),
-            onnx_file(sub.join("decoder_model.onnx")),
-        ) {
-            return Ok(Layout::EncoderDecoder {
-                encoder,
-                decoder,
-                decoder_with_past: onnx_file(sub.join("decoder_with_past_model.onnx")),
-                decoder_merged: onnx_file(sub.join("decoder_model_merged.onnx")),
-            });
-        }
-        if let (Some(encoder), Some(decoder_merged)) = (
-            onnx_file(sub.join("encoder_model.onnx")),
-            onnx_file(sub.join("decoder_model_merged.onnx")),
-        ) {
-            return Ok(Layout::EncoderDecoder {
-                encoder,
-                decoder: decoder_merged.clone(),
-                decoder_with_past: None,
-                decoder_merged: Some(decoder_merged),
-            });
-        }
+    let find = |name: &str| onnx_file(dir.join(name)).or_else(|| onnx_file(dir.join("onnx").join(name)));
+    let mut layout = Layout {
+        model: find("model.onnx"),
+        encoder: find("encoder_model.onnx"),
+        decoder: find("decoder_model.onnx"),
+        decoder_with_past: find("decoder_with_past_model.onnx"),
+        decoder_merged: find("decoder_model_merged.onnx"),
+    };
+    if layout.model.is_none() && layout.encoder.is_none() {
+        layout.model = ir_file(dir.join("openvino_model.xml"))?;
+        layout.encoder = ir_file(dir.join("openvino_encoder_model.xml"))?;
+        layout.decoder = ir_file(dir.join("openvino_decoder_model.xml"))?;
+        layout.decoder_with_past = ir_file(dir.join("openvino_decoder_with_past_model.xml"))?;
     }
-    if let Some(g) = ir_file(dir.join("openvino_model.xml"))? {
-        return Ok(Layout::Single(g));
+    let split = layout.encoder.is_some() && (layout.decoder.is_some() || layout.decoder_merged.is_some());
+    if layout.model.is_none() && !split {
+        return Err(Error::io(
+            dir.join("model.onnx"),
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no graph in the model folder (looked for model.onnx, onnx/model.onnx, encoder_model.onnx + \
+                 decoder_model.onnx, openvino_model.xml + .bin, openvino_encoder_model.xml + openvino_decoder_model.xml)",
+            ),
+        ));
     }
-    if let (Some(encoder), Some(decoder)) = (
-        ir_file(dir.join("openvino_encoder_model.xml"))?,
-        ir_file(dir.join("openvino_decoder_model.xml"))?,
-    ) {
-        return Ok(Layout::EncoderDecoder {
-            encoder,
-            decoder,
-            decoder_with_past: ir_file(dir.join("openvino_decoder_with_past_model.xml"))?,
-            decoder_merged: None,
-        });
-    }
-    Err(Error::io(
-        dir.join("model.onnx"),
-        std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            "no graph in the model folder (looked for model.onnx, onnx/model.onnx, encoder_model.onnx + \
-             decoder_model.onnx, openvino_model.xml + .bin, openvino_encoder_model.xml + openvino_decoder_model.xml)",
-        ),
-    ))
+    Ok(layout)
 }
 
 /// What an ONNX graph holds.
@@ -201,9 +181,7 @@ mod tests {
 
     #[test]
     fn reads_the_bert_export() {
-        let Layout::Single(g) = locate(&fixture("bert")).unwrap() else {
-            panic!("bert has one graph")
-        };
+        let g = locate(&fixture("bert")).unwrap().model.expect("bert has one graph");
         let graph = OnnxGraph::read(&g.path).unwrap();
         let names: Vec<_> = graph.inputs.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(names, ["input_ids", "attention_mask", "token_type_ids"]);

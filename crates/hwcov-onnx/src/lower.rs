@@ -90,7 +90,13 @@ pub(crate) fn lower(cx: Cx, node: &Arc<Node>) -> Result<()> {
         "Flatten" => {
             let x = cx.required(node, 0)?;
             let t = cx.ty(&x);
-            let axis = norm_axis(cx, node, node.int("axis").unwrap_or(1), t.rank() + 1)?;
+            // Flatten's axis runs over 0..=rank, a negative one counting from the rank.
+            let raw = node.int("axis").unwrap_or(1);
+            let r = t.rank() as i64;
+            if raw < -r || raw > r {
+                return Err(cx.node_error(node, format!("axis {raw} is out of range for rank {r}")));
+            }
+            let axis = if raw < 0 { raw + r } else { raw } as usize;
             let shape = vec![t.shape[..axis].iter().product(), t.shape[axis..].iter().product()];
             let y = view(cx, node, x, shape)?;
             cx.bind(node, 0, y);
@@ -388,12 +394,12 @@ pub(crate) fn ints(t: &HostTensor) -> Vec<i64> {
         .unwrap_or_else(|| t.to_f64_vec().into_iter().map(|x| x as i64).collect())
 }
 
-fn need_const(cx: &Specializer, node: &Node, i: usize, what: &str) -> Result<Arc<HostTensor>> {
+fn need_const(cx: &mut Specializer, node: &Node, i: usize, what: &str) -> Result<Arc<HostTensor>> {
     cx.constant(node, i, what)?
         .ok_or_else(|| cx.node_error(node, format!("{what} (input {i}) is missing")))
 }
 
-fn scalar_int(cx: &Specializer, node: &Node, i: usize, what: &str) -> Result<i64> {
+fn scalar_int(cx: &mut Specializer, node: &Node, i: usize, what: &str) -> Result<i64> {
     let t = need_const(cx, node, i, what)?;
     match ints(&t).as_slice() {
         [v] => Ok(*v),
@@ -401,7 +407,7 @@ fn scalar_int(cx: &Specializer, node: &Node, i: usize, what: &str) -> Result<i64
     }
 }
 
-fn scalar_f64(cx: &Specializer, node: &Node, i: usize, what: &str) -> Result<Option<f64>> {
+fn scalar_f64(cx: &mut Specializer, node: &Node, i: usize, what: &str) -> Result<Option<f64>> {
     match cx.constant(node, i, what)? {
         None => Ok(None),
         Some(t) if t.len() == 1 => Ok(Some(t.to_f64_vec()[0])),
@@ -729,7 +735,7 @@ fn reshape(cx: Cx, node: &Node) -> Result<()> {
     }
     if let Some(i) = infer {
         let known: usize = shape.iter().product();
-        if known == 0 || t.numel() % known != 0 {
+        if known == 0 || !t.numel().is_multiple_of(known) {
             return Err(cx.node_error(node, format!("cannot reshape {:?} to {spec:?}", t.shape)));
         }
         shape[i] = t.numel() / known;
@@ -740,7 +746,7 @@ fn reshape(cx: Cx, node: &Node) -> Result<()> {
 }
 
 /// Axes from the attribute (before `input_from`) or from input 1, normalized to `rank`.
-fn axes_of(cx: &Specializer, node: &Node, input_from: i64, rank: usize) -> Result<Option<Vec<usize>>> {
+fn axes_of(cx: &mut Specializer, node: &Node, input_from: i64, rank: usize) -> Result<Option<Vec<usize>>> {
     let raw: Option<Vec<i64>> = if cx.opset() < input_from {
         node.ints("axes").map(<[i64]>::to_vec)
     } else {
@@ -874,7 +880,7 @@ fn split(cx: Cx, node: &Node) -> Result<()> {
                 return Err(cx.node_error(node, format!("num_outputs {parts} for {n} outputs")));
             }
             let chunk = len.div_ceil(parts);
-            if node.int("num_outputs").is_none() && len % parts != 0 {
+            if node.int("num_outputs").is_none() && !len.is_multiple_of(parts) {
                 return Err(cx.node_error(
                     node,
                     format!("an axis of {len} does not split into {parts} equal parts"),
@@ -924,7 +930,8 @@ pub fn slice_axis(dim: usize, start: i64, end: i64, step: i64) -> (usize, usize)
 fn slice(cx: Cx, node: &Node) -> Result<()> {
     let x = cx.required(node, 0)?;
     let t = cx.ty(&x);
-    let (starts, ends, axes, steps): (Vec<i64>, Vec<i64>, Option<Vec<i64>>, Option<Vec<i64>>) = if cx.opset() < 10 {
+    type Ints = Vec<i64>;
+    let (starts, ends, axes, steps): (Ints, Ints, Option<Ints>, Option<Ints>) = if cx.opset() < 10 {
         (
             node.ints("starts").map(<[i64]>::to_vec).unwrap_or_default(),
             node.ints("ends").map(<[i64]>::to_vec).unwrap_or_default(),
@@ -1122,40 +1129,22 @@ fn range(cx: Cx, node: &Node) -> Result<()> {
     let limit = need_const(cx, node, 1, "limit")?;
     let delta = need_const(cx, node, 2, "delta")?;
     let dtype = start.dtype();
-    let y = if dtype.is_float() {
-        let (s, l, d) = (start.to_f64_vec()[0], limit.to_f64_vec()[0], delta.to_f64_vec()[0]);
-        if d == 0.0 {
-            return Err(cx.node_error(node, "delta is 0"));
-        }
-        let n = ((l - s) / d).ceil().max(0.0) as usize;
-        let v: Vec<f64> = (0..n).map(|i| s + i as f64 * d).collect();
-        from_f64(dtype, vec![n], v)?
+    let (s, l, d) = (start.to_f64_vec()[0], limit.to_f64_vec()[0], delta.to_f64_vec()[0]);
+    if d == 0.0 {
+        return Err(cx.node_error(node, "delta is 0"));
+    }
+    let n = if dtype.is_float() {
+        ((l - s) / d).ceil().max(0.0) as usize
     } else {
         let (s, l, d) = (ints(&start)[0], ints(&limit)[0], ints(&delta)[0]);
-        if d == 0 {
-            return Err(cx.node_error(node, "delta is 0"));
-        }
-        let n = ((l - s) as f64 / d as f64).ceil().max(0.0) as usize;
-        let v: Vec<i64> = (0..n as i64).map(|i| s + i * d).collect();
-        let data = match dtype {
-            DType::I32 => TensorData::I32(v.iter().map(|&x| x as i32).collect()),
-            _ => TensorData::I64(v),
-        };
-        HostTensor::new(vec![n], data)?
+        ((l - s) as f64 / d as f64).ceil().max(0.0) as usize
     };
-    cx.bind(node, 0, konst(y));
+    let operands: Vec<Val> = (0..3).map(|i| cx.required(node, i)).collect::<Result<_>>()?;
+    // The length comes from the values; the elements are computed like any op's: on the host
+    // where all three operands are constants, else on the device.
+    let y = cx.emit1(node, Op::Range, &operands, ValueType::new(dtype, vec![n]))?;
+    cx.bind(node, 0, y);
     Ok(())
-}
-
-/// Host values as a tensor of a float dtype.
-fn from_f64(dtype: DType, shape: Vec<usize>, v: Vec<f64>) -> Result<HostTensor> {
-    let data = match dtype {
-        DType::F64 => TensorData::F64(v),
-        DType::F16 => TensorData::F16(v.into_iter().map(half::f16::from_f64).collect()),
-        DType::BF16 => TensorData::BF16(v.into_iter().map(half::bf16::from_f64).collect()),
-        _ => TensorData::F32(v.into_iter().map(|x| x as f32).collect()),
-    };
-    HostTensor::new(shape, data)
 }
 
 fn matmul(cx: Cx, node: &Node, a: Val, b: Val) -> Result<Val> {
@@ -1354,9 +1343,6 @@ fn reduce(cx: Cx, node: &Node) -> Result<()> {
         }
         _ => (0..t.rank()).collect(),
     };
-    if matches!(kind, ReduceKind::Max | ReduceKind::Min) && axes.iter().any(|&a| t.shape[a] == 0) {
-        return Err(cx.node_error(node, "reduces an empty axis to a maximum or minimum"));
-    }
     let shape: Vec<usize> = if keepdims {
         t.shape
             .iter()
@@ -1499,9 +1485,6 @@ fn pool(cx: Cx, node: &Node) -> Result<()> {
     if t.rank() < 3 {
         return Err(cx.node_error(node, "needs (N, C, spatial...)"));
     }
-    if cx.output_used(node, 1) {
-        return Err(unsupported(node, "the Indices output of MaxPool".into()));
-    }
     let n = t.rank() - 2;
     let kernel = spatial_attr(cx, node, "kernel_shape", n)?;
     if node.ints("kernel_shape").is_none() {
@@ -1519,6 +1502,7 @@ fn pool(cx: Cx, node: &Node) -> Result<()> {
             strides,
             pads: win.pads,
             dilations,
+            column_major: node.int("storage_order").unwrap_or(0) != 0,
         }
     } else {
         Op::AveragePool {
@@ -1529,8 +1513,14 @@ fn pool(cx: Cx, node: &Node) -> Result<()> {
             count_include_pad: node.int("count_include_pad").unwrap_or(0) != 0,
         }
     };
-    let y = cx.emit1(node, op, &[x], ValueType::new(t.dtype, shape))?;
-    cx.bind(node, 0, y);
+    let mut outs = vec![ValueType::new(t.dtype, shape.clone())];
+    if node.op_type == "MaxPool" && cx.output_used(node, 1) {
+        outs.push(ValueType::new(DType::I64, shape));
+    }
+    let ys = cx.emit(node, op, &[x], outs)?;
+    for (i, y) in ys.into_iter().enumerate() {
+        cx.bind(node, i, y);
+    }
     Ok(())
 }
 

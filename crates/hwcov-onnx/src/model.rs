@@ -277,69 +277,91 @@ impl Model {
 
     /// The elements of a tensor of this model (an initializer or a tensor attribute).
     pub fn tensor(&self, t: &TensorRef) -> Result<HostTensor> {
-        let bad = |message: String| Error::format(&self.path, format!("tensor `{}`: {message}", t.name));
-        let dtype = dtype_of(t.elem_type).ok_or_else(|| {
-            bad(format!(
-                "has element type {} ({}), which the graph layer does not read",
-                t.elem_type,
-                elem_type_name(t.elem_type)
-            ))
-        })?;
-        let shape = t
-            .dims
-            .iter()
-            .map(|&d| usize::try_from(d).map_err(|_| bad(format!("has a negative dimension {d}"))))
-            .collect::<Result<Vec<usize>>>()?;
-        let count = shape
-            .iter()
-            .try_fold(1usize, |a, &d| a.checked_mul(d))
-            .ok_or_else(|| bad(format!("dimensions {:?} overflow", t.dims)))?;
-        let data = match &t.payload {
-            Payload::Raw { offset, len } => {
-                let b = self
-                    .bytes
-                    .get(*offset..offset + len)
-                    .ok_or_else(|| bad("raw data runs past the end of the file".into()))?;
-                from_le_bytes(dtype, b, count).map_err(bad)?
-            }
-            Payload::External {
-                location,
-                offset,
-                length,
-            } => {
-                let file = self
-                    .external
-                    .get(location)
-                    .ok_or_else(|| bad(format!("external data `{location}` was not resolved")))?;
-                let want = (count as u64).checked_mul(dtype_size(dtype) as u64);
-                let length = length.or(want).ok_or_else(|| bad("size overflows".into()))?;
-                let b = read_range(file, *offset, length)?;
-                from_le_bytes(dtype, &b, count).map_err(bad)?
-            }
-            Payload::Floats(v) => match dtype {
-                DType::F32 => TensorData::F32(v.clone()),
-                _ => return Err(bad("float_data for a tensor that is not float".into())),
-            },
-            Payload::Doubles(v) => match dtype {
-                DType::F64 => TensorData::F64(v.clone()),
-                _ => return Err(bad("double_data for a tensor that is not double".into())),
-            },
-            Payload::Integers(v) => match dtype {
-                DType::I64 => TensorData::I64(v.iter().map(|&x| x as i64).collect()),
-                DType::I32 => TensorData::I32(v.iter().map(|&x| x as i64 as i32).collect()),
-                DType::U8 => TensorData::U8(v.iter().map(|&x| x as u8).collect()),
-                DType::Bool => TensorData::Bool(v.iter().map(|&x| x != 0).collect()),
-                DType::F16 => TensorData::F16(v.iter().map(|&x| f16::from_bits(x as u16)).collect()),
-                DType::BF16 => TensorData::BF16(v.iter().map(|&x| bf16::from_bits(x as u16)).collect()),
-                // An empty tensor has no data field at all.
-                DType::F32 if v.is_empty() => TensorData::F32(Vec::new()),
-                DType::F64 if v.is_empty() => TensorData::F64(Vec::new()),
-                _ => return Err(bad("integer data for a float tensor".into())),
-            },
-            Payload::Strings(_) => return Err(bad("is a string tensor".into())),
-        };
-        HostTensor::new(shape, data).map_err(|e| bad(format!("element count does not match its dimensions: {e}")))
+        host_tensor(t, &self.bytes, &self.external, &self.path)
     }
+}
+
+/// Reads a serialized TensorProto file (the inputs and outputs of the ONNX backend tests).
+pub fn read_tensor_file(path: &Path) -> Result<HostTensor> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let t = proto::parse_tensor(&proto::Reader::new(&bytes, 0)).map_err(|e| {
+        Error::format(
+            path,
+            format!("not a valid TensorProto (at byte {}): {}", e.offset, e.message),
+        )
+    })?;
+    host_tensor(&t, &bytes, &BTreeMap::new(), path)
+}
+
+/// The elements of a TensorProto whose raw data lies in `file_bytes` (the file it was read from).
+fn host_tensor(
+    t: &TensorRef,
+    file_bytes: &[u8],
+    external: &BTreeMap<String, PathBuf>,
+    origin: &Path,
+) -> Result<HostTensor> {
+    let bad = |message: String| Error::format(origin, format!("tensor `{}`: {message}", t.name));
+    let dtype = dtype_of(t.elem_type).ok_or_else(|| Error::Unsupported {
+        platform: "graph".into(),
+        what: format!("tensor `{}` of {}", t.name, origin.display()),
+        reason: format!(
+            "its element type {} ({}) is not one the graph layer reads (float, float16, bfloat16, double, int64, int32, uint8, bool)",
+            t.elem_type,
+            elem_type_name(t.elem_type)
+        ),
+    })?;
+    let shape = t
+        .dims
+        .iter()
+        .map(|&d| usize::try_from(d).map_err(|_| bad(format!("has a negative dimension {d}"))))
+        .collect::<Result<Vec<usize>>>()?;
+    let count = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| bad(format!("dimensions {:?} overflow", t.dims)))?;
+    let data = match &t.payload {
+        Payload::Raw { offset, len } => {
+            let b = file_bytes
+                .get(*offset..offset + len)
+                .ok_or_else(|| bad("raw data runs past the end of the file".into()))?;
+            from_le_bytes(dtype, b, count).map_err(bad)?
+        }
+        Payload::External {
+            location,
+            offset,
+            length,
+        } => {
+            let file = external
+                .get(location)
+                .ok_or_else(|| bad(format!("external data `{location}` was not resolved")))?;
+            let want = (count as u64).checked_mul(dtype_size(dtype) as u64);
+            let length = length.or(want).ok_or_else(|| bad("size overflows".into()))?;
+            let b = read_range(file, *offset, length)?;
+            from_le_bytes(dtype, &b, count).map_err(bad)?
+        }
+        Payload::Floats(v) => match dtype {
+            DType::F32 => TensorData::F32(v.clone()),
+            _ => return Err(bad("float_data for a tensor that is not float".into())),
+        },
+        Payload::Doubles(v) => match dtype {
+            DType::F64 => TensorData::F64(v.clone()),
+            _ => return Err(bad("double_data for a tensor that is not double".into())),
+        },
+        Payload::Integers(v) => match dtype {
+            DType::I64 => TensorData::I64(v.iter().map(|&x| x as i64).collect()),
+            DType::I32 => TensorData::I32(v.iter().map(|&x| x as i64 as i32).collect()),
+            DType::U8 => TensorData::U8(v.iter().map(|&x| x as u8).collect()),
+            DType::Bool => TensorData::Bool(v.iter().map(|&x| x != 0).collect()),
+            DType::F16 => TensorData::F16(v.iter().map(|&x| f16::from_bits(x as u16)).collect()),
+            DType::BF16 => TensorData::BF16(v.iter().map(|&x| bf16::from_bits(x as u16)).collect()),
+            // An empty tensor has no data field at all.
+            DType::F32 if v.is_empty() => TensorData::F32(Vec::new()),
+            DType::F64 if v.is_empty() => TensorData::F64(Vec::new()),
+            _ => return Err(bad("integer data for a float tensor".into())),
+        },
+        Payload::Strings(_) => return Err(bad("is a string tensor".into())),
+    };
+    HostTensor::new(shape, data).map_err(|e| bad(format!("element count does not match its dimensions: {e}")))
 }
 
 /// The file an external data location names, refused when it leaves the folder of `model`.

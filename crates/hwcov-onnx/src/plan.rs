@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 
-use hwcov_core::{DType, Error, HostTensor, Result};
+use hwcov_core::{DType, Error, HostTensor, NamedTensors, Result};
 
 use crate::eval;
 use crate::ir::{Op, ValueType};
@@ -64,6 +64,9 @@ pub struct Plan {
     pub steps: Vec<Step>,
     /// The graph outputs, in the graph's order.
     pub outputs: Vec<(String, Operand)>,
+    /// Graph inputs whose values (not only shapes) decided shapes of the plan (a Reshape's target
+    /// fed as an input, say): a plan holds only for these same values.
+    pub shape_inputs: Vec<String>,
 }
 
 impl Plan {
@@ -159,7 +162,18 @@ impl Program {
 
     /// Starts specializing for the given input types (every graph input, by name).
     pub fn specializer(&self, inputs: &[(String, ValueType)]) -> Result<Specializer<'_>> {
-        Specializer::new(self, inputs)
+        Specializer::new(self, inputs, &NamedTensors::new())
+    }
+
+    /// Starts specializing; where an op needs the value of an operand to know a shape (a shape,
+    /// axes, starts, pads, repeats, scales, sizes) and that operand is a graph input, its value is
+    /// read from `values`. Values are only read for shapes, never computed on.
+    pub fn specializer_with_values(
+        &self,
+        inputs: &[(String, ValueType)],
+        values: &NamedTensors,
+    ) -> Result<Specializer<'_>> {
+        Specializer::new(self, inputs, values)
     }
 
     /// Specializes in one go; an error if a shape depends on the data (see `Specializer`).
@@ -184,16 +198,16 @@ impl Program {
             .inputs
             .iter()
             .map(|i| {
-                dtype_of(i.elem_type).map(|d| (i.name.clone(), d)).ok_or_else(|| {
-                    Error::format(
-                        self.path(),
-                        format!(
-                            "graph input `{}` has element type {}, which hwcov does not feed",
-                            i.name,
+                dtype_of(i.elem_type)
+                    .map(|d| (i.name.clone(), d))
+                    .ok_or_else(|| Error::Unsupported {
+                        platform: "graph".into(),
+                        what: format!("graph input `{}` of {}", i.name, self.path().display()),
+                        reason: format!(
+                            "its element type {} is not one hwcov feeds",
                             elem_type_name(i.elem_type)
                         ),
-                    )
-                })
+                    })
             })
             .collect()
     }
@@ -258,13 +272,15 @@ pub struct Specializer<'p> {
     pending: Option<ValueId>,
     /// Whether specialization paused: the caller then ran steps by number, so `finish` keeps them.
     paused: bool,
+    /// Host values of graph inputs, for shape operands.
+    input_values: HashMap<ValueId, (String, Arc<HostTensor>)>,
 }
 
 /// Outputs a fold may produce before a step is left to the device instead (elements).
 const FOLD_LIMIT: usize = 1 << 22;
 
 impl<'p> Specializer<'p> {
-    fn new(program: &'p Program, inputs: &[(String, ValueType)]) -> Result<Self> {
+    fn new(program: &'p Program, inputs: &[(String, ValueType)], values: &NamedTensors) -> Result<Self> {
         let model = &program.model;
         let opset = model.opset("").unwrap_or(1);
         let mut s = Specializer {
@@ -277,6 +293,7 @@ impl<'p> Specializer<'p> {
             initializer_names: HashMap::new(),
             pending: None,
             paused: false,
+            input_values: HashMap::new(),
         };
         for (name, t) in &program.initializers {
             s.initializer_names.insert(Arc::as_ptr(t), name.clone());
@@ -293,6 +310,9 @@ impl<'p> Specializer<'p> {
                 check_declared(model, &declared.name, shape, ty)?;
             }
             let id = s.new_value(ty.clone());
+            if let Some(v) = values.get(&declared.name) {
+                s.input_values.insert(id, (declared.name.clone(), Arc::new(v.clone())));
+            }
             s.plan.inputs.push((declared.name.clone(), id));
             s.env.insert(declared.name.clone(), Val::Dyn(id));
         }
@@ -431,19 +451,29 @@ impl<'p> Specializer<'p> {
         }
     }
 
-    /// The host value of input `i`, which must be known once the input shapes are (`what` names it).
-    pub(crate) fn constant(&self, node: &Node, i: usize, what: &str) -> Result<Option<Arc<HostTensor>>> {
+    /// The host value of input `i`, which must be known once the input shapes are (`what` names
+    /// it): a constant, or a graph input fed with its value.
+    pub(crate) fn constant(&mut self, node: &Node, i: usize, what: &str) -> Result<Option<Arc<HostTensor>>> {
         match self.input(node, i)? {
             None => Ok(None),
             Some(Val::Const(t)) => Ok(Some(t)),
-            Some(Val::Dyn(_)) => Err(self.node_error(
-                node,
-                format!(
-                    "input `{}` ({what}) depends on the values of the graph inputs; it must be known once their shapes are, \
-                     so the shape cannot be inferred",
-                    node.inputs[i]
-                ),
-            )),
+            Some(Val::Dyn(id)) => match self.input_values.get(&id) {
+                Some((name, t)) => {
+                    if !self.plan.shape_inputs.contains(name) {
+                        self.plan.shape_inputs.push(name.clone());
+                    }
+                    Ok(Some(t.clone()))
+                }
+                None => Err(Error::Unsupported {
+                    platform: "graph".into(),
+                    what: format!("op {} (node {})", node.op_type, node.label()),
+                    reason: format!(
+                        "input `{}` ({what}) is computed from the values of the graph inputs, so the shape it \
+                         decides cannot be inferred before the run",
+                        node.inputs[i]
+                    ),
+                }),
+            },
         }
     }
 

@@ -19,6 +19,8 @@ pub struct Graph {
     request: openvino::InferRequest,
     inputs: Vec<Port>,
     outputs: Vec<String>,
+    /// The input shapes the ONNX file declares (none for IR).
+    declared: Vec<hwcov_onnx::ValueInfo>,
     path: PathBuf,
     // The compiled model must outlive its request.
     _compiled: openvino::CompiledModel,
@@ -105,6 +107,7 @@ impl Graph {
             request,
             inputs,
             outputs,
+            declared: onnx.map(|g| g.inputs).unwrap_or_default(),
             path: graph.path.clone(),
             _compiled: compiled,
         })
@@ -122,6 +125,13 @@ impl GraphSession for Graph {
 
     fn output_names(&self) -> Vec<String> {
         self.outputs.clone()
+    }
+
+    fn input_shape(&self, name: &str) -> Option<Vec<hwcov_onnx::Dim>> {
+        self.declared
+            .iter()
+            .find(|i| i.name == name)
+            .and_then(|i| i.shape.clone())
     }
 
     fn run(&mut self, given: &NamedTensors) -> Result<NamedTensors> {

@@ -47,12 +47,21 @@ struct Compiled {
     status: Arc<wgpu::Buffer>,
 }
 
+/// A compiled plan and what it holds for: the input types, and the values of the inputs that
+/// decided shapes.
+struct CachedPlan {
+    types: Vec<ValueType>,
+    values: Vec<(String, HostTensor)>,
+    compiled: Arc<Compiled>,
+}
+
 /// One graph on the device.
 pub struct Session {
     gpu: Arc<Gpu>,
     pub program: Arc<Program>,
     weights: HashMap<String, Arc<wgpu::Buffer>>,
-    cache: Vec<(Vec<ValueType>, Arc<Compiled>)>,
+    /// Compiled plans, the most recent first.
+    cache: Vec<CachedPlan>,
     /// Dispatches of the last run.
     pub last_dispatches: usize,
 }
@@ -192,11 +201,17 @@ impl Session {
             .map(|(n, t)| (n.clone(), ValueType::new(t.dtype(), t.shape().to_vec())))
             .collect();
         let key: Vec<ValueType> = types.iter().map(|(_, t)| t.clone()).collect();
-        let compiled = match self.cache.iter().position(|(k, _)| *k == key) {
+        let same_values =
+            |vals: &[(String, HostTensor)]| vals.iter().all(|(n, v)| inputs.iter().any(|(m, w)| m == n && w == v));
+        let compiled = match self
+            .cache
+            .iter()
+            .position(|c| c.types == key && same_values(&c.values))
+        {
             Some(i) => {
                 let entry = self.cache.remove(i);
                 self.cache.insert(0, entry);
-                Some(self.cache[0].1.clone())
+                Some(self.cache[0].compiled.clone())
             }
             None => None,
         };
@@ -204,12 +219,25 @@ impl Session {
             Some(c) => c,
             None => {
                 let program = self.program.clone();
-                let mut spec = program.specializer(&types).map_err(as_webgpu)?;
+                let values: NamedTensors = inputs.iter().cloned().collect();
+                let mut spec = program.specializer_with_values(&types, &values).map_err(as_webgpu)?;
                 match spec.advance().map_err(as_webgpu)? {
                     Progress::Done => {
                         let plan = spec.finish();
+                        let used: Vec<(String, HostTensor)> = plan
+                            .shape_inputs
+                            .iter()
+                            .filter_map(|n| values.get(n).map(|v| (n.clone(), v.clone())))
+                            .collect();
                         let c = Arc::new(self.compile(plan, true)?);
-                        self.cache.insert(0, (key, c.clone()));
+                        self.cache.insert(
+                            0,
+                            CachedPlan {
+                                types: key,
+                                values: used,
+                                compiled: c.clone(),
+                            },
+                        );
                         self.cache.truncate(CACHED_PLANS);
                         c
                     }
@@ -462,7 +490,7 @@ impl Session {
             tables.push(b);
         }
         for d in &k.dispatches {
-            if d.groups.iter().any(|&g| g == 0) {
+            if d.groups.contains(&0) {
                 continue;
             }
             let pipeline = self.gpu.pipeline(&d.source)?;

@@ -60,3 +60,15 @@ pub fn get(id: PlatformId) -> Result<Box<dyn Platform>> {
         }),
     }
 }
+
+/// The ONNX ops the WebGPU platform claims (empty in a build without it).
+pub fn webgpu_ops() -> &'static [&'static str] {
+    #[cfg(feature = "webgpu")]
+    {
+        hwcov_webgpu::OPS
+    }
+    #[cfg(not(feature = "webgpu"))]
+    {
+        &[]
+    }
+}

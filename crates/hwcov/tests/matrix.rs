@@ -41,6 +41,12 @@ fn bert_on_openvino() {
     check("bert", PlatformId::Openvino);
 }
 
+#[cfg(feature = "webgpu")]
+#[test]
+fn bert_on_webgpu() {
+    check("bert", PlatformId::Webgpu);
+}
+
 #[cfg(feature = "cpu")]
 #[test]
 fn t5_on_cpu() {
@@ -57,6 +63,12 @@ fn t5_on_cuda() {
 #[test]
 fn t5_on_openvino() {
     check("t5", PlatformId::Openvino);
+}
+
+#[cfg(feature = "webgpu")]
+#[test]
+fn t5_on_webgpu() {
+    check("t5", PlatformId::Webgpu);
 }
 
 #[cfg(feature = "cpu")]
@@ -77,6 +89,12 @@ fn opt_on_openvino() {
     check("opt", PlatformId::Openvino);
 }
 
+#[cfg(feature = "webgpu")]
+#[test]
+fn opt_on_webgpu() {
+    check("opt", PlatformId::Webgpu);
+}
+
 #[cfg(feature = "cpu")]
 #[test]
 fn llama_on_cpu() {
@@ -93,6 +111,12 @@ fn llama_on_cuda() {
 #[test]
 fn llama_on_openvino() {
     check("llama", PlatformId::Openvino);
+}
+
+#[cfg(feature = "webgpu")]
+#[test]
+fn llama_on_webgpu() {
+    check("llama", PlatformId::Webgpu);
 }
 
 #[cfg(feature = "cpu")]
@@ -113,6 +137,12 @@ fn clip_on_openvino() {
     check("clip", PlatformId::Openvino);
 }
 
+#[cfg(feature = "webgpu")]
+#[test]
+fn clip_on_webgpu() {
+    check("clip", PlatformId::Webgpu);
+}
+
 #[cfg(feature = "cpu")]
 #[test]
 fn vit_on_cpu() {
@@ -129,6 +159,12 @@ fn vit_on_cuda() {
 #[test]
 fn vit_on_openvino() {
     check("vit", PlatformId::Openvino);
+}
+
+#[cfg(feature = "webgpu")]
+#[test]
+fn vit_on_webgpu() {
+    check("vit", PlatformId::Webgpu);
 }
 
 #[cfg(feature = "cpu")]
@@ -149,6 +185,12 @@ fn clap_on_openvino() {
     check("clap", PlatformId::Openvino);
 }
 
+#[cfg(feature = "webgpu")]
+#[test]
+fn clap_on_webgpu() {
+    check("clap", PlatformId::Webgpu);
+}
+
 #[cfg(feature = "cpu")]
 #[test]
 fn whisper_on_cpu() {
@@ -165,6 +207,12 @@ fn whisper_on_cuda() {
 #[test]
 fn whisper_on_openvino() {
     check("whisper", PlatformId::Openvino);
+}
+
+#[cfg(feature = "webgpu")]
+#[test]
+fn whisper_on_webgpu() {
+    check("whisper", PlatformId::Webgpu);
 }
 
 #[cfg(feature = "cpu")]
@@ -185,6 +233,12 @@ fn wav2vec2_on_openvino() {
     check("wav2vec2", PlatformId::Openvino);
 }
 
+#[cfg(feature = "webgpu")]
+#[test]
+fn wav2vec2_on_webgpu() {
+    check("wav2vec2", PlatformId::Webgpu);
+}
+
 #[cfg(feature = "cpu")]
 #[test]
 fn llava_on_cpu() {
@@ -201,6 +255,12 @@ fn llava_on_cuda() {
 #[test]
 fn llava_on_openvino() {
     check("llava", PlatformId::Openvino);
+}
+
+#[cfg(feature = "webgpu")]
+#[test]
+fn llava_on_webgpu() {
+    check("llava", PlatformId::Webgpu);
 }
 
 #[cfg(feature = "cpu")]
@@ -221,6 +281,12 @@ fn llava_next_on_openvino() {
     check("llava-next", PlatformId::Openvino);
 }
 
+#[cfg(feature = "webgpu")]
+#[test]
+fn llava_next_on_webgpu() {
+    check("llava-next", PlatformId::Webgpu);
+}
+
 #[cfg(feature = "cpu")]
 #[test]
 fn qwen2_on_cpu() {
@@ -237,6 +303,12 @@ fn qwen2_on_cuda() {
 #[test]
 fn qwen2_on_openvino() {
     check("qwen2", PlatformId::Openvino);
+}
+
+#[cfg(feature = "webgpu")]
+#[test]
+fn qwen2_on_webgpu() {
+    check("qwen2", PlatformId::Webgpu);
 }
 
 #[cfg(feature = "cpu")]
@@ -257,6 +329,12 @@ fn qwen3_on_openvino() {
     check("qwen3", PlatformId::Openvino);
 }
 
+#[cfg(feature = "webgpu")]
+#[test]
+fn qwen3_on_webgpu() {
+    check("qwen3", PlatformId::Webgpu);
+}
+
 #[cfg(feature = "cpu")]
 #[test]
 fn detr_on_cpu() {
@@ -275,6 +353,12 @@ fn detr_on_openvino() {
     check("detr", PlatformId::Openvino);
 }
 
+#[cfg(feature = "webgpu")]
+#[test]
+fn detr_on_webgpu() {
+    check("detr", PlatformId::Webgpu);
+}
+
 #[cfg(feature = "cpu")]
 #[test]
 fn xclip_on_cpu() {
@@ -291,4 +375,10 @@ fn xclip_on_cuda() {
 #[test]
 fn xclip_on_openvino() {
     check("xclip", PlatformId::Openvino);
+}
+
+#[cfg(feature = "webgpu")]
+#[test]
+fn xclip_on_webgpu() {
+    check("xclip", PlatformId::Webgpu);
 }

@@ -15,22 +15,21 @@ fn three(v: &[usize], fill: usize) -> [usize; 3] {
     out
 }
 
-/// Parameters shared by conv and pool: 1 N, 2 C, 3..6 input spatial, 6..9 output spatial,
-/// 9..12 kernel, 12..15 strides, 15..18 pads before, 18..21 dilations (p(0) is the count).
+/// Parameters shared by conv and pool, from the input (N, C, spatial...) and output shapes:
+/// 1 N, 2 C, 3..6 input spatial, 6..9 output spatial, 9..12 kernel, 12..15 strides, 15..18 pads
+/// before, 18..21 dilations (p(0) is the count).
 fn window_params(
-    n: usize,
-    c: usize,
-    input: &[usize],
-    output: &[usize],
+    x: &[usize],
+    out: &[usize],
     kernel: &[usize],
     strides: &[usize],
     pads: &[(usize, usize)],
     dilations: &[usize],
 ) -> Vec<u32> {
-    let mut p = vec![word(n), word(c)];
+    let mut p = vec![word(x[0]), word(x[1])];
     for v in [
-        three(input, 1),
-        three(output, 1),
+        three(&x[2..], 1),
+        three(&out[2..], 1),
         three(kernel, 1),
         three(strides, 1),
         three(&pads.iter().map(|p| p.0).collect::<Vec<_>>(), 0),
@@ -93,7 +92,7 @@ pub fn conv(io: &StepIo) -> Result<Kernels> {
         return Err(io.refuse("convolutions of more than 3 spatial axes"));
     }
     let has_bias = io.ins.len() > 2;
-    let mut params = window_params(x[0], x[1], &x[2..], &out[2..], &w[2..], strides, pads, dilations);
+    let mut params = window_params(x, out, &w[2..], strides, pads, dilations);
     // 21 Cout, 22 (output channels, as DECODE reads them), 23 group.
     params.extend([word(out[1]), word(out[1]), word(*group)]);
     let mut s = prelude();
@@ -129,20 +128,21 @@ pub fn conv(io: &StepIo) -> Result<Kernels> {
 }
 
 pub fn pool(io: &StepIo) -> Result<Kernels> {
-    let (kernel, strides, pads, dilations, avg) = match &io.step.op {
+    let (kernel, strides, pads, dilations, avg, column_major) = match &io.step.op {
         Op::MaxPool {
             kernel,
             strides,
             pads,
             dilations,
-        } => (kernel, strides, pads, dilations, None),
+            column_major,
+        } => (kernel, strides, pads, dilations, None, *column_major),
         Op::AveragePool {
             kernel,
             strides,
             pads,
             dilations,
             count_include_pad,
-        } => (kernel, strides, pads, dilations, Some(*count_include_pad)),
+        } => (kernel, strides, pads, dilations, Some(*count_include_pad), false),
         _ => return Err(io.refuse("this op")),
     };
     let sc = io.scalar_in(0)?;
@@ -153,7 +153,7 @@ pub fn pool(io: &StepIo) -> Result<Kernels> {
     if x.len() > 5 {
         return Err(io.refuse("pooling over more than 3 spatial axes"));
     }
-    let mut params = window_params(x[0], x[1], &x[2..], &out[2..], kernel, strides, pads, dilations);
+    let mut params = window_params(x, out, kernel, strides, pads, dilations);
     // 21 unused, 22 channels, 23..26 pads after.
     params.extend([0, word(x[1])]);
     params.extend(
@@ -161,9 +161,15 @@ pub fn pool(io: &StepIo) -> Result<Kernels> {
             .iter()
             .map(|&v| word(v)),
     );
+    let indices = io.outs.len() > 1;
     let mut s = prelude();
     s.push_str(&binding(1, "x", sc, false));
     s.push_str(&binding(2, "out0", sc, true));
+    let mut args = vec![Arg::In(0), Arg::Out(0)];
+    if indices {
+        s.push_str(&binding(3, "out1", Scalar::I32, true));
+        args.push(Arg::Out(1));
+    }
     s.push_str(ENTRY_1D);
     s.push_str(DECODE);
     s.push_str("    let xb = (on * p(22u) + oc) * ins;\n");
@@ -174,8 +180,20 @@ pub fn pool(io: &StepIo) -> Result<Kernels> {
             } else {
                 "-2147483647 - 1"
             };
-            s.push_str(&format!("    var acc = {lowest};\n"));
-            s.push_str(&window_loop("                acc = max(acc, x[xb + at]);"));
+            s.push_str(&format!("    var acc = {lowest};\n    var best = 0u;\n"));
+            // The index of the first maximum in the flattened input, spatial axes row-major (or
+            // column-major: the first spatial axis fastest).
+            let at = if column_major {
+                "((u32(ix) * p(4u) + u32(iy)) * p(3u) + u32(iz))"
+            } else {
+                "at"
+            };
+            s.push_str(&window_loop(&format!(
+                "                let v = x[xb + at];\n                if (v > acc) {{ acc = v; best = xb + {at}; }}"
+            )));
+            if indices {
+                s.push_str("    out1[i] = i32(best);\n");
+            }
         }
         Some(include_pad) => {
             s.push_str("    var acc = 0.0;\n    var count = 0u;\n");
@@ -205,12 +223,7 @@ pub fn pool(io: &StepIo) -> Result<Kernels> {
     }
     s.push_str("    out0[i] = acc;\n}\n");
     Ok(Kernels {
-        dispatches: vec![dispatch_1d(
-            s,
-            vec![Arg::In(0), Arg::Out(0)],
-            io.outs[0].numel(),
-            params,
-        )],
+        dispatches: vec![dispatch_1d(s, args, io.outs[0].numel(), params)],
         ..Default::default()
     })
 }

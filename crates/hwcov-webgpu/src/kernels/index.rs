@@ -82,36 +82,6 @@ pub fn gather(io: &StepIo) -> Result<Kernels> {
             src.push_str(&checked("indices[row * p(2u) + t]", "p(5u + t)").replace('\n', "\n    "));
             src.push_str("        off = off + u32(ix) * p(13u + t);\n    }\n    out0[i] = data[off];\n}\n");
         }
-        Op::OneHot { axis, depth, off, on } => {
-            let inner: usize = io.outs[0].shape[axis + 1..].iter().product();
-            let so = io.scalar_out(0)?;
-            let lit = |v: f64| {
-                if so == Scalar::F32 {
-                    flit(v)
-                } else {
-                    format!("{}", v as i64 as i32)
-                }
-            };
-            // data is the indices here (OneHot has one tensor operand).
-            let mut s2 = prelude();
-            s2.push_str(&binding(1, "data", Scalar::I32, false));
-            s2.push_str(&binding(2, "out0", so, true));
-            s2.push_str(ENTRY_1D);
-            s2.push_str(&format!(
-                "    let r = i % p(1u);\n    let d = (i / p(1u)) % p(2u);\n    let o = i / (p(1u) * p(2u));\n    var ix = data[o * p(1u) + r];\n    if (ix < 0) {{ ix = ix + i32(p(2u)); }}\n    out0[i] = select({}, {}, ix == i32(d));\n}}\n",
-                lit(*off),
-                lit(*on)
-            ));
-            return Ok(Kernels {
-                dispatches: vec![dispatch_1d(
-                    s2,
-                    vec![Arg::In(0), Arg::Out(0)],
-                    io.outs[0].numel(),
-                    vec![word(inner), word(*depth)],
-                )],
-                ..Default::default()
-            });
-        }
         _ => return Err(io.refuse("this op")),
     }
     Ok(Kernels {
@@ -120,6 +90,43 @@ pub fn gather(io: &StepIo) -> Result<Kernels> {
             vec![Arg::In(0), Arg::In(1), Arg::Out(0), Arg::Status],
             io.outs[0].numel(),
             params,
+        )],
+        ..Default::default()
+    })
+}
+
+/// OneHot: `on` where the index (negative ones count from the end) equals the position along
+/// the new axis, `off` elsewhere.
+pub fn one_hot(io: &StepIo) -> Result<Kernels> {
+    let Op::OneHot { axis, depth, off, on } = &io.step.op else {
+        return Err(io.refuse("this op"));
+    };
+    let si = io.scalar_in(0)?;
+    let inner: usize = io.outs[0].shape[axis + 1..].iter().product();
+    let so = io.scalar_out(0)?;
+    let lit = |v: f64| {
+        if so == Scalar::F32 {
+            flit(v)
+        } else {
+            format!("{}", v as i64 as i32)
+        }
+    };
+    let mut s = prelude();
+    s.push_str(&binding(1, "indices", si, false));
+    s.push_str(&binding(2, "out0", so, true));
+    s.push_str(ENTRY_1D);
+    // Indices of a float type count by their integer part.
+    s.push_str(&format!(
+        "    let r = i % p(1u);\n    let d = (i / p(1u)) % p(2u);\n    let o = i / (p(1u) * p(2u));\n    var ix = i32(indices[o * p(1u) + r]);\n    if (ix < 0) {{ ix = ix + i32(p(2u)); }}\n    out0[i] = select({}, {}, ix == i32(d));\n}}\n",
+        lit(*off),
+        lit(*on)
+    ));
+    Ok(Kernels {
+        dispatches: vec![dispatch_1d(
+            s,
+            vec![Arg::In(0), Arg::Out(0)],
+            io.outs[0].numel(),
+            vec![word(inner), word(*depth)],
         )],
         ..Default::default()
     })

@@ -174,14 +174,8 @@ fn output(io: &StepIo, i: usize) -> Result<Operand> {
 
 /// A float literal WGSL reads back to the same f32.
 pub fn flit(v: f64) -> String {
-    let f = v as f32;
-    if f.is_nan() {
-        "bitcast<f32>(0x7fc00000u)".into()
-    } else if f.is_infinite() {
-        format!("bitcast<f32>({}u)", f.to_bits())
-    } else {
-        format!("bitcast<f32>({}u)", f.to_bits())
-    }
+    // By its bits: exact, and infinities and NaN (which WGSL has no literal for) included.
+    format!("bitcast<f32>({}u)", (v as f32).to_bits())
 }
 
 fn unary_expr(u: Unary, s: Scalar) -> Option<String> {
@@ -280,7 +274,7 @@ fn binary_expr(b: Binary, s: Scalar, exponent: Option<f64>) -> Option<String> {
         (Binary::Mod { fmod: true }, Scalar::F32) => format!("fmod_f({a}, {c})"),
         (Binary::Mod { fmod: true }, Scalar::I32) => format!("select({a} % {c}, 0, {c} == 0)"),
         (Binary::Mod { fmod: false }, Scalar::I32) => format!("mod_i({a}, {c})"),
-        (Binary::Mod { fmod: false }, Scalar::F32) => return None,
+        (Binary::Mod { fmod: false }, Scalar::F32) => format!("mod_f({a}, {c})"),
         (Binary::Min, _) => format!("min({a}, {c})"),
         (Binary::Max, _) => format!("max({a}, {c})"),
         (Binary::Equal, _) => flag(format!("{a} == {c}")),
@@ -296,6 +290,13 @@ fn binary_expr(b: Binary, s: Scalar, exponent: Option<f64>) -> Option<String> {
         (Binary::BitwiseAnd, Scalar::I32) => format!("{a} & {c}"),
         (Binary::BitwiseOr, Scalar::I32) => format!("{a} | {c}"),
         (Binary::BitwiseXor, Scalar::I32) => format!("{a} ^ {c}"),
+        // Shifts are defined on unsigned types; uint8 held in i32 shifts the same.
+        // A shift by the width or more, or by a negative amount, gives 0 (or -1 shifting a
+        // negative value right), as the reference does; WGSL would take the amount mod 32.
+        (Binary::BitShiftLeft, Scalar::I32) => format!("select(0, {a} << u32({c}), {c} >= 0 && {c} < 32)"),
+        (Binary::BitShiftRight, Scalar::I32) => {
+            format!("select(select(0, -1, {a} < 0), {a} >> u32({c}), {c} >= 0 && {c} < 32)")
+        }
         _ => return None,
     };
     Some(e)
@@ -353,6 +354,16 @@ pub fn elementwise(io: &StepIo) -> Result<Kernels> {
             map(io, out, vec![input(io, 0, out)?], output(io, 0)?, &e)?
         }
         Op::Expand => map(io, out, vec![input(io, 0, out)?], output(io, 0)?, "x0")?,
+        Op::Range => {
+            // One axis, so the thread's index is the position.
+            let e = if so == Scalar::F32 {
+                "x0 + f32(i) * x2"
+            } else {
+                "x0 + i32(i) * x2"
+            };
+            let inputs = vec![input(io, 0, out)?, input(io, 1, out)?, input(io, 2, out)?];
+            map(io, out, inputs, output(io, 0)?, e)?
+        }
         Op::BatchNorm { epsilon } => {
             if so != Scalar::F32 {
                 return Err(io.refuse(format!("BatchNormalization on {}", io.outs[0].dtype)));

@@ -128,6 +128,19 @@ const FUNCTIONS: &[(&str, &str)] = &[
 ",
     ),
     (
+        "mod_f",
+        "fn mod_f(a: f32, b: f32) -> f32 {
+    let nan = bitcast<f32>(0x7fc00000u);
+    if (b == 0.0 || is_nan_f(a) || is_nan_f(b) || is_inf_f(a)) { return nan; }
+    var r = a;
+    if (!is_inf_f(b)) { r = a - b * trunc(a / b); }
+    if (r != 0.0 && ((r < 0.0) != (b < 0.0))) { r = r + b; }
+    if (r == 0.0) { r = select(0.0, bitcast<f32>(0x80000000u), b < 0.0); }
+    return r;
+}
+",
+    ),
+    (
         "fmod_f",
         "fn fmod_f(a: f32, b: f32) -> f32 { return a - b * trunc(a / b); }\n",
     ),
@@ -141,7 +154,8 @@ const FUNCTIONS: &[(&str, &str)] = &[
 pub fn library_for(code: &str) -> String {
     let mut out = String::new();
     // Some functions call others: include those first.
-    let needs = |name: &str| code.contains(name) || (name == "tanh_f" && code.contains("mish"));
+    let needs =
+        |name: &str| code.contains(name) || (matches!(name, "is_nan_f" | "is_inf_f") && code.contains("mod_f("));
     for (name, src) in FUNCTIONS {
         if needs(name) {
             out.push_str(src);

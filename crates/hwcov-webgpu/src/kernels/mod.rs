@@ -133,7 +133,9 @@ pub fn kernels(io: &StepIo) -> Result<Kernels> {
             alias: true,
             ..Default::default()
         }),
-        Op::Unary(_) | Op::Binary(_) | Op::Where | Op::Cast | Op::Expand | Op::BatchNorm { .. } => map::elementwise(io),
+        Op::Unary(_) | Op::Binary(_) | Op::Where | Op::Cast | Op::Expand | Op::BatchNorm { .. } | Op::Range => {
+            map::elementwise(io)
+        }
         Op::Transpose { .. } | Op::Slice { .. } | Op::Tile | Op::Concat { .. } | Op::Split { .. } => map::layout(io),
         Op::Pad { .. } => map::pad(io),
         Op::Trilu { .. } => map::trilu(io),
@@ -145,11 +147,12 @@ pub fn kernels(io: &StepIo) -> Result<Kernels> {
         Op::CumSum { .. } => reduce::cumsum(io),
         Op::Conv { .. } => conv::conv(io),
         Op::MaxPool { .. } | Op::AveragePool { .. } => conv::pool(io),
-        Op::Gather { .. } | Op::GatherElements { .. } | Op::GatherND { .. } | Op::OneHot { .. } => index::gather(io),
+        Op::Gather { .. } | Op::GatherElements { .. } | Op::GatherND { .. } => index::gather(io),
+        Op::OneHot { .. } => index::one_hot(io),
         Op::ScatterND { .. } | Op::ScatterElements { .. } => index::scatter(io),
         Op::Resize(_) => resize::resize(io),
         Op::Einsum { .. } => einsum::einsum(io),
-        Op::NonZero | Op::Range => Err(io.refuse("this op")),
+        Op::NonZero => Err(io.refuse("this op")),
     }
 }
 

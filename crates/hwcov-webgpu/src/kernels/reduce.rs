@@ -3,7 +3,7 @@
 //! output row (or element) is one workgroup of 256 threads that strides over its elements and
 //! combines the partial results in workgroup memory.
 
-use hwcov_core::Result;
+use hwcov_core::{DType, Result};
 use hwcov_onnx::ir::{Op, ReduceKind};
 
 use super::map::flit;
@@ -228,6 +228,9 @@ pub fn reduce(io: &StepIo) -> Result<Kernels> {
         (ReduceKind::Mean, Scalar::F32) => (zero.to_string(), "v", "a + b", "r / f32(p(1u))"),
         (ReduceKind::Mean, Scalar::I32) => (zero.to_string(), "v", "a + b", "r / i32(p(1u))"),
         (ReduceKind::Max, Scalar::F32) => ("bitcast<f32>(0xff800000u)".into(), "v", "max(a, b)", "r"),
+        // The maximum of nothing is the lowest value (false for bool).
+        (ReduceKind::Max, Scalar::I32) if io.ins[0].dtype == DType::Bool => ("0".into(), "v", "max(a, b)", "r"),
+        (ReduceKind::Min, Scalar::I32) if io.ins[0].dtype == DType::Bool => ("1".into(), "v", "min(a, b)", "r"),
         (ReduceKind::Max, Scalar::I32) => ("-2147483647 - 1".into(), "v", "max(a, b)", "r"),
         (ReduceKind::Min, Scalar::F32) => ("bitcast<f32>(0x7f800000u)".into(), "v", "min(a, b)", "r"),
         (ReduceKind::Min, Scalar::I32) => ("2147483647".into(), "v", "min(a, b)", "r"),
