@@ -203,11 +203,7 @@ impl Session {
         let key: Vec<ValueType> = types.iter().map(|(_, t)| t.clone()).collect();
         let same_values =
             |vals: &[(String, HostTensor)]| vals.iter().all(|(n, v)| inputs.iter().any(|(m, w)| m == n && w == v));
-        let compiled = match self
-            .cache
-            .iter()
-            .position(|c| c.types == key && same_values(&c.values))
-        {
+        let compiled = match self.cache.iter().position(|c| c.types == key && same_values(&c.values)) {
             Some(i) => {
                 let entry = self.cache.remove(i);
                 self.cache.insert(0, entry);

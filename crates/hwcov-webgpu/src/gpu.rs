@@ -119,7 +119,9 @@ impl Gpu {
 
     /// The largest buffer a kernel can bind, in bytes.
     pub fn max_binding(&self) -> u64 {
-        self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size)
+        self.limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size)
     }
 
     /// The compute pipeline of a WGSL source (entry point `main`), compiled once.
