@@ -181,6 +181,12 @@ pub trait Handler: Send {
     fn decoder(&mut self) -> Option<&mut dyn Decoder> {
         None
     }
+
+    /// Device kernels dispatched since the model was loaded, where the platform counts them (the
+    /// benchmark reports them per pass and per decoded token).
+    fn dispatches(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Token-by-token decoding of a generative model (decoder-only, encoder-decoder, vision-language).

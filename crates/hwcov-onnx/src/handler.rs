@@ -31,6 +31,11 @@ pub trait GraphSession: Send {
     /// Runs the graph on the named inputs it declares (others are ignored).
     fn run(&mut self, inputs: &NamedTensors) -> Result<NamedTensors>;
 
+    /// Device kernels dispatched since the graph was opened, where the runtime counts them.
+    fn dispatches(&self) -> Option<u64> {
+        None
+    }
+
     fn has_input(&self, name: &str) -> bool {
         self.input_names().iter().any(|n| n == name)
     }
@@ -481,6 +486,12 @@ impl<Graph: GraphSession> Handler for GraphHandler<Graph> {
 
     fn decoder(&mut self) -> Option<&mut dyn Decoder> {
         if self.can_decode() { Some(self) } else { None }
+    }
+
+    fn dispatches(&self) -> Option<u64> {
+        let graphs = [&self.model, &self.encoder, &self.decoder, &self.decoder_with_past];
+        let counts: Vec<u64> = graphs.iter().filter_map(|g| g.as_ref()?.dispatches()).collect();
+        (!counts.is_empty()).then(|| counts.iter().sum())
     }
 }
 

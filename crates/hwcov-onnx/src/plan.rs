@@ -35,7 +35,7 @@ pub struct Constant {
 }
 
 /// What a step reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Operand {
     Value(ValueId),
     /// An index into `Plan::constants`.

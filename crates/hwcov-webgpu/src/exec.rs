@@ -19,7 +19,9 @@ use hwcov_core::{DType, Error, HostTensor, NamedTensors, Result, TensorData};
 use hwcov_onnx::ir::{Op, ValueType};
 use hwcov_onnx::{Operand, Plan, Program, Progress};
 
+use crate::fuse::{self, Groups};
 use crate::gpu::Gpu;
+use crate::kernels::map::{self, Member, Source};
 use crate::kernels::{self, Arg, Kernels, PARAM_WORDS, Scalar, StepIo, WG};
 
 const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
@@ -64,6 +66,8 @@ pub struct Session {
     cache: Vec<CachedPlan>,
     /// Dispatches of the last run.
     pub last_dispatches: usize,
+    /// Dispatches since the session opened.
+    pub total_dispatches: u64,
 }
 
 /// The device bytes of a host tensor (f32, or i32 for the integer and bool dtypes).
@@ -176,6 +180,7 @@ impl Session {
             weights: HashMap::new(),
             cache: Vec::new(),
             last_dispatches: 0,
+            total_dispatches: 0,
         })
     }
 
@@ -268,7 +273,8 @@ impl Session {
             c.plan = spec.plan().clone();
             let end = pause.unwrap_or(c.plan.steps.len());
             let before = c.prepared.len();
-            self.append(&mut c, done..end, None)?;
+            let unfused = Groups::none(c.plan.steps.len());
+            self.append(&mut c, done..end, None, &unfused)?;
             if !written {
                 self.write_inputs(&c, inputs)?;
                 written = true;
@@ -290,7 +296,8 @@ impl Session {
                 c.plan = spec.plan().clone();
                 let end = c.plan.steps.len();
                 let before = c.prepared.len();
-                self.append(&mut c, done..end, None)?;
+                let unfused = Groups::none(c.plan.steps.len());
+                self.append(&mut c, done..end, None, &unfused)?;
                 self.execute(&c, &[], before..c.prepared.len())?;
                 break;
             }
@@ -318,8 +325,17 @@ impl Session {
             plan,
         };
         let n = c.plan.steps.len();
-        let lifetimes = reuse.then(|| lifetimes(&c.plan));
-        self.append(&mut c, 0..n, lifetimes.as_ref())?;
+        // Fused groups read at most as many operands as a kernel may bind besides its output.
+        let max_inputs = (self.gpu.limits.max_storage_buffers_per_shader_stage as usize)
+            .saturating_sub(1)
+            .min(8);
+        let groups = if reuse {
+            fuse::groups(&c.plan, max_inputs)
+        } else {
+            Groups::none(n)
+        };
+        let lifetimes = reuse.then(|| lifetimes(&c.plan, &groups));
+        self.append(&mut c, 0..n, lifetimes.as_ref(), &groups)?;
         Ok(c)
     }
 
@@ -369,7 +385,13 @@ impl Session {
     }
 
     /// Lowers steps `range` of `c.plan`, gives their values buffers, and prepares their dispatches.
-    fn append(&mut self, c: &mut Compiled, range: Range<usize>, lifetimes: Option<&Lifetimes>) -> Result<()> {
+    fn append(
+        &mut self,
+        c: &mut Compiled,
+        range: Range<usize>,
+        lifetimes: Option<&Lifetimes>,
+        groups: &Groups,
+    ) -> Result<()> {
         let nvalues = c.plan.values.len();
         c.values.resize(nvalues, None);
         // Graph inputs: buffers of their own.
@@ -384,24 +406,16 @@ impl Session {
         let mut kernels_of = Vec::new();
         for s in range.clone() {
             let step = c.plan.steps[s].clone();
-            let ins: Vec<ValueType> = step.inputs.iter().map(|&o| c.plan.ty(o)).collect();
-            let outs: Vec<ValueType> = step.outputs.iter().map(|&v| c.plan.values[v].clone()).collect();
-            let consts: Vec<Option<&HostTensor>> = step
-                .inputs
-                .iter()
-                .map(|o| match o {
-                    Operand::Const(i) => Some(c.plan.constants[*i].tensor.as_ref()),
-                    Operand::Value(_) => None,
-                })
-                .collect();
-            let io = StepIo {
-                step: &step,
-                index: s as u32,
-                ins,
-                outs,
-                consts,
+            if groups.absorbed_into.get(s).copied().flatten().is_some() {
+                // Computed inside the kernel of its group: no dispatch, no buffer.
+                kernels_of.push((s, Kernels::default()));
+                continue;
+            }
+            let io = step_io(&c.plan, s, &step);
+            let k = match groups.members.get(&s) {
+                Some(members) => fused_kernels(&c.plan, members, &io)?,
+                None => kernels::kernels(&io)?,
             };
-            let k = kernels::kernels(&io)?;
             // Buffers of the outputs.
             for (j, &v) in step.outputs.iter().enumerate() {
                 if c.values[v].is_some() {
@@ -505,6 +519,10 @@ impl Session {
                     Arg::Scratch(i) => scratch[i].clone(),
                     Arg::Table(i) => tables[i].clone(),
                     Arg::Status => c.status.clone(),
+                    Arg::Plan(Operand::Value(v)) => c.values[v]
+                        .clone()
+                        .ok_or_else(|| Error::runtime(&step.node, "an operand of a fused group has no buffer"))?,
+                    Arg::Plan(Operand::Const(ci)) => self.constant(c, ci)?,
                 });
             }
             let mut block = d.params.clone();
@@ -591,6 +609,7 @@ impl Session {
             });
         }
         self.last_dispatches = range.len();
+        self.total_dispatches += range.len() as u64;
         Ok(())
     }
 
@@ -652,6 +671,7 @@ impl Session {
             .clone()
             .ok_or_else(|| Error::runtime(&step.node, "no input buffer"))?;
         self.one_off(&src, &[ty.numel() as u32], &[input, counts.clone()], [1, 1, 1])?;
+        self.total_dispatches += 1;
         let bytes = self.gpu.read(&counts, 4 * (WG as u64 + 1))?;
         let at = WG as usize * 4;
         let total = i32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
@@ -689,6 +709,7 @@ impl Session {
             .clone()
             .ok_or_else(|| Error::runtime(&step.node, "no input buffer"))?;
         self.one_off(&src, &params, &[input, out], [1, 1, 1])?;
+        self.total_dispatches += 1;
         Ok(())
     }
 
@@ -730,6 +751,65 @@ impl Session {
     }
 }
 
+/// A step of `plan` as the kernels see it.
+fn step_io<'a>(plan: &'a Plan, s: usize, step: &'a hwcov_onnx::Step) -> StepIo<'a> {
+    StepIo {
+        step,
+        index: s as u32,
+        ins: step.inputs.iter().map(|&o| plan.ty(o)).collect(),
+        outs: step.outputs.iter().map(|&v| plan.values[v].clone()).collect(),
+        consts: step
+            .inputs
+            .iter()
+            .map(|o| match o {
+                Operand::Const(i) => Some(plan.constants[*i].tensor.as_ref()),
+                Operand::Value(_) => None,
+            })
+            .collect(),
+    }
+}
+
+/// The one kernel of a fused group (`members` in plan order, the group's root last, `io`).
+fn fused_kernels(plan: &Plan, members: &[usize], io: &StepIo) -> Result<Kernels> {
+    let mut externals: Vec<Operand> = Vec::new();
+    let mut parts = Vec::new();
+    for &m in members {
+        let step = &plan.steps[m];
+        let mio = step_io(plan, m, step);
+        let expr = map::fusable_expr(&mio)?.ok_or_else(|| mio.refuse("fusing this op"))?;
+        let sources = step
+            .inputs
+            .iter()
+            .map(|&o| {
+                let member = match o {
+                    Operand::Value(v) => members.iter().position(|&q| plan.steps[q].outputs[0] == v),
+                    Operand::Const(_) => None,
+                };
+                match member {
+                    Some(q) => Source::Member(q),
+                    None => Source::External(match externals.iter().position(|&e| e == o) {
+                        Some(j) => j,
+                        None => {
+                            externals.push(o);
+                            externals.len() - 1
+                        }
+                    }),
+                }
+            })
+            .collect();
+        parts.push(Member { expr, sources });
+    }
+    let ext = externals
+        .iter()
+        .map(|&o| {
+            let ty = plan.ty(o);
+            let scalar = kernels::scalar(ty.dtype).ok_or_else(|| io.refuse(format!("{} tensors", ty.dtype)))?;
+            Ok((scalar, ty.shape, Arg::Plan(o)))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    map::fused(io, ext, &parts)
+}
+
 /// A free buffer of at least `bytes` (and at most twice that), or a new one.
 fn take_or_make(gpu: &Gpu, pool: &mut Vec<Arc<wgpu::Buffer>>, bytes: u64, what: &str) -> Result<Arc<wgpu::Buffer>> {
     let best = pool
@@ -750,7 +830,7 @@ struct Lifetimes {
     freed_after: Vec<Vec<usize>>,
 }
 
-fn lifetimes(plan: &Plan) -> Lifetimes {
+fn lifetimes(plan: &Plan, groups: &Groups) -> Lifetimes {
     let n = plan.values.len();
     // Reshape outputs view their input: one root per buffer.
     let mut root: Vec<usize> = (0..n).collect();
@@ -774,9 +854,11 @@ fn lifetimes(plan: &Plan) -> Lifetimes {
         }
     }
     for (i, s) in plan.steps.iter().enumerate() {
+        // A step folded into a group is read when the group's kernel runs.
+        let at = groups.runner(i);
         for inp in &s.inputs {
             if let Operand::Value(v) = inp {
-                last[root[*v]] = Some(i);
+                last[root[*v]] = Some(last[root[*v]].map_or(at, |l: usize| l.max(at)));
             }
         }
         // A value nothing reads is free once written.

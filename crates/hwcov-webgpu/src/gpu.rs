@@ -158,7 +158,8 @@ impl Gpu {
 
     /// Creates a buffer, turning an allocation failure into an error that names `what`.
     pub fn buffer(&self, what: &str, size: u64, usage: wgpu::BufferUsages) -> Result<wgpu::Buffer> {
-        let size = size.max(4).next_multiple_of(4);
+        // Whole vec4s, so that any buffer binds as an array of vec4.
+        let size = size.max(16).next_multiple_of(16);
         if size > self.limits.max_buffer_size {
             return Err(Error::Unsupported {
                 platform: "webgpu".into(),

@@ -4,6 +4,7 @@
 //! runs anywhere else.
 
 pub mod exec;
+mod fuse;
 pub mod gpu;
 pub mod kernels;
 
@@ -228,5 +229,9 @@ impl GraphSession for Graph {
 
     fn run(&mut self, inputs: &NamedTensors) -> Result<NamedTensors> {
         self.0.run(inputs)
+    }
+
+    fn dispatches(&self) -> Option<u64> {
+        Some(self.0.total_dispatches)
     }
 }

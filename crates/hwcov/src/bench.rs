@@ -53,6 +53,8 @@ pub struct BenchReport {
     pub pass: String,
     /// Token-by-token decoding after a prefill, where asked (`--decode N`).
     pub decode: Option<DecodeReport>,
+    /// Device kernels dispatched per timed pass, where the platform counts them.
+    pub dispatches_per_pass: Option<f64>,
 }
 
 /// Decoding speed: `new_tokens` steps of one token per row after the prompt, greedy.
@@ -64,6 +66,8 @@ pub struct DecodeReport {
     pub ms_per_token_p50: f64,
     pub ms_per_token_p90: f64,
     pub ms_per_token_p99: f64,
+    /// Device kernels dispatched per decoded token, where the platform counts them.
+    pub dispatches_per_token: Option<f64>,
 }
 
 /// The greedy choice of each row of (batch, vocab) logits.
@@ -244,11 +248,16 @@ pub fn bench(
         once(&mut handler)?;
     }
     let mut times = Vec::with_capacity(iterations);
+    let dispatched_before = handler.dispatches();
     for _ in 0..iterations {
         let t = Instant::now();
         once(&mut handler)?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
     }
+    let dispatches_per_pass = handler
+        .dispatches()
+        .zip(dispatched_before)
+        .map(|(after, before)| (after - before) as f64 / iterations as f64);
     let decode = if decode_tokens > 0 {
         let mut logits = once(&mut handler)?.ok_or_else(|| {
             Error::Usage(format!(
@@ -256,6 +265,7 @@ pub fn bench(
                 files.class.name()
             ))
         })?;
+        let before = handler.dispatches();
         let decoder = handler
             .decoder()
             .ok_or_else(|| Error::Usage("the model has no decoder".to_string()))?;
@@ -266,6 +276,10 @@ pub fn bench(
             logits = decoder.step(&next)?;
             steps.push(t.elapsed().as_secs_f64() * 1e3);
         }
+        let dispatches_per_token = handler
+            .dispatches()
+            .zip(before)
+            .map(|(after, before)| (after - before) as f64 / decode_tokens as f64);
         let st = stats(&steps);
         Some(DecodeReport {
             new_tokens: decode_tokens,
@@ -274,6 +288,7 @@ pub fn bench(
             ms_per_token_p50: st.p50,
             ms_per_token_p90: st.p90,
             ms_per_token_p99: st.p99,
+            dispatches_per_token,
         })
     } else {
         None
@@ -308,5 +323,6 @@ pub fn bench(
         peak_memory_bytes,
         pass: if generative { "prefill" } else { "forward" }.to_string(),
         decode,
+        dispatches_per_pass,
     })
 }

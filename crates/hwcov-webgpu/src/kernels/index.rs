@@ -159,7 +159,7 @@ pub fn scatter(io: &StepIo) -> Result<Kernels> {
             layout: Layout::contiguous(data),
             arg: Arg::Out(0),
         },
-        "x0",
+        "$0",
     )?;
     let (reduction, target, params) = match &io.step.op {
         Op::ScatterND { reduction } => {

@@ -87,9 +87,33 @@ fn coalesce(dims: &[usize], layouts: &mut [&mut Layout]) -> Vec<usize> {
     out_dims
 }
 
-/// A map kernel: `out = expr(x0, x1, ...)` at every point of `space`. `expr` reads the inputs as
-/// `x0`, `x1`, ... in their storage types and must give the output's.
-pub fn map(io: &StepIo, space: &[usize], inputs: Vec<Operand>, mut output: Operand, expr: &str) -> Result<Dispatch> {
+/// `expr` with its placeholders `$0`, `$1`, ... replaced by `names`.
+pub fn bind_names(expr: &str, names: &[String]) -> String {
+    let mut out = expr.to_string();
+    // From the highest, so that `$1` does not take the start of `$10`.
+    for (k, name) in names.iter().enumerate().rev() {
+        out = out.replace(&format!("${k}"), name);
+    }
+    out
+}
+
+/// A map kernel: `out = expr($0, $1, ...)` at every point of `space`, `$k` being input k in its
+/// storage type; `expr` must give the output's.
+pub fn map(io: &StepIo, space: &[usize], inputs: Vec<Operand>, output: Operand, expr: &str) -> Result<Dispatch> {
+    let names: Vec<String> = (0..inputs.len()).map(|k| format!("x{k}")).collect();
+    map_with(io, space, inputs, output, "", &bind_names(expr, &names))
+}
+
+/// A map kernel whose body first runs `lets` (statements over the inputs `x0`, `x1`, ...), then
+/// stores `expr`.
+pub fn map_with(
+    io: &StepIo,
+    space: &[usize],
+    inputs: Vec<Operand>,
+    mut output: Operand,
+    lets: &str,
+    expr: &str,
+) -> Result<Dispatch> {
     let n: usize = space.iter().product();
     let mut inputs = inputs;
     let dims = {
@@ -147,9 +171,10 @@ pub fn map(io: &StepIo, space: &[usize], inputs: Vec<Operand>, mut output: Opera
     for k in 0..inputs.len() {
         body.push_str(&format!("    let x{k} = in{k}[{}];\n", index(k)));
     }
+    body.push_str(lets);
     body.push_str(&format!("    out0[{}] = {expr};\n}}\n", index(inputs.len())));
     src.push_str(&decl);
-    src.push_str(&math::library_for(expr));
+    src.push_str(&math::library_for(&format!("{lets}{expr}")));
     src.push_str(ENTRY_1D);
     src.push_str(&body);
     Ok(dispatch_1d(src, args, n, params))
@@ -179,7 +204,7 @@ pub fn flit(v: f64) -> String {
 }
 
 fn unary_expr(u: Unary, s: Scalar) -> Option<String> {
-    let x = "x0";
+    let x = "$0";
     let e = match (u, s) {
         (Unary::Abs, _) => format!("abs({x})"),
         (Unary::Neg, _) => format!("-{x}"),
@@ -255,7 +280,7 @@ fn unary_expr(u: Unary, s: Scalar) -> Option<String> {
 }
 
 fn binary_expr(b: Binary, s: Scalar, exponent: Option<f64>) -> Option<String> {
-    let (a, c) = ("x0", "x1");
+    let (a, c) = ("$0", "$1");
     let flag = |cond: String| format!("select(0, 1, {cond})");
     let e = match (b, s) {
         (Binary::Add, _) => format!("{a} + {c}"),
@@ -305,91 +330,135 @@ fn binary_expr(b: Binary, s: Scalar, exponent: Option<f64>) -> Option<String> {
 fn cast_expr(from: Scalar, to: &ValueType) -> String {
     use hwcov_core::DType;
     match (from, to.dtype) {
-        (Scalar::F32, DType::Bool) => "select(0, 1, x0 != 0.0)".into(),
-        (Scalar::I32, DType::Bool) => "select(0, 1, x0 != 0)".into(),
+        (Scalar::F32, DType::Bool) => "select(0, 1, $0 != 0.0)".into(),
+        (Scalar::I32, DType::Bool) => "select(0, 1, $0 != 0)".into(),
         // uint8 holds 0..255: numpy wraps, as the host does when it reads the i32 back.
-        (Scalar::F32, DType::F32) | (Scalar::I32, DType::I32 | DType::I64 | DType::U8) => "x0".into(),
-        (Scalar::F32, _) => "i32(x0)".into(),
-        (Scalar::I32, _) => "f32(x0)".into(),
+        (Scalar::F32, DType::F32) | (Scalar::I32, DType::I32 | DType::I64 | DType::U8) => "$0".into(),
+        (Scalar::F32, _) => "i32($0)".into(),
+        (Scalar::I32, _) => "f32($0)".into(),
     }
 }
 
-/// Unary, Binary, Where, Cast, Expand and BatchNormalization.
-pub fn elementwise(io: &StepIo) -> Result<Kernels> {
-    let out = &io.outs[0].shape;
-    let so = io.scalar_out(0)?;
-    let d = match &io.step.op {
+/// The expression of an elementwise step that can join a fused group (Unary, Binary, Where, Cast,
+/// Expand), over its inputs `$0`, `$1`, ...; `None` for other ops.
+pub fn fusable_expr(io: &StepIo) -> Result<Option<String>> {
+    let e = match &io.step.op {
         Op::Unary(u) => {
             let s = io.scalar_in(0)?;
-            let e = unary_expr(*u, s).ok_or_else(|| io.refuse(format!("{u:?} on {}", io.ins[0].dtype)))?;
-            map(io, out, vec![input(io, 0, out)?], output(io, 0)?, &e)?
+            unary_expr(*u, s).ok_or_else(|| io.refuse(format!("{u:?} on {}", io.ins[0].dtype)))?
         }
         Op::Binary(b) => {
             let (sa, sb) = (io.scalar_in(0)?, io.scalar_in(1)?);
             let exponent = io.consts[1].filter(|t| t.len() == 1).map(|t| t.to_f64_vec()[0]);
             let e = match (b, sa, sb) {
                 _ if sa == sb => binary_expr(*b, sa, exponent),
-                (Binary::Pow, Scalar::F32, Scalar::I32) => Some("pow_f(x0, f32(x1))".to_string()),
-                (Binary::Pow, Scalar::I32, Scalar::F32) => Some("i32(pow_f(f32(x0), x1))".to_string()),
+                (Binary::Pow, Scalar::F32, Scalar::I32) => Some("pow_f($0, f32($1))".to_string()),
+                (Binary::Pow, Scalar::I32, Scalar::F32) => Some("i32(pow_f(f32($0), $1))".to_string()),
                 _ => None,
             };
-            let e = e.ok_or_else(|| io.refuse(format!("{b:?} of {} and {}", io.ins[0].dtype, io.ins[1].dtype)))?;
-            map(
-                io,
-                out,
-                vec![input(io, 0, out)?, input(io, 1, out)?],
-                output(io, 0)?,
-                &e,
-            )?
+            e.ok_or_else(|| io.refuse(format!("{b:?} of {} and {}", io.ins[0].dtype, io.ins[1].dtype)))?
         }
-        Op::Where => map(
-            io,
-            out,
-            vec![input(io, 0, out)?, input(io, 1, out)?, input(io, 2, out)?],
-            output(io, 0)?,
-            "select(x2, x1, x0 != 0)",
-        )?,
-        Op::Cast => {
-            let e = cast_expr(io.scalar_in(0)?, &io.outs[0]);
-            map(io, out, vec![input(io, 0, out)?], output(io, 0)?, &e)?
-        }
-        Op::Expand => map(io, out, vec![input(io, 0, out)?], output(io, 0)?, "x0")?,
-        Op::Range => {
-            // One axis, so the thread's index is the position.
-            let e = if so == Scalar::F32 {
-                "x0 + f32(i) * x2"
-            } else {
-                "x0 + i32(i) * x2"
-            };
-            let inputs = vec![input(io, 0, out)?, input(io, 1, out)?, input(io, 2, out)?];
-            map(io, out, inputs, output(io, 0)?, e)?
-        }
-        Op::BatchNorm { epsilon } => {
-            if so != Scalar::F32 {
-                return Err(io.refuse(format!("BatchNormalization on {}", io.outs[0].dtype)));
-            }
-            // Scale, bias, mean and variance run along axis 1.
-            let per_channel = |i: usize| -> Result<Operand> {
-                let mut strides = vec![0i64; out.len()];
-                strides[1] = 1;
-                Ok(Operand {
-                    scalar: io.scalar_in(i)?,
-                    layout: Layout { base: 0, strides },
-                    arg: Arg::In(i),
-                })
-            };
-            let e = format!("(x0 - x3) / sqrt(x4 + {}) * x1 + x2", flit(*epsilon as f64));
-            let inputs = vec![
-                input(io, 0, out)?,
-                per_channel(1)?,
-                per_channel(2)?,
-                per_channel(3)?,
-                per_channel(4)?,
-            ];
-            map(io, out, inputs, output(io, 0)?, &e)?
-        }
-        _ => return Err(io.refuse("this op")),
+        Op::Where => "select($2, $1, $0 != 0)".to_string(),
+        Op::Cast => cast_expr(io.scalar_in(0)?, &io.outs[0]),
+        Op::Expand => "$0".to_string(),
+        _ => return Ok(None),
     };
+    io.scalar_out(0)?;
+    Ok(Some(e))
+}
+
+/// Unary, Binary, Where, Cast, Expand, BatchNormalization and Range.
+pub fn elementwise(io: &StepIo) -> Result<Kernels> {
+    let out = &io.outs[0].shape;
+    let so = io.scalar_out(0)?;
+    let d = if let Some(e) = fusable_expr(io)? {
+        let inputs = (0..io.ins.len()).map(|i| input(io, i, out)).collect::<Result<_>>()?;
+        map(io, out, inputs, output(io, 0)?, &e)?
+    } else {
+        match &io.step.op {
+            Op::Range => {
+                // One axis, so the thread's index is the position.
+                let e = if so == Scalar::F32 {
+                    "$0 + f32(i) * $2"
+                } else {
+                    "$0 + i32(i) * $2"
+                };
+                let inputs = vec![input(io, 0, out)?, input(io, 1, out)?, input(io, 2, out)?];
+                map(io, out, inputs, output(io, 0)?, e)?
+            }
+            Op::BatchNorm { epsilon } => {
+                if so != Scalar::F32 {
+                    return Err(io.refuse(format!("BatchNormalization on {}", io.outs[0].dtype)));
+                }
+                // Scale, bias, mean and variance run along axis 1.
+                let per_channel = |i: usize| -> Result<Operand> {
+                    let mut strides = vec![0i64; out.len()];
+                    strides[1] = 1;
+                    Ok(Operand {
+                        scalar: io.scalar_in(i)?,
+                        layout: Layout { base: 0, strides },
+                        arg: Arg::In(i),
+                    })
+                };
+                let e = format!("($0 - $3) / sqrt($4 + {}) * $1 + $2", flit(*epsilon as f64));
+                let inputs = vec![
+                    input(io, 0, out)?,
+                    per_channel(1)?,
+                    per_channel(2)?,
+                    per_channel(3)?,
+                    per_channel(4)?,
+                ];
+                map(io, out, inputs, output(io, 0)?, &e)?
+            }
+            _ => return Err(io.refuse("this op")),
+        }
+    };
+    Ok(Kernels {
+        dispatches: vec![d],
+        ..Default::default()
+    })
+}
+
+/// Where a member of a fused group reads input k from.
+#[derive(Debug, Clone, Copy)]
+pub enum Source {
+    /// External operand j of the group.
+    External(usize),
+    /// The value of the group's member m.
+    Member(usize),
+}
+
+/// One step of a fused group: its expression and where each of its inputs comes from.
+pub struct Member {
+    pub expr: String,
+    pub sources: Vec<Source>,
+}
+
+/// One kernel for a group of elementwise steps: `members` in order, the last being the group's
+/// root (`io`), every value between them computed in registers for each element of the root's
+/// output. A member whose output is smaller (broadcast to the root's) is recomputed per element.
+pub fn fused(io: &StepIo, externals: Vec<(Scalar, Vec<usize>, Arg)>, members: &[Member]) -> Result<Kernels> {
+    let out = &io.outs[0].shape;
+    let inputs = externals
+        .into_iter()
+        .map(|(scalar, shape, arg)| Operand {
+            scalar,
+            layout: Layout::broadcast(&shape, out),
+            arg,
+        })
+        .collect();
+    let name = |s: &Source| match s {
+        Source::External(j) => format!("x{j}"),
+        Source::Member(m) => format!("t{m}"),
+    };
+    let mut lets = String::new();
+    let (root, rest) = members.split_last().ok_or_else(|| io.refuse("an empty fused group"))?;
+    for (m, member) in rest.iter().enumerate() {
+        let names: Vec<String> = member.sources.iter().map(name).collect();
+        lets.push_str(&format!("    let t{m} = {};\n", bind_names(&member.expr, &names)));
+    }
+    let names: Vec<String> = root.sources.iter().map(name).collect();
+    let d = map_with(io, out, inputs, output(io, 0)?, &lets, &bind_names(&root.expr, &names))?;
     Ok(Kernels {
         dispatches: vec![d],
         ..Default::default()
@@ -412,7 +481,7 @@ pub fn layout(io: &StepIo) -> Result<Kernels> {
                 layout,
                 arg: Arg::In(0),
             };
-            dispatches.push(map(io, &io.outs[0].shape, vec![src], output(io, 0)?, "x0")?);
+            dispatches.push(map(io, &io.outs[0].shape, vec![src], output(io, 0)?, "$0")?);
         }
         Op::Slice { starts, steps } => {
             let own = strides(&io.ins[0].shape);
@@ -425,7 +494,7 @@ pub fn layout(io: &StepIo) -> Result<Kernels> {
                 layout,
                 arg: Arg::In(0),
             };
-            dispatches.push(map(io, &io.outs[0].shape, vec![src], output(io, 0)?, "x0")?);
+            dispatches.push(map(io, &io.outs[0].shape, vec![src], output(io, 0)?, "$0")?);
         }
         Op::Tile => {
             // Tile is a broadcast over doubled axes: (rep, dim) read as (0-stride, stride).
@@ -452,7 +521,7 @@ pub fn layout(io: &StepIo) -> Result<Kernels> {
                 },
                 arg: Arg::Out(0),
             };
-            dispatches.push(map(io, &space, vec![src], dst, "x0")?);
+            dispatches.push(map(io, &space, vec![src], dst, "$0")?);
         }
         Op::Concat { axis } => {
             let out = &io.outs[0].shape;
@@ -473,7 +542,7 @@ pub fn layout(io: &StepIo) -> Result<Kernels> {
                         },
                         arg: Arg::Out(0),
                     };
-                    dispatches.push(map(io, &t.shape, vec![src], dst, "x0")?);
+                    dispatches.push(map(io, &t.shape, vec![src], dst, "$0")?);
                 }
                 at += t.shape[*axis];
             }
@@ -491,7 +560,7 @@ pub fn layout(io: &StepIo) -> Result<Kernels> {
                         },
                         arg: Arg::In(0),
                     };
-                    dispatches.push(map(io, &t.shape, vec![src], output(io, k)?, "x0")?);
+                    dispatches.push(map(io, &t.shape, vec![src], output(io, k)?, "$0")?);
                 }
                 at += t.shape[*axis];
             }

@@ -1,12 +1,15 @@
-//! MatMul and Gemm: one tiled kernel. A workgroup of 16 x 16 threads computes a 64 x 64 tile of
-//! the output, each thread 4 x 4 elements spaced 16 apart (so neighbouring threads read
-//! neighbouring words of workgroup memory and write neighbouring outputs); A and B pass through
-//! workgroup memory 16 deep along K. Operands are read through strides, so a transposed operand
-//! (Gemm's transA/transB) costs no copy, and batch axes broadcast by stride 0. Gemm's
-//! alpha * AB + beta * C is the epilogue.
+//! MatMul and Gemm, in two tiled kernels with Gemm's alpha * AB + beta * C as the epilogue and batch
+//! axes broadcast by stride 0:
+//!
+//! - `wide`, for products whose rows of A, B (or B transposed, Gemm's transB) and the output are
+//!   whole vec4s: a workgroup of 16 x 16 threads computes a 128 x 128 tile, each thread 8 x 8
+//!   elements as two 4-row by two 4-column blocks 64 apart (neighbouring threads read neighbouring
+//!   vec4s of workgroup memory and write neighbouring vec4s of the output); A and B pass through
+//!   workgroup memory 8 deep along K, loaded as vec4s.
+//! - `any`, for the rest: 64 x 64 tiles, each thread 4 x 4 elements spaced 16 apart, every operand
+//!   read through strides (so a transposed one costs no copy), 16 deep along K.
 
 use hwcov_core::Result;
-use hwcov_onnx::broadcast;
 use hwcov_onnx::ir::Op;
 
 use super::{Arg, Dispatch, Kernels, Scalar, StepIo, binding, fword, prelude, strides, word};
@@ -15,7 +18,129 @@ use super::{Arg, Dispatch, Kernels, Scalar, StepIo, binding, fword, prelude, str
 const MAX_BATCH: usize = 6;
 
 const TILE: usize = 64;
+const WIDE_TILE: usize = 128;
 
+/// The `wide` kernel; `b_transposed` reads B as (N, K) rows.
+fn source_wide(has_c: bool, b_transposed: bool) -> String {
+    let mut s = prelude();
+    s.push_str("@group(0) @binding(1) var<storage, read> A: array<vec4<f32>>;\n");
+    s.push_str("@group(0) @binding(2) var<storage, read> B: array<vec4<f32>>;\n");
+    if has_c {
+        s.push_str(&binding(3, "C", Scalar::F32, false));
+        s.push_str("@group(0) @binding(4) var<storage, read_write> out0: array<vec4<f32>>;\n");
+    } else {
+        s.push_str("@group(0) @binding(3) var<storage, read_write> out0: array<vec4<f32>>;\n");
+    }
+    // Parameters as `any`'s (offsets in elements; every one a multiple of 4 here).
+    let load_b = if b_transposed {
+        // B^T rows along K: thread t loads row col0 + t/2, K quad (t%2)*4, and spreads it over k.
+        "        let bn = tid / 2u;
+        let bkq = (tid % 2u) * 4u;
+        let gbn = col0 + bn;
+        var bv = vec4<f32>(0.0);
+        if (gbn < N && k0 + bkq < K) { bv = B[(offB + gbn * K + k0 + bkq) / 4u]; }
+        for (var j = 0u; j < 4u; j = j + 1u) { Bs[(bkq + j) * 32u + bn / 4u][bn % 4u] = bv[j]; }
+"
+    } else {
+        "        let kb = tid / 32u;
+        let nq = tid % 32u;
+        let gkb = k0 + kb;
+        let gn = col0 + nq * 4u;
+        var bv = vec4<f32>(0.0);
+        if (gkb < K && gn < N) { bv = B[(offB + gkb * N + gn) / 4u]; }
+        Bs[kb * 32u + nq] = bv;
+"
+    };
+    s.push_str(
+        "var<workgroup> As: array<vec4<f32>, 256>;
+var<workgroup> Bs: array<vec4<f32>, 256>;
+
+@compute @workgroup_size(16, 16, 1)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let M = p(0u);
+    let N = p(1u);
+    let K = p(2u);
+    var rem = wid.z;
+    var offA = 0u;
+    var offB = 0u;
+    var offC = 0u;
+    for (var a = i32(p(3u)) - 1; a >= 0; a = a - 1) {
+        let d = p(4u + u32(a));
+        let c = rem % d;
+        rem = rem / d;
+        offA = offA + c * p(10u + u32(a));
+        offB = offB + c * p(16u + u32(a));
+        offC = offC + c * p(22u + u32(a));
+    }
+    let row0 = wid.y * 128u;
+    let col0 = wid.x * 128u;
+    let tid = lid.y * 16u + lid.x;
+    var acc: array<vec4<f32>, 16>;
+    for (var k0 = 0u; k0 < K; k0 = k0 + 8u) {
+        // A: thread t loads row row0 + t/2, K quad (t%2)*4, and spreads it over k.
+        let am = tid / 2u;
+        let akq = (tid % 2u) * 4u;
+        let gam = row0 + am;
+        var av = vec4<f32>(0.0);
+        if (gam < M && k0 + akq < K) { av = A[(offA + gam * K + k0 + akq) / 4u]; }
+        for (var j = 0u; j < 4u; j = j + 1u) { As[(akq + j) * 32u + am / 4u][am % 4u] = av[j]; }
+",
+    );
+    s.push_str(load_b);
+    s.push_str(
+        "        workgroupBarrier();
+        for (var k = 0u; k < 8u; k = k + 1u) {
+            let a0 = As[k * 32u + lid.y];
+            let a1 = As[k * 32u + 16u + lid.y];
+            let b0 = Bs[k * 32u + lid.x];
+            let b1 = Bs[k * 32u + 16u + lid.x];
+            acc[0] = fma(vec4<f32>(a0.x), b0, acc[0]);
+            acc[1] = fma(vec4<f32>(a0.x), b1, acc[1]);
+            acc[2] = fma(vec4<f32>(a0.y), b0, acc[2]);
+            acc[3] = fma(vec4<f32>(a0.y), b1, acc[3]);
+            acc[4] = fma(vec4<f32>(a0.z), b0, acc[4]);
+            acc[5] = fma(vec4<f32>(a0.z), b1, acc[5]);
+            acc[6] = fma(vec4<f32>(a0.w), b0, acc[6]);
+            acc[7] = fma(vec4<f32>(a0.w), b1, acc[7]);
+            acc[8] = fma(vec4<f32>(a1.x), b0, acc[8]);
+            acc[9] = fma(vec4<f32>(a1.x), b1, acc[9]);
+            acc[10] = fma(vec4<f32>(a1.y), b0, acc[10]);
+            acc[11] = fma(vec4<f32>(a1.y), b1, acc[11]);
+            acc[12] = fma(vec4<f32>(a1.z), b0, acc[12]);
+            acc[13] = fma(vec4<f32>(a1.z), b1, acc[13]);
+            acc[14] = fma(vec4<f32>(a1.w), b0, acc[14]);
+            acc[15] = fma(vec4<f32>(a1.w), b1, acc[15]);
+        }
+        workgroupBarrier();
+    }
+    let offO = wid.z * M * N;
+    for (var i = 0u; i < 8u; i = i + 1u) {
+        let gr = row0 + lid.y * 4u + (i % 4u) + (i / 4u) * 64u;
+        for (var q = 0u; q < 2u; q = q + 1u) {
+            let gc = col0 + lid.x * 4u + q * 64u;
+            if (gr < M && gc < N) {
+                var v = pf(32u) * acc[i * 2u + q];
+",
+    );
+    if has_c {
+        s.push_str(
+            "                let cb = offC + gr * p(34u) + gc * p(35u);
+                v = v + pf(33u) * vec4<f32>(C[cb], C[cb + p(35u)], C[cb + 2u * p(35u)], C[cb + 3u * p(35u)]);
+",
+        );
+    }
+    s.push_str(
+        "                out0[(offO + gr * N + gc) / 4u] = v;
+            }
+        }
+    }
+}
+",
+    );
+    s
+}
+
+/// The `any` kernel.
 fn source(has_c: bool) -> String {
     let mut s = prelude();
     s.push_str(&binding(1, "A", Scalar::F32, false));
@@ -202,8 +327,6 @@ pub fn matmul(io: &StepIo) -> Result<Kernels> {
         }
         // C broadcasts to (M, N).
         let sc = &io.ins[2].shape;
-        let full = broadcast(&[sc, &[m, n]]).unwrap_or_default();
-        let _ = full;
         let own = strides(sc);
         let at = |axis_from_end: usize| -> u32 {
             if sc.len() < axis_from_end {
@@ -216,9 +339,20 @@ pub fn matmul(io: &StepIo) -> Result<Kernels> {
         args.push(Arg::In(2));
     }
     args.push(Arg::Out(0));
+    // The wide kernel wants rows of A and of B (or B transposed) that are whole vec4s along K,
+    // output rows of whole vec4s, and a product big enough to fill its tiles.
+    let a_rows = cs_a == 1 && rs_a == k;
+    let b_rows = cs_b == 1 && rs_b == n;
+    let b_transposed = rs_b == 1 && cs_b == k;
+    let wide = a_rows && (b_rows || b_transposed) && k % 4 == 0 && n % 4 == 0 && m >= 64 && n >= 64;
+    let (tile, src) = if wide {
+        (WIDE_TILE, source_wide(has_c, !b_rows))
+    } else {
+        (TILE, source(has_c))
+    };
     let groups = [
-        n.div_ceil(TILE).max(1) as u32,
-        m.div_ceil(TILE).max(1) as u32,
+        n.div_ceil(tile).max(1) as u32,
+        m.div_ceil(tile).max(1) as u32,
         batch.max(1) as u32,
     ];
     if groups[0] > 65535 || groups[1] > 65535 {
@@ -226,7 +360,7 @@ pub fn matmul(io: &StepIo) -> Result<Kernels> {
     }
     Ok(Kernels {
         dispatches: vec![Dispatch {
-            source: source(has_c),
+            source: src,
             args,
             params,
             groups,

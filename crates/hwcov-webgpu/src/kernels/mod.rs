@@ -9,7 +9,7 @@
 mod conv;
 mod einsum;
 mod index;
-mod map;
+pub mod map;
 pub mod math;
 mod matmul;
 mod reduce;
@@ -64,6 +64,8 @@ pub enum Arg {
     Table(usize),
     /// The plan's status word: kernels that find a bad index store their step's number there.
     Status,
+    /// A value or constant of the plan (a fused group's operands, which belong to its members).
+    Plan(hwcov_onnx::Operand),
 }
 
 /// One compute dispatch.

@@ -1,0 +1,137 @@
+//! The matrix-product kernels over many shapes: both kernels (`any` for small or unaligned products,
+//! `wide` for products of whole vec4 rows of 64 or more), tile edges, broadcast batch axes and
+//! Gemm's transposed B, on random inputs, against products computed in f64 on the host.
+
+use std::path::{Path, PathBuf};
+
+use hwcov_core::{HostTensor, NamedTensors};
+
+fn graph(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/kernel-graphs")
+        .join(name)
+        .join("model.onnx")
+}
+
+/// Values in [-1, 1) from a fixed xorshift sequence.
+fn random(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn session(name: &str) -> Option<hwcov_webgpu::Session> {
+    match hwcov_webgpu::gpu::gpu() {
+        Ok(g) => Some(hwcov_webgpu::Session::open(g, &graph(name)).expect("opens")),
+        Err(e) => {
+            let required = std::env::var("HWCOV_REQUIRE_PLATFORMS").unwrap_or_default();
+            assert!(!required.split(',').any(|p| p == "webgpu"), "{e}");
+            eprintln!("skipped: {e}");
+            None
+        }
+    }
+}
+
+/// Largest |got - want| relative to the largest |want|.
+fn check(what: &str, got: &HostTensor, want: &[f64], k: usize) {
+    let g = got.to_f64_vec();
+    assert_eq!(g.len(), want.len(), "{what}");
+    let scale = want.iter().fold(1e-30f64, |m, x| m.max(x.abs()));
+    let err = g.iter().zip(want).fold(0f64, |m, (a, b)| m.max((a - b).abs()));
+    // f32 products of k terms in [-1, 1): well under 1e-5 of the largest value for these sizes.
+    assert!(
+        err / scale < 1e-5 * (k as f64).sqrt().max(1.0),
+        "{what}: relative error {:.3e}",
+        err / scale
+    );
+}
+
+#[test]
+fn matmul_over_shapes() {
+    let Some(mut s) = session("matmul") else { return };
+    for (i, &(b, m, k, n)) in [
+        (1, 1, 8, 8),
+        (2, 5, 3, 7),
+        (1, 64, 64, 64),
+        (2, 130, 36, 132),
+        (1, 257, 68, 200),
+        (3, 70, 16, 68),
+        (1, 128, 1, 128),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let a = random(b * m * k, 2 * i as u64);
+        let w = random(k * n, 2 * i as u64 + 1);
+        let mut inputs = NamedTensors::new();
+        inputs.insert("A".into(), HostTensor::f32(vec![b, m, k], a.clone()).unwrap());
+        inputs.insert("B".into(), HostTensor::f32(vec![k, n], w.clone()).unwrap());
+        let y = s.run(&inputs).unwrap();
+        let mut want = vec![0f64; b * m * n];
+        for bi in 0..b {
+            for r in 0..m {
+                for c in 0..n {
+                    want[(bi * m + r) * n + c] = (0..k)
+                        .map(|j| a[(bi * m + r) * k + j] as f64 * w[j * n + c] as f64)
+                        .sum();
+                }
+            }
+        }
+        check(&format!("MatMul {b}x{m}x{k} @ {k}x{n}"), &y["Y"], &want, k);
+    }
+}
+
+#[test]
+fn matmul_with_broadcast_batch_axes() {
+    let Some(mut s) = session("matmul_batched") else { return };
+    for (i, &(b, m, k, n)) in [(3, 4, 5, 6), (2, 65, 12, 64)].iter().enumerate() {
+        let a = random(2 * b * m * k, 10 + i as u64);
+        let w = random(b * k * n, 20 + i as u64);
+        let mut inputs = NamedTensors::new();
+        inputs.insert("A".into(), HostTensor::f32(vec![2, b, m, k], a.clone()).unwrap());
+        inputs.insert("B".into(), HostTensor::f32(vec![b, k, n], w.clone()).unwrap());
+        let y = s.run(&inputs).unwrap();
+        let mut want = vec![0f64; 2 * b * m * n];
+        for o in 0..2 {
+            for bi in 0..b {
+                for r in 0..m {
+                    for c in 0..n {
+                        want[((o * b + bi) * m + r) * n + c] = (0..k)
+                            .map(|j| a[((o * b + bi) * m + r) * k + j] as f64 * w[(bi * k + j) * n + c] as f64)
+                            .sum();
+                    }
+                }
+            }
+        }
+        check(&format!("batched MatMul 2x{b}x{m}x{k}"), &y["Y"], &want, k);
+    }
+}
+
+#[test]
+fn gemm_with_transposed_b_and_bias() {
+    let Some(mut s) = session("gemm_transb") else { return };
+    for (i, &(m, k, n)) in [(3, 5, 7), (96, 64, 132), (200, 40, 64)].iter().enumerate() {
+        let a = random(m * k, 30 + i as u64);
+        let w = random(n * k, 40 + i as u64);
+        let c = random(n, 50 + i as u64);
+        let mut inputs = NamedTensors::new();
+        inputs.insert("A".into(), HostTensor::f32(vec![m, k], a.clone()).unwrap());
+        inputs.insert("B".into(), HostTensor::f32(vec![n, k], w.clone()).unwrap());
+        inputs.insert("C".into(), HostTensor::f32(vec![n], c.clone()).unwrap());
+        let y = s.run(&inputs).unwrap();
+        let mut want = vec![0f64; m * n];
+        for r in 0..m {
+            for col in 0..n {
+                let dot: f64 = (0..k).map(|j| a[r * k + j] as f64 * w[col * k + j] as f64).sum();
+                want[r * n + col] = 0.5 * dot + 2.0 * c[col] as f64;
+            }
+        }
+        check(&format!("Gemm {m}x{k} @ ({n}x{k})^T"), &y["Y"], &want, k);
+    }
+}

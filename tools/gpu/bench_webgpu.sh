@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Benchmarks the WebGPU platform side by side with hwcov's CUDA platform and transformers eager
+# (PyTorch) on the same GPU, in one run, on the same random-weight checkpoints at real sizes
+# (tools/bench/make_checkpoints.py; their ONNX graphs by tools/bench/export_onnx.py, the KV-cache
+# layouts for the decoders). float32: the WebGPU kernels compute in f32.
+# Writes OUT_DIR/bench-webgpu.jsonl (one JSON line per measurement, `side` = hwcov-webgpu, hwcov-cuda
+# or pytorch).
+# Usage: tools/gpu/bench_webgpu.sh HWCOV_BINARY OUT_DIR [CHECKPOINT_DIR]
+set -uo pipefail
+bin=${1:?binary}; out=${2:?out dir}; ckpt=${3:-/tmp/hwcov-bench-checkpoints}
+mkdir -p "$out"
+source "$(dirname "$0")/vulkan.sh"
+source "$(dirname "$0")/cuda_libs.sh"
+here=$(cd "$(dirname "$0")/.." && pwd)
+only=${BENCH_CHECKPOINTS:-bert-base,vit-base,whisper-tiny,qwen2-0.5b}
+python3 "$here/bench/make_checkpoints.py" "$ckpt" --only "$only"
+for c in ${only//,/ }; do
+  [ -f "$ckpt/$c/model.onnx" ] || [ -f "$ckpt/$c/onnx/encoder_model.onnx" ] || python3 "$here/bench/export_onnx.py" "$ckpt/$c"
+done
+
+jsonl="$out/bench-webgpu.jsonl"
+: > "$jsonl"
+row() {  # checkpoint batch seq [decode tokens]: one line per side
+  local dir="$ckpt/$1" b=$2 s=$3 d=${4:-0} r
+  for side in hwcov-webgpu hwcov-cuda pytorch; do
+    case $side in
+      hwcov-webgpu) r=$(timeout 300 "$bin" bench --platform webgpu --model-dir "$dir" --precision f32 --batch "$b" --seq "$s" --decode "$d" --json 2>&1) ;;
+      hwcov-cuda) r=$(timeout 300 "$bin" bench --platform cuda --model-dir "$dir" --precision f32 --batch "$b" --seq "$s" --decode "$d" --json 2>&1) ;;
+      pytorch) r=$(timeout 300 python3 "$here/bench/pytorch_bench.py" --model-dir "$dir" --precision f32 --batch "$b" --seq "$s" --decode "$d" 2>&1 | tail -1) ;;
+    esac
+    SIDE=$side CK=$1 B=$b S=$s R="$r" python3 -c "import json, os
+row = {'side': os.environ['SIDE'], 'checkpoint': os.environ['CK'], 'precision': 'f32', 'batch': int(os.environ['B']), 'seq': int(os.environ['S'])}
+try: row['result'] = json.loads(os.environ['R'])
+except Exception: row['error'] = os.environ['R'][-600:]
+print(json.dumps(row))" >> "$jsonl"
+  done
+  echo "$1 b$b s$s done"
+}
+[ -d "$ckpt/bert-base" ] && { row bert-base 1 128; row bert-base 32 128; }
+[ -d "$ckpt/vit-base" ] && { row vit-base 1 0; row vit-base 32 0; }
+[ -d "$ckpt/whisper-tiny" ] && row whisper-tiny 1 0 64
+[ -d "$ckpt/qwen2-0.5b" ] && row qwen2-0.5b 1 512 64
