@@ -12,6 +12,7 @@
 //! positions from 0 (what the model does when given none), generation from the attention mask
 //! (what `generate()` passes). A platform supplies `GraphSession`: one graph on its runtime.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use hwcov_core::{Decoder, Error, Handler, HostTensor, ModelFiles, NamedTensors, Result, TensorData};
@@ -20,6 +21,10 @@ use crate::{Dim, GraphFile};
 
 /// One graph of a model folder, ready on a platform's runtime.
 pub trait GraphSession: Send {
+    /// A tensor kept where the runtime holds it between runs (the KV cache): a device buffer, or
+    /// the host tensor itself for a runtime that reads host memory.
+    type Resident: Send;
+
     /// The graph file, for errors.
     fn path(&self) -> &Path;
     fn input_names(&self) -> Vec<String>;
@@ -30,6 +35,15 @@ pub trait GraphSession: Send {
     }
     /// Runs the graph on the named inputs it declares (others are ignored).
     fn run(&mut self, inputs: &NamedTensors) -> Result<NamedTensors>;
+
+    /// Runs the graph on host inputs and on tensors earlier runs kept (by input name); the outputs
+    /// `keep` names are kept where they are, the others come back to the host.
+    fn run_resident(
+        &mut self,
+        inputs: &NamedTensors,
+        resident: &BTreeMap<String, Self::Resident>,
+        keep: &dyn Fn(&str) -> bool,
+    ) -> Result<(NamedTensors, BTreeMap<String, Self::Resident>)>;
 
     /// Device kernels dispatched since the graph was opened, where the runtime counts them.
     fn dispatches(&self) -> Option<u64> {
@@ -58,20 +72,30 @@ enum Decoding {
 }
 
 /// What decoding carries from one step to the next.
-#[derive(Default)]
-struct State {
-    /// The inputs of the next step besides its tokens: attention masks, encoder states, pasts (or,
+struct State<R> {
+    /// The host inputs of the next step besides its tokens: attention masks, encoder states (or,
     /// re-running, the whole inputs of the logits graph).
     inputs: NamedTensors,
+    /// The cache, kept where the runtime holds it: `past_key_values.*` by name.
+    pasts: BTreeMap<String, R>,
 }
 
-pub struct GraphHandler<Graph> {
+impl<R> State<R> {
+    fn new(inputs: NamedTensors) -> Self {
+        State {
+            inputs,
+            pasts: BTreeMap::new(),
+        }
+    }
+}
+
+pub struct GraphHandler<Graph: GraphSession> {
     model: Option<Graph>,
     encoder: Option<Graph>,
     decoder: Option<Graph>,
     decoder_with_past: Option<Graph>,
     decoding: Decoding,
-    state: Option<State>,
+    state: Option<State<Graph::Resident>>,
 }
 
 const PAST: &str = "past_key_values.";
@@ -198,12 +222,16 @@ fn empty_pasts<Graph: GraphSession>(graph: &Graph, given: &mut NamedTensors, bat
 }
 
 /// The presents of a step as the pasts of the next (`present.X` -> `past_key_values.X`).
-fn pasts_of(out: &NamedTensors, into: &mut NamedTensors) {
-    for (k, v) in out {
+fn pasts_of<R>(kept: BTreeMap<String, R>, into: &mut BTreeMap<String, R>) {
+    for (k, v) in kept {
         if let Some(rest) = k.strip_prefix(PRESENT) {
-            into.insert(format!("{PAST}{rest}"), v.clone());
+            into.insert(format!("{PAST}{rest}"), v);
         }
     }
+}
+
+fn is_present(name: &str) -> bool {
+    name.starts_with(PRESENT)
 }
 
 impl<Graph: GraphSession> GraphHandler<Graph> {
@@ -372,10 +400,10 @@ impl<Graph: GraphSession> GraphHandler<Graph> {
                     inputs.insert("position_ids".into(), positions_from_mask(&mask, l)?);
                 }
                 empty_pasts(g, &mut inputs, b)?;
-                let out = g.run(&inputs)?;
-                let mut state = State::default();
+                let (out, kept) = g.run_resident(&inputs, &BTreeMap::new(), &is_present)?;
+                let mut state = State::new(NamedTensors::new());
                 state.inputs.insert("attention_mask".into(), mask);
-                pasts_of(&out, &mut state.inputs);
+                pasts_of(kept, &mut state.pasts);
                 self.state = Some(state);
                 last_logits(&out)
             }
@@ -385,12 +413,12 @@ impl<Graph: GraphSession> GraphHandler<Graph> {
                     .decoder
                     .as_mut()
                     .ok_or_else(|| Error::runtime("decoding", "no decoder graph"))?;
-                let out = decoder.run(&inputs)?;
-                let mut state = State::default();
+                let (out, kept) = decoder.run_resident(&inputs, &BTreeMap::new(), &is_present)?;
+                let mut state = State::new(NamedTensors::new());
                 if let Some(m) = inputs.get("encoder_attention_mask") {
                     state.inputs.insert("encoder_attention_mask".into(), m.clone());
                 }
-                pasts_of(&out, &mut state.inputs);
+                pasts_of(kept, &mut state.pasts);
                 self.state = Some(state);
                 last_logits(&out)
             }
@@ -399,7 +427,7 @@ impl<Graph: GraphSession> GraphHandler<Graph> {
                     Some(g) => pick(given, g),
                     None => self.encode(given)?.0,
                 };
-                self.state = Some(State { inputs });
+                self.state = Some(State::new(inputs));
                 self.rerun()
             }
             Decoding::None => Err(Error::runtime("decoding", "these graphs make no logits to decode from")),
@@ -445,8 +473,8 @@ impl<Graph: GraphSession> GraphHandler<Graph> {
                     inputs.insert("attention_mask".into(), grown.clone());
                     state.inputs.insert("attention_mask".into(), grown);
                 }
-                let out = g.run(&inputs)?;
-                pasts_of(&out, &mut state.inputs);
+                let (out, kept) = g.run_resident(&inputs, &state.pasts, &is_present)?;
+                pasts_of(kept, &mut state.pasts);
                 last_logits(&out)
             }
             Decoding::Rerun => {

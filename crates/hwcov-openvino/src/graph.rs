@@ -115,6 +115,21 @@ impl Graph {
 }
 
 impl GraphSession for Graph {
+    /// OpenVINO's inputs come from host memory: the cache is kept as host tensors.
+    type Resident = HostTensor;
+
+    fn run_resident(
+        &mut self,
+        inputs: &NamedTensors,
+        resident: &std::collections::BTreeMap<String, HostTensor>,
+        keep: &dyn Fn(&str) -> bool,
+    ) -> Result<(NamedTensors, std::collections::BTreeMap<String, HostTensor>)> {
+        let mut all = inputs.clone();
+        all.extend(resident.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let (kept, host): (NamedTensors, NamedTensors) = self.run(&all)?.into_iter().partition(|(k, _)| keep(k));
+        Ok((host, kept.into_iter().collect()))
+    }
+
     fn path(&self) -> &Path {
         &self.path
     }

@@ -9,7 +9,7 @@
 //! A plan that pauses on NonZero (its output's shape depends on the data) is run step by step
 //! instead: the steps before it, then NonZero's count read back, then the rest.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
@@ -68,6 +68,28 @@ pub struct Session {
     pub last_dispatches: usize,
     /// Dispatches since the session opened.
     pub total_dispatches: u64,
+}
+
+/// A tensor left on the device between runs (a KV cache), with its type.
+#[derive(Clone)]
+pub struct DeviceTensor {
+    pub buffer: Arc<wgpu::Buffer>,
+    pub ty: ValueType,
+}
+
+/// An input of a run: from the host, or already on the device.
+enum Feed {
+    Host(HostTensor),
+    Device(DeviceTensor),
+}
+
+impl Feed {
+    fn ty(&self) -> ValueType {
+        match self {
+            Feed::Host(t) => ValueType::new(t.dtype(), t.shape().to_vec()),
+            Feed::Device(d) => d.ty.clone(),
+        }
+    }
 }
 
 /// The device bytes of a host tensor (f32, or i32 for the integer and bool dtypes).
@@ -191,23 +213,49 @@ impl Session {
     /// Runs the graph on its declared inputs (taken from `given` by name, converted to the
     /// declared element type).
     pub fn run(&mut self, given: &NamedTensors) -> Result<NamedTensors> {
-        let mut inputs = Vec::new();
+        Ok(self.run_resident(given, &BTreeMap::new(), &|_| false)?.0)
+    }
+
+    /// Runs the graph on inputs from the host (`given`) and inputs left on the device by earlier
+    /// runs (`resident`, by name); the outputs `keep` names stay on the device, the others come
+    /// back to the host.
+    pub fn run_resident(
+        &mut self,
+        given: &NamedTensors,
+        resident: &BTreeMap<String, DeviceTensor>,
+        keep: &dyn Fn(&str) -> bool,
+    ) -> Result<(NamedTensors, BTreeMap<String, DeviceTensor>)> {
+        let mut feeds = Vec::new();
         for (name, dtype) in self.program.input_types()? {
+            if let Some(d) = resident.get(&name) {
+                if d.ty.dtype != dtype {
+                    return Err(Error::tensor(
+                        name.clone(),
+                        format!("is {} on the device; the graph takes {dtype}", d.ty.dtype),
+                    ));
+                }
+                feeds.push((name, Feed::Device(d.clone())));
+                continue;
+            }
             let host = given.get(&name).ok_or_else(|| {
                 Error::tensor(
                     name.clone(),
                     format!("missing input: the graph {} needs it", self.path().display()),
                 )
             })?;
-            inputs.push((name.clone(), convert_input(&name, host, dtype)?));
+            let t = convert_input(&name, host, dtype)?;
+            feeds.push((name, Feed::Host(t)));
         }
-        let types: Vec<(String, ValueType)> = inputs
+        let types: Vec<(String, ValueType)> = feeds.iter().map(|(n, f)| (n.clone(), f.ty())).collect();
+        let values: NamedTensors = feeds
             .iter()
-            .map(|(n, t)| (n.clone(), ValueType::new(t.dtype(), t.shape().to_vec())))
+            .filter_map(|(n, f)| match f {
+                Feed::Host(t) => Some((n.clone(), t.clone())),
+                Feed::Device(_) => None,
+            })
             .collect();
         let key: Vec<ValueType> = types.iter().map(|(_, t)| t.clone()).collect();
-        let same_values =
-            |vals: &[(String, HostTensor)]| vals.iter().all(|(n, v)| inputs.iter().any(|(m, w)| m == n && w == v));
+        let same_values = |vals: &[(String, HostTensor)]| vals.iter().all(|(n, v)| values.get(n) == Some(v));
         let compiled = match self.cache.iter().position(|c| c.types == key && same_values(&c.values)) {
             Some(i) => {
                 let entry = self.cache.remove(i);
@@ -220,7 +268,6 @@ impl Session {
             Some(c) => c,
             None => {
                 let program = self.program.clone();
-                let values: NamedTensors = inputs.iter().cloned().collect();
                 let mut spec = program.specializer_with_values(&types, &values).map_err(as_webgpu)?;
                 match spec.advance().map_err(as_webgpu)? {
                     Progress::Done => {
@@ -242,12 +289,12 @@ impl Session {
                         self.cache.truncate(CACHED_PLANS);
                         c
                     }
-                    Progress::NeedsCount { step } => return self.run_stepwise(spec, step, &inputs),
+                    Progress::NeedsCount { step } => return self.run_stepwise(spec, step, &feeds, keep),
                 }
             }
         };
-        self.execute(&compiled, &inputs, 0..compiled.prepared.len())?;
-        self.read_outputs(&compiled)
+        self.execute(&compiled, &feeds, 0..compiled.prepared.len())?;
+        self.collect(&compiled, keep)
     }
 
     /// Runs a plan that pauses on NonZero: each part as soon as it is known.
@@ -255,8 +302,9 @@ impl Session {
         &mut self,
         mut spec: hwcov_onnx::Specializer<'_>,
         first_pause: usize,
-        inputs: &[(String, HostTensor)],
-    ) -> Result<NamedTensors> {
+        feeds: &[(String, Feed)],
+        keep: &dyn Fn(&str) -> bool,
+    ) -> Result<(NamedTensors, BTreeMap<String, DeviceTensor>)> {
         // The plan grows; values get buffers as they appear, none shared.
         let mut c = Compiled {
             plan: Plan::default(),
@@ -268,18 +316,16 @@ impl Session {
         };
         let mut done = 0;
         let mut pause = Some(first_pause);
-        let mut written = false;
+        let mut fed = false;
         loop {
             c.plan = spec.plan().clone();
             let end = pause.unwrap_or(c.plan.steps.len());
             let before = c.prepared.len();
             let unfused = Groups::none(c.plan.steps.len());
             self.append(&mut c, done..end, None, &unfused)?;
-            if !written {
-                self.write_inputs(&c, inputs)?;
-                written = true;
-            }
-            self.execute(&c, &[], before..c.prepared.len())?;
+            let first: &[(String, Feed)] = if fed { &[] } else { feeds };
+            fed = true;
+            self.execute(&c, first, before..c.prepared.len())?;
             let Some(step) = pause else { break };
             let count = self.nonzero(&mut c, step)?;
             spec.resolve(count);
@@ -311,7 +357,7 @@ impl Session {
             ));
         }
         c.plan = plan;
-        self.read_outputs(&c)
+        self.collect(&c, keep)
     }
 
     /// Compiles a whole plan; `reuse` lets values whose lifetimes do not overlap share buffers.
@@ -566,30 +612,34 @@ impl Session {
         Ok(())
     }
 
-    fn write_inputs(&self, c: &Compiled, inputs: &[(String, HostTensor)]) -> Result<()> {
-        for (name, v) in &c.plan.inputs {
-            let Some((_, host)) = inputs.iter().find(|(n, _)| n == name) else {
-                continue;
-            };
-            let bytes = device_bytes(name, host)?;
-            if let Some(b) = &c.values[*v]
-                && !bytes.is_empty()
-            {
-                self.gpu.queue.write_buffer(b, 0, &bytes);
-            }
-        }
-        Ok(())
-    }
-
-    /// Writes the inputs (if any), records dispatches `range` into one pass and submits them.
-    fn execute(&mut self, c: &Compiled, inputs: &[(String, HostTensor)], range: Range<usize>) -> Result<()> {
-        self.write_inputs(c, inputs)?;
-        if !inputs.is_empty() {
-            self.gpu.queue.write_buffer(&c.status, 0, &[0u8; 4]);
-        }
+    /// Feeds the inputs (host ones written, device ones copied), records dispatches `range` into
+    /// one pass and submits them. The first part of a run feeds its inputs; later parts feed none.
+    fn execute(&mut self, c: &Compiled, feeds: &[(String, Feed)], range: Range<usize>) -> Result<()> {
         let scope = self.gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let invalid = self.gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let mut enc = self.gpu.device.create_command_encoder(&Default::default());
+        if !feeds.is_empty() {
+            self.gpu.queue.write_buffer(&c.status, 0, &[0u8; 4]);
+        }
+        for (name, v) in &c.plan.inputs {
+            let (Some((_, feed)), Some(b)) = (feeds.iter().find(|(n, _)| n == name), &c.values[*v]) else {
+                continue;
+            };
+            match feed {
+                Feed::Host(t) => {
+                    let bytes = device_bytes(name, t)?;
+                    if !bytes.is_empty() {
+                        self.gpu.queue.write_buffer(b, 0, &bytes);
+                    }
+                }
+                Feed::Device(d) => {
+                    let bytes = d.ty.numel() as u64 * 4;
+                    if bytes > 0 {
+                        enc.copy_buffer_to_buffer(&d.buffer, 0, b, 0, bytes);
+                    }
+                }
+            }
+        }
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
             for d in &c.prepared[range.clone()] {
@@ -613,9 +663,66 @@ impl Session {
         Ok(())
     }
 
-    /// Reads the status word and the outputs.
-    fn read_outputs(&self, c: &Compiled) -> Result<NamedTensors> {
-        let status = self.gpu.read(&c.status, 4)?;
+    /// The run's outputs: those `keep` names copied into buffers of their own that stay on the
+    /// device, the others (and the status word) read back in one copy.
+    fn collect(
+        &self,
+        c: &Compiled,
+        keep: &dyn Fn(&str) -> bool,
+    ) -> Result<(NamedTensors, BTreeMap<String, DeviceTensor>)> {
+        let mut enc = self.gpu.device.create_command_encoder(&Default::default());
+        let mut kept = BTreeMap::new();
+        let mut reads: Vec<(Arc<wgpu::Buffer>, u64)> = vec![(c.status.clone(), 4)];
+        let mut host = NamedTensors::new();
+        let mut pending = Vec::new();
+        for (name, o) in &c.plan.outputs {
+            match *o {
+                Operand::Const(i) => {
+                    let t = (*c.plan.constants[i].tensor).clone();
+                    if keep(name) {
+                        let bytes = device_bytes(name, &t)?;
+                        let b = self.gpu.buffer(name, bytes.len() as u64, STORAGE)?;
+                        self.gpu.queue.write_buffer(&b, 0, &bytes);
+                        let ty = ValueType::new(t.dtype(), t.shape().to_vec());
+                        kept.insert(
+                            name.clone(),
+                            DeviceTensor {
+                                buffer: Arc::new(b),
+                                ty,
+                            },
+                        );
+                    } else {
+                        host.insert(name.clone(), t);
+                    }
+                }
+                Operand::Value(v) => {
+                    let ty = c.plan.values[v].clone();
+                    let b = c.values[v]
+                        .clone()
+                        .ok_or_else(|| Error::tensor(name.clone(), "no buffer holds this output"))?;
+                    if keep(name) {
+                        let bytes = ty.numel() as u64 * 4;
+                        let own = self.gpu.buffer(name, bytes, STORAGE)?;
+                        if bytes > 0 {
+                            enc.copy_buffer_to_buffer(&b, 0, &own, 0, bytes);
+                        }
+                        kept.insert(
+                            name.clone(),
+                            DeviceTensor {
+                                buffer: Arc::new(own),
+                                ty,
+                            },
+                        );
+                    } else {
+                        reads.push((b, Self::value_bytes(&ty)));
+                        pending.push((name.clone(), ty));
+                    }
+                }
+            }
+        }
+        self.gpu.queue.submit([enc.finish()]);
+        let mut bytes = self.gpu.read_many(&reads)?.into_iter();
+        let status = bytes.next().unwrap_or_default();
         let code = u32::from_le_bytes([status[0], status[1], status[2], status[3]]);
         if code != 0 {
             let step = &c.plan.steps[(code - 1) as usize];
@@ -629,22 +736,11 @@ impl Session {
                 ),
             ));
         }
-        let mut out = NamedTensors::new();
-        for (name, o) in &c.plan.outputs {
-            let t = match *o {
-                Operand::Const(i) => (*c.plan.constants[i].tensor).clone(),
-                Operand::Value(v) => {
-                    let ty = &c.plan.values[v];
-                    let b = c.values[v]
-                        .as_ref()
-                        .ok_or_else(|| Error::tensor(name.clone(), "no buffer holds this output"))?;
-                    let bytes = self.gpu.read(b, Self::value_bytes(ty))?;
-                    from_device(name, ty, &bytes)?
-                }
-            };
-            out.insert(name.clone(), t);
+        for ((name, ty), b) in pending.into_iter().zip(bytes) {
+            let t = from_device(&name, &ty, &b)?;
+            host.insert(name, t);
         }
-        Ok(out)
+        Ok((host, kept))
     }
 
     /// NonZero, first half: counts the non-zero elements of the step's input.

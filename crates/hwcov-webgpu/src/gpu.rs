@@ -197,6 +197,45 @@ impl Gpu {
             })
     }
 
+    /// Copies the first bytes of several buffers back to the host, through one staging buffer
+    /// and one wait.
+    pub fn read_many(&self, parts: &[(std::sync::Arc<wgpu::Buffer>, u64)]) -> Result<Vec<Vec<u8>>> {
+        let sizes: Vec<u64> = parts.iter().map(|(_, n)| (*n).max(4).next_multiple_of(4)).collect();
+        let total: u64 = sizes.iter().sum();
+        let staging = self.buffer(
+            "readback",
+            total,
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        )?;
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        let mut at = 0;
+        for ((src, _), &n) in parts.iter().zip(&sizes) {
+            enc.copy_buffer_to_buffer(src, 0, &staging, at, n);
+            at += n;
+        }
+        self.queue.submit([enc.finish()]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.wait()?;
+        rx.recv()
+            .map_err(|e| Error::runtime("reading back", e))?
+            .map_err(|e| Error::runtime("reading back", e))?;
+        let view = staging
+            .get_mapped_range(..)
+            .map_err(|e| Error::runtime("reading back", e))?;
+        let mut out = Vec::with_capacity(parts.len());
+        let mut at = 0usize;
+        for ((_, want), &n) in parts.iter().zip(&sizes) {
+            out.push(view[at..at + *want as usize].to_vec());
+            at += n as usize;
+        }
+        drop(view);
+        staging.unmap();
+        Ok(out)
+    }
+
     /// Copies `size` bytes of `src` back to the host.
     pub fn read(&self, src: &wgpu::Buffer, size: u64) -> Result<Vec<u8>> {
         let size = size.max(4).next_multiple_of(4);

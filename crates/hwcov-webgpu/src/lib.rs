@@ -192,6 +192,9 @@ impl Platform for WebGpuPlatform {
 pub struct Graph(pub Session);
 
 impl GraphSession for Graph {
+    /// The KV cache stays in device buffers between decoding steps.
+    type Resident = exec::DeviceTensor;
+
     fn path(&self) -> &Path {
         self.0.path()
     }
@@ -229,6 +232,15 @@ impl GraphSession for Graph {
 
     fn run(&mut self, inputs: &NamedTensors) -> Result<NamedTensors> {
         self.0.run(inputs)
+    }
+
+    fn run_resident(
+        &mut self,
+        inputs: &NamedTensors,
+        resident: &std::collections::BTreeMap<String, exec::DeviceTensor>,
+        keep: &dyn Fn(&str) -> bool,
+    ) -> Result<(NamedTensors, std::collections::BTreeMap<String, exec::DeviceTensor>)> {
+        self.0.run_resident(inputs, resident, keep)
     }
 
     fn dispatches(&self) -> Option<u64> {
