@@ -64,6 +64,14 @@ pub struct Session {
     weights: HashMap<String, Arc<wgpu::Buffer>>,
     /// Compiled plans, the most recent first.
     cache: Vec<CachedPlan>,
+    /// The kernels of steps seen before, by op and operand types: a decoding step's plan repeats
+    /// most steps of the last one, only the attention over the grown cache changes shape.
+    kernel_memo: HashMap<String, Arc<Kernels>>,
+    /// The buffers of the plans' intermediate values, shared by every plan of the session: plans
+    /// run one after another, and an intermediate lives within one run, so a buffer can serve a
+    /// value of each (a decoding loop, which makes a plan per step, allocates nothing after the
+    /// first steps).
+    pool: Vec<Arc<wgpu::Buffer>>,
     /// Dispatches of the last run.
     pub last_dispatches: usize,
     /// Dispatches since the session opened.
@@ -201,6 +209,8 @@ impl Session {
             program: Arc::new(Program::load(path)?),
             weights: HashMap::new(),
             cache: Vec::new(),
+            kernel_memo: HashMap::new(),
+            pool: Vec::new(),
             last_dispatches: 0,
             total_dispatches: 0,
         })
@@ -264,6 +274,9 @@ impl Session {
             }
             None => None,
         };
+        let profile = std::env::var_os("HWCOV_WEBGPU_PROFILE").is_some();
+        let t0 = std::time::Instant::now();
+        let mut timings = String::new();
         let compiled = match compiled {
             Some(c) => c,
             None => {
@@ -272,12 +285,18 @@ impl Session {
                 match spec.advance().map_err(as_webgpu)? {
                     Progress::Done => {
                         let plan = spec.finish();
+                        let t1 = std::time::Instant::now();
                         let used: Vec<(String, HostTensor)> = plan
                             .shape_inputs
                             .iter()
                             .filter_map(|n| values.get(n).map(|v| (n.clone(), v.clone())))
                             .collect();
                         let c = Arc::new(self.compile(plan, true)?);
+                        timings = format!(
+                            "specialize {:.2} ms, compile {:.2} ms, ",
+                            (t1 - t0).as_secs_f64() * 1e3,
+                            t1.elapsed().as_secs_f64() * 1e3
+                        );
                         self.cache.insert(
                             0,
                             CachedPlan {
@@ -293,8 +312,22 @@ impl Session {
                 }
             }
         };
+        let t2 = std::time::Instant::now();
         self.execute(&compiled, &feeds, 0..compiled.prepared.len())?;
-        self.collect(&compiled, keep)
+        let t3 = std::time::Instant::now();
+        let out = self.collect(&compiled, keep)?;
+        if profile {
+            // What a run spends where, for tuning: on the host (specializing and compiling a
+            // plan not seen before, recording and submitting), and waiting for the device.
+            eprintln!(
+                "webgpu {}: {timings}record+submit {:.2} ms, wait+read {:.2} ms, {} dispatches",
+                self.path().display(),
+                (t3 - t2).as_secs_f64() * 1e3,
+                t3.elapsed().as_secs_f64() * 1e3,
+                compiled.prepared.len()
+            );
+        }
+        Ok(out)
     }
 
     /// Runs a plan that pauses on NonZero: each part as soon as it is known.
@@ -448,19 +481,26 @@ impl Session {
                 c.values[v] = Some(Arc::new(self.gpu.buffer(&name, bytes, STORAGE)?));
             }
         }
-        let mut pool: Vec<Arc<wgpu::Buffer>> = Vec::new();
+        // Free buffers: the session's, then those this plan's values free as it goes.
+        let shared = lifetimes.is_some();
+        let mut pool: Vec<Arc<wgpu::Buffer>> = if shared {
+            std::mem::take(&mut self.pool)
+        } else {
+            Vec::new()
+        };
+        let mut taken: Vec<Arc<wgpu::Buffer>> = Vec::new();
         let mut kernels_of = Vec::new();
         for s in range.clone() {
             let step = c.plan.steps[s].clone();
             if groups.absorbed_into.get(s).copied().flatten().is_some() {
                 // Computed inside the kernel of its group: no dispatch, no buffer.
-                kernels_of.push((s, Kernels::default()));
+                kernels_of.push((s, Arc::new(Kernels::default())));
                 continue;
             }
             let io = step_io(&c.plan, s, &step);
             let k = match groups.members.get(&s) {
-                Some(members) => fused_kernels(&c.plan, members, &io)?,
-                None => kernels::kernels(&io)?,
+                Some(members) => Arc::new(fused_kernels(&c.plan, members, &io)?),
+                None => self.memo_kernels(&io)?,
             };
             // Buffers of the outputs.
             for (j, &v) in step.outputs.iter().enumerate() {
@@ -480,7 +520,12 @@ impl Session {
                     None => {
                         let bytes = Self::value_bytes(&c.plan.values[v]);
                         self.check_size(&format!("{} output {j}", step.node), bytes)?;
-                        take_or_make(&self.gpu, &mut pool, bytes, &step.node)?
+                        let b = take_or_make(&self.gpu, &mut pool, bytes, &step.node)?;
+                        let output = c.plan.outputs.iter().any(|(_, o)| *o == Operand::Value(v));
+                        if !output {
+                            taken.push(b.clone());
+                        }
+                        b
                     }
                 };
                 c.values[v] = Some(buffer);
@@ -494,6 +539,16 @@ impl Session {
                 }
             }
             kernels_of.push((s, k));
+        }
+        if shared {
+            // Every buffer this plan's intermediates use goes back to the session for the next
+            // plan (each once).
+            let mut seen = std::collections::HashSet::new();
+            self.pool = pool
+                .into_iter()
+                .chain(taken)
+                .filter(|b| seen.insert(Arc::as_ptr(b)))
+                .collect();
         }
         // Parameters of every dispatch in one uniform buffer.
         let total: usize = kernels_of.iter().map(|(_, k)| k.dispatches.len()).sum();
@@ -515,6 +570,27 @@ impl Session {
         self.gpu.queue.write_buffer(&params, 0, bytemuck::cast_slice(&words));
         c._held.push(Arc::new(params));
         Ok(())
+    }
+
+    /// The kernels of a step, from the memo where the same op met the same types before.
+    fn memo_kernels(&mut self, io: &StepIo) -> Result<Arc<Kernels>> {
+        // Constants change a kernel only through a scalar (Pow's exponent): larger ones are left
+        // out of the key.
+        let consts: Vec<Option<Vec<f64>>> = io
+            .consts
+            .iter()
+            .map(|c| c.filter(|t| t.len() <= 4).map(|t| t.to_f64_vec()))
+            .collect();
+        let key = format!("{:?}|{:?}|{:?}|{:?}|{}", io.step.op, io.ins, io.outs, consts, io.index);
+        if let Some(k) = self.kernel_memo.get(&key) {
+            return Ok(k.clone());
+        }
+        let k = Arc::new(kernels::kernels(io)?);
+        if self.kernel_memo.len() > 20_000 {
+            self.kernel_memo.clear();
+        }
+        self.kernel_memo.insert(key, k.clone());
+        Ok(k)
     }
 
     /// Makes the bind groups of one step's dispatches.
