@@ -4,7 +4,8 @@
 # (tools/bench/make_checkpoints.py; their ONNX graphs by tools/bench/export_onnx.py, the KV-cache
 # layouts for the decoders). float32: the WebGPU kernels compute in f32.
 # Writes OUT_DIR/bench-webgpu.jsonl (one JSON line per measurement, `side` = hwcov-webgpu, hwcov-cuda
-# or pytorch).
+# or pytorch) and OUT_DIR/bench-webgpu-stderr.log (what each run printed: with HWCOV_WEBGPU_PROFILE=1,
+# the WebGPU platform's per-run timings).
 # Usage: tools/gpu/bench_webgpu.sh HWCOV_BINARY OUT_DIR [CHECKPOINT_DIR]
 set -uo pipefail
 bin=${1:?binary}; out=${2:?out dir}; ckpt=${3:-/tmp/hwcov-bench-checkpoints}
@@ -20,19 +21,25 @@ done
 
 jsonl="$out/bench-webgpu.jsonl"
 : > "$jsonl"
+err="$out/bench-webgpu-stderr.log"
+: > "$err"
 row() {  # checkpoint batch seq [decode tokens]: one line per side
-  local dir="$ckpt/$1" b=$2 s=$3 d=${4:-0} r
+  local dir="$ckpt/$1" b=$2 s=$3 d=${4:-0} r e
   for side in hwcov-webgpu hwcov-cuda pytorch; do
+    echo "== $side $1 b$b s$s d$d" >> "$err"
+    e=$(mktemp)
     case $side in
-      hwcov-webgpu) r=$(timeout 300 "$bin" bench --platform webgpu --model-dir "$dir" --precision f32 --batch "$b" --seq "$s" --decode "$d" --json 2>&1) ;;
-      hwcov-cuda) r=$(timeout 300 "$bin" bench --platform cuda --model-dir "$dir" --precision f32 --batch "$b" --seq "$s" --decode "$d" --json 2>&1) ;;
-      pytorch) r=$(timeout 300 python3 "$here/bench/pytorch_bench.py" --model-dir "$dir" --precision f32 --batch "$b" --seq "$s" --decode "$d" 2>&1 | tail -1) ;;
+      hwcov-webgpu) r=$(timeout 300 "$bin" bench --platform webgpu --model-dir "$dir" --precision f32 --batch "$b" --seq "$s" --decode "$d" --json 2>"$e") ;;
+      hwcov-cuda) r=$(timeout 300 "$bin" bench --platform cuda --model-dir "$dir" --precision f32 --batch "$b" --seq "$s" --decode "$d" --json 2>"$e") ;;
+      pytorch) r=$(timeout 300 python3 "$here/bench/pytorch_bench.py" --model-dir "$dir" --precision f32 --batch "$b" --seq "$s" --decode "$d" 2>"$e" | tail -1) ;;
     esac
-    SIDE=$side CK=$1 B=$b S=$s R="$r" python3 -c "import json, os
+    cat "$e" >> "$err"
+    SIDE=$side CK=$1 B=$b S=$s R="$r" E="$(tail -c 600 "$e")" python3 -c "import json, os
 row = {'side': os.environ['SIDE'], 'checkpoint': os.environ['CK'], 'precision': 'f32', 'batch': int(os.environ['B']), 'seq': int(os.environ['S'])}
 try: row['result'] = json.loads(os.environ['R'])
-except Exception: row['error'] = os.environ['R'][-600:]
+except Exception: row['error'] = (os.environ['R'] + os.environ['E'])[-600:]
 print(json.dumps(row))" >> "$jsonl"
+    rm -f "$e"
   done
   echo "$1 b$b s$s done"
 }
