@@ -45,6 +45,10 @@ pub trait GraphSession: Send {
         keep: &dyn Fn(&str) -> bool,
     ) -> Result<(NamedTensors, BTreeMap<String, Self::Resident>)>;
 
+    /// Each cache tensor (batch, heads, length, head_dim) with `front` rows of zeros added before
+    /// its first along the length axis, or with its first `-front` rows dropped.
+    fn shift_caches(&mut self, caches: Vec<Self::Resident>, front: isize) -> Result<Vec<Self::Resident>>;
+
     /// Device kernels dispatched since the graph was opened, where the runtime counts them.
     fn dispatches(&self) -> Option<u64> {
         None
@@ -78,6 +82,8 @@ struct State<R> {
     inputs: NamedTensors,
     /// The cache, kept where the runtime holds it: `past_key_values.*` by name.
     pasts: BTreeMap<String, R>,
+    /// Leading cache slots that are padding (masked for every row), in a bucketed cache.
+    pad: usize,
 }
 
 impl<R> State<R> {
@@ -85,8 +91,32 @@ impl<R> State<R> {
         State {
             inputs,
             pasts: BTreeMap::new(),
+            pad: 0,
         }
     }
+}
+
+/// Slots a bucketed cache grows by at once.
+const BUCKET: usize = 64;
+
+/// `mask` (batch, length) with `front` zero columns added before the first, or its first `-front`
+/// columns dropped.
+fn shift_mask(mask: &HostTensor, front: isize) -> Result<HostTensor> {
+    let (b, l) = rows("attention_mask", mask)?;
+    let m = mask
+        .to_i64_vec()
+        .ok_or_else(|| Error::tensor("attention_mask", "is not an integer tensor"))?;
+    let new_l = (l as isize + front).max(0) as usize;
+    let mut out = Vec::with_capacity(b * new_l);
+    for row in m.chunks(l.max(1)).take(b) {
+        if front >= 0 {
+            out.extend(std::iter::repeat_n(0, front as usize));
+            out.extend_from_slice(row);
+        } else {
+            out.extend_from_slice(&row[(-front) as usize..]);
+        }
+    }
+    HostTensor::i64(vec![b, new_l], out)
 }
 
 pub struct GraphHandler<Graph: GraphSession> {
@@ -234,6 +264,25 @@ fn is_present(name: &str) -> bool {
     name.starts_with(PRESENT)
 }
 
+/// Keeps a bucketed cache at a fixed length after a step appended one slot: drops a leading
+/// padding slot, or, with none left, adds `BUCKET - 1` (the only steps that change the length).
+fn fit_cache<G: GraphSession>(g: &mut G, state: &mut State<G::Resident>, bucketed: bool) -> Result<()> {
+    if !bucketed {
+        return Ok(());
+    }
+    let front: isize = if state.pad > 0 { -1 } else { BUCKET as isize - 1 };
+    let names: Vec<String> = state.pasts.keys().cloned().collect();
+    let caches: Vec<G::Resident> = names.iter().filter_map(|n| state.pasts.remove(n)).collect();
+    let shifted = g.shift_caches(caches, front)?;
+    state.pasts.extend(names.into_iter().zip(shifted));
+    if let Some(mask) = state.inputs.get("attention_mask") {
+        let m = shift_mask(mask, front)?;
+        state.inputs.insert("attention_mask".into(), m);
+    }
+    state.pad = (state.pad as isize + front) as usize;
+    Ok(())
+}
+
 impl<Graph: GraphSession> GraphHandler<Graph> {
     /// Finds the folder's graphs and opens the ones it uses with `open`.
     pub fn load(files: &ModelFiles, mut open: impl FnMut(&GraphFile) -> Result<Graph>) -> Result<Self> {
@@ -282,6 +331,27 @@ impl<Graph: GraphSession> GraphHandler<Graph> {
             return Decoding::Rerun;
         }
         Decoding::None
+    }
+
+    /// The graph of the decoder-only steps after the first.
+    fn step_graph(&mut self) -> Option<&mut Graph> {
+        match (self.decoder_with_past.as_mut(), self.model.as_mut()) {
+            (Some(d), _) => Some(d),
+            (None, m) => m,
+        }
+    }
+
+    /// Whether the decoder-only cache is kept in buckets of fixed length: where the step graph
+    /// takes its positions as `position_ids`, padding slots masked for every row change nothing
+    /// (their attention weight is exp(-inf) = 0, and no position is counted from the cache's
+    /// length), and a fixed length lets the runtime reuse one plan for many steps.
+    fn bucketed(&self) -> bool {
+        self.decoding == Decoding::DecoderCache
+            && match (&self.decoder_with_past, &self.model) {
+                (Some(d), _) => d.has_input("position_ids"),
+                (None, Some(m)) => m.has_input("position_ids"),
+                (None, None) => false,
+            }
     }
 
     pub fn input_names(&self) -> Vec<String> {
@@ -404,6 +474,11 @@ impl<Graph: GraphSession> GraphHandler<Graph> {
                 let mut state = State::new(NamedTensors::new());
                 state.inputs.insert("attention_mask".into(), mask);
                 pasts_of(kept, &mut state.pasts);
+                let bucketed = self.bucketed();
+                let steps = self
+                    .step_graph()
+                    .ok_or_else(|| Error::runtime("decoding", "no graph takes the cache"))?;
+                fit_cache(steps, &mut state, bucketed)?;
                 self.state = Some(state);
                 last_logits(&out)
             }
@@ -452,6 +527,7 @@ impl<Graph: GraphSession> GraphHandler<Graph> {
     /// Appends one token per row and returns the next logits.
     pub fn step_decoding(&mut self, tokens: &[u32]) -> Result<HostTensor> {
         let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
+        let bucketed = self.bucketed();
         let state = self
             .state
             .as_mut()
@@ -475,6 +551,9 @@ impl<Graph: GraphSession> GraphHandler<Graph> {
                 }
                 let (out, kept) = g.run_resident(&inputs, &state.pasts, &is_present)?;
                 pasts_of(kept, &mut state.pasts);
+                if self.decoding == Decoding::DecoderCache {
+                    fit_cache(g, state, bucketed)?;
+                }
                 last_logits(&out)
             }
             Decoding::Rerun => {
@@ -536,6 +615,16 @@ impl<Graph: GraphSession> Decoder for GraphHandler<Graph> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn masks_shift_by_whole_columns() {
+        let mask = HostTensor::i64(vec![2, 3], vec![1, 1, 1, 0, 1, 1]).unwrap();
+        let grown = shift_mask(&mask, 2).unwrap();
+        assert_eq!(grown.shape(), [2, 5]);
+        assert_eq!(grown.to_i64_vec().unwrap(), [0, 0, 1, 1, 1, 0, 0, 0, 1, 1]);
+        let back = shift_mask(&grown, -2).unwrap();
+        assert_eq!(back, mask);
+    }
 
     #[test]
     fn positions_follow_the_mask_as_generate_derives_them() {

@@ -130,6 +130,10 @@ impl GraphSession for Graph {
         Ok((host, kept.into_iter().collect()))
     }
 
+    fn shift_caches(&mut self, caches: Vec<HostTensor>, front: isize) -> Result<Vec<HostTensor>> {
+        caches.iter().map(|t| shift_rows(t, front)).collect()
+    }
+
     fn path(&self) -> &Path {
         &self.path
     }
@@ -173,6 +177,30 @@ impl GraphSession for Graph {
         }
         Ok(out)
     }
+}
+
+/// A (batch, heads, length, head_dim) tensor with `front` zero rows added before the first along
+/// the length axis, or its first `-front` rows dropped.
+fn shift_rows(t: &HostTensor, front: isize) -> Result<HostTensor> {
+    let [b, h, l, e] = t.shape()[..] else {
+        return Err(Error::runtime(
+            "shifting the cache",
+            format!("a cache tensor of shape {:?}", t.shape()),
+        ));
+    };
+    let v = t.to_f64_vec();
+    let new_l = (l as isize + front).max(0) as usize;
+    let mut out = Vec::with_capacity(b * h * new_l * e);
+    for p in 0..b * h {
+        let plane = &v[p * l * e..(p + 1) * l * e];
+        if front >= 0 {
+            out.extend(std::iter::repeat_n(0f32, front as usize * e));
+            out.extend(plane.iter().map(|&x| x as f32));
+        } else {
+            out.extend(plane[(-front) as usize * e..].iter().map(|&x| x as f32));
+        }
+    }
+    HostTensor::f32(vec![b, h, new_l, e], out)
 }
 
 /// A host tensor as an OpenVINO tensor of the element type the graph expects.

@@ -572,6 +572,41 @@ impl Session {
         Ok(())
     }
 
+    /// Each cache tensor (batch, heads, length, head_dim) with `front` zero rows added before the
+    /// first along the length axis, or its first `-front` rows dropped: copies of whole rows on
+    /// the device (new buffers start zeroed), all in one submission.
+    pub fn shift_caches(&mut self, caches: Vec<DeviceTensor>, front: isize) -> Result<Vec<DeviceTensor>> {
+        let mut enc = self.gpu.device.create_command_encoder(&Default::default());
+        let mut out = Vec::with_capacity(caches.len());
+        for d in caches {
+            let [b, h, l, e] = d.ty.shape[..] else {
+                return Err(Error::runtime(
+                    "shifting the cache",
+                    format!("a cache tensor of shape {:?}", d.ty.shape),
+                ));
+            };
+            let new_l = (l as isize + front).max(0) as usize;
+            let ty = ValueType::new(d.ty.dtype, vec![b, h, new_l, e]);
+            let buffer = self.gpu.buffer("KV cache", (ty.numel() * 4) as u64, STORAGE)?;
+            let (skip, keep) = if front >= 0 { (0, l) } else { ((-front) as usize, new_l) };
+            let pad = if front >= 0 { front as usize } else { 0 };
+            for plane in 0..b * h {
+                let src = ((plane * l + skip) * e * 4) as u64;
+                let dst = ((plane * new_l + pad) * e * 4) as u64;
+                let n = (keep * e * 4) as u64;
+                if n > 0 {
+                    enc.copy_buffer_to_buffer(&d.buffer, src, &buffer, dst, n);
+                }
+            }
+            out.push(DeviceTensor {
+                buffer: Arc::new(buffer),
+                ty,
+            });
+        }
+        self.gpu.queue.submit([enc.finish()]);
+        Ok(out)
+    }
+
     /// The kernels of a step, from the memo where the same op met the same types before.
     fn memo_kernels(&mut self, io: &StepIo) -> Result<Arc<Kernels>> {
         // Constants change a kernel only through a scalar (Pow's exponent): larger ones are left

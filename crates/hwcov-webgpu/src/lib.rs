@@ -243,6 +243,10 @@ impl GraphSession for Graph {
         self.0.run_resident(inputs, resident, keep)
     }
 
+    fn shift_caches(&mut self, caches: Vec<exec::DeviceTensor>, front: isize) -> Result<Vec<exec::DeviceTensor>> {
+        self.0.shift_caches(caches, front)
+    }
+
     fn dispatches(&self) -> Option<u64> {
         Some(self.0.total_dispatches)
     }
