@@ -1,6 +1,7 @@
-//! The matrix-product kernels over many shapes: both kernels (`any` for small or unaligned products,
-//! `wide` for products of whole vec4 rows of 64 or more), tile edges, broadcast batch axes and
-//! Gemm's transposed B, on random inputs, against products computed in f64 on the host.
+//! The matrix-product kernels over many shapes: all three (`any` for small or unaligned products,
+//! `wide` for products of whole vec4 rows of 64 or more, `rows` for 4 rows or fewer), tile edges,
+//! broadcast batch axes and Gemm's transposed B, on random inputs, against products computed in
+//! f64 on the host.
 
 use std::path::{Path, PathBuf};
 
@@ -63,6 +64,9 @@ fn matmul_over_shapes() {
         (1, 257, 68, 200),
         (3, 70, 16, 68),
         (1, 128, 1, 128),
+        (1, 1, 896, 4864),
+        (2, 3, 37, 260),
+        (1, 4, 64, 132),
     ]
     .iter()
     .enumerate()
@@ -90,7 +94,7 @@ fn matmul_over_shapes() {
 #[test]
 fn matmul_with_broadcast_batch_axes() {
     let Some(mut s) = session("matmul_batched") else { return };
-    for (i, &(b, m, k, n)) in [(3, 4, 5, 6), (2, 65, 12, 64)].iter().enumerate() {
+    for (i, &(b, m, k, n)) in [(3, 4, 5, 6), (2, 65, 12, 64), (2, 1, 9, 8)].iter().enumerate() {
         let a = random(2 * b * m * k, 10 + i as u64);
         let w = random(b * k * n, 20 + i as u64);
         let mut inputs = NamedTensors::new();
@@ -116,7 +120,7 @@ fn matmul_with_broadcast_batch_axes() {
 #[test]
 fn gemm_with_transposed_b_and_bias() {
     let Some(mut s) = session("gemm_transb") else { return };
-    for (i, &(m, k, n)) in [(3, 5, 7), (96, 64, 132), (200, 40, 64)].iter().enumerate() {
+    for (i, &(m, k, n)) in [(3, 5, 7), (96, 64, 132), (200, 40, 64), (2, 16, 8)].iter().enumerate() {
         let a = random(m * k, 30 + i as u64);
         let w = random(n * k, 40 + i as u64);
         let c = random(n, 50 + i as u64);

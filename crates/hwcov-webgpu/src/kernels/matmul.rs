@@ -8,6 +8,11 @@
 //!   workgroup memory 8 deep along K, loaded as vec4s.
 //! - `any`, for the rest: 64 x 64 tiles, each thread 4 x 4 elements spaced 16 apart, every operand
 //!   read through strides (so a transposed one costs no copy), 16 deep along K.
+//! - `rows`, for products of at most 4 rows (a decoding step) with B in rows of whole vec4s: each
+//!   workgroup takes 128 columns, its 256 threads 32 column vec4s by 8 slices of K, each thread
+//!   reading B once and keeping every row's sums; the slices add up in workgroup memory. Reading B
+//!   once is what such a product costs; the tiled kernels would spend most of their arithmetic on
+//!   rows that are not there.
 
 use hwcov_core::Result;
 use hwcov_onnx::ir::Op;
@@ -19,6 +24,9 @@ const MAX_BATCH: usize = 6;
 
 const TILE: usize = 64;
 const WIDE_TILE: usize = 128;
+/// The most rows of the `rows` kernel, and the columns one of its workgroups takes.
+const ROWS: usize = 4;
+const ROWS_COLUMNS: usize = 128;
 
 /// The `wide` kernel; `b_transposed` reads B as (N, K) rows.
 fn source_wide(has_c: bool, b_transposed: bool) -> String {
@@ -132,6 +140,75 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     s.push_str(
         "                out0[(offO + gr * N + gc) / 4u] = v;
             }
+        }
+    }
+}
+",
+    );
+    s
+}
+
+/// The `rows` kernel (at most `ROWS` rows of A).
+fn source_rows(has_c: bool) -> String {
+    let mut s = prelude();
+    s.push_str(&binding(1, "A", Scalar::F32, false));
+    s.push_str("@group(0) @binding(2) var<storage, read> B: array<vec4<f32>>;\n");
+    if has_c {
+        s.push_str(&binding(3, "C", Scalar::F32, false));
+        s.push_str("@group(0) @binding(4) var<storage, read_write> out0: array<vec4<f32>>;\n");
+    } else {
+        s.push_str("@group(0) @binding(3) var<storage, read_write> out0: array<vec4<f32>>;\n");
+    }
+    s.push_str(
+        "var<workgroup> red: array<vec4<f32>, 1024>;
+
+@compute @workgroup_size(256, 1, 1)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let M = p(0u);
+    let N = p(1u);
+    let K = p(2u);
+    var rem = wid.z;
+    var offA = 0u;
+    var offB = 0u;
+    var offC = 0u;
+    for (var a = i32(p(3u)) - 1; a >= 0; a = a - 1) {
+        let d = p(4u + u32(a));
+        let c = rem % d;
+        rem = rem / d;
+        offA = offA + c * p(10u + u32(a));
+        offB = offB + c * p(16u + u32(a));
+        offC = offC + c * p(22u + u32(a));
+    }
+    let quad = lid % 32u;
+    let slice = lid / 32u;
+    let col = wid.x * 128u + quad * 4u;
+    var acc: array<vec4<f32>, 4>;
+    if (col < N) {
+        for (var k = slice; k < K; k = k + 8u) {
+            let b = B[(offB + k * N + col) / 4u];
+            for (var r = 0u; r < M; r = r + 1u) {
+                acc[r] = fma(vec4<f32>(A[offA + r * p(28u) + k * p(29u)]), b, acc[r]);
+            }
+        }
+    }
+    for (var r = 0u; r < 4u; r = r + 1u) { red[(slice * 32u + quad) * 4u + r] = acc[r]; }
+    workgroupBarrier();
+    if (slice == 0u && col < N) {
+        for (var r = 0u; r < M; r = r + 1u) {
+            var v = vec4<f32>(0.0);
+            for (var t = 0u; t < 8u; t = t + 1u) { v = v + red[(t * 32u + quad) * 4u + r]; }
+            v = pf(32u) * v;
+",
+    );
+    if has_c {
+        s.push_str(
+            "            let cb = offC + r * p(34u) + col * p(35u);
+            v = v + pf(33u) * vec4<f32>(C[cb], C[cb + p(35u)], C[cb + 2u * p(35u)], C[cb + 3u * p(35u)]);
+",
+        );
+    }
+    s.push_str(
+        "            out0[(wid.z * M * N + r * N + col) / 4u] = v;
         }
     }
 }
@@ -345,14 +422,18 @@ pub fn matmul(io: &StepIo) -> Result<Kernels> {
     let b_rows = cs_b == 1 && rs_b == n;
     let b_transposed = rs_b == 1 && cs_b == k;
     let wide = a_rows && (b_rows || b_transposed) && k % 4 == 0 && n % 4 == 0 && m >= 64 && n >= 64;
-    let (tile, src) = if wide {
+    // The rows kernel wants few rows, and B in rows of whole vec4s.
+    let few_rows = m <= ROWS && b_rows && n % 4 == 0;
+    let (tile, src) = if few_rows {
+        (ROWS_COLUMNS, source_rows(has_c))
+    } else if wide {
         (WIDE_TILE, source_wide(has_c, !b_rows))
     } else {
         (TILE, source(has_c))
     };
     let groups = [
         n.div_ceil(tile).max(1) as u32,
-        m.div_ceil(tile).max(1) as u32,
+        if few_rows { 1 } else { m.div_ceil(tile).max(1) as u32 },
         batch.max(1) as u32,
     ];
     if groups[0] > 65535 || groups[1] > 65535 {
