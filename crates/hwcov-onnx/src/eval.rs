@@ -470,23 +470,10 @@ fn where_(inputs: &[&HostTensor], out: &ValueType) -> R<HostTensor> {
         .collect();
     let both = concat_data(&[inputs[1], inputs[2]])?;
     take(
-        &HostTensor::new(vec![both_len(&both)], both).map_err(|e| e.to_string())?,
+        &HostTensor::new(vec![inputs[1].len() + inputs[2].len()], both).map_err(|e| e.to_string())?,
         &idx,
         out,
     )
-}
-
-fn both_len(d: &TensorData) -> usize {
-    match d {
-        TensorData::F64(v) => v.len(),
-        TensorData::F32(v) => v.len(),
-        TensorData::F16(v) => v.len(),
-        TensorData::BF16(v) => v.len(),
-        TensorData::I64(v) => v.len(),
-        TensorData::I32(v) => v.len(),
-        TensorData::U8(v) => v.len(),
-        TensorData::Bool(v) => v.len(),
-    }
 }
 
 /// The elements of several tensors of one dtype, one after the other.
@@ -518,7 +505,8 @@ fn concat_data(parts: &[&HostTensor]) -> R<TensorData> {
 
 fn concat(inputs: &[&HostTensor], axis: usize, out: &ValueType) -> R<HostTensor> {
     let all = concat_data(inputs)?;
-    let joined = HostTensor::new(vec![both_len(&all)], all).map_err(|e| e.to_string())?;
+    let total = inputs.iter().map(|t| t.len()).sum();
+    let joined = HostTensor::new(vec![total], all).map_err(|e| e.to_string())?;
     // Each output element: which part, and its flat index in the joined data.
     let mut bounds = Vec::new();
     let mut base = 0;
@@ -652,57 +640,45 @@ fn cumsum(x: &HostTensor, axis: usize, exclusive: bool, reverse: bool, out: &Val
     let shape = x.shape();
     let st = strides(shape);
     let len = shape[axis];
-    let run = |v: &mut dyn FnMut(usize, usize)| {
-        // For every line along `axis`: (first flat index of the line).
-        let lines = map_indices(shape, |o| {
-            if o[axis] == 0 {
-                (0..o.len()).map(|a| o[a] * st[a]).sum()
-            } else {
-                usize::MAX
+    // The first flat index of every line along `axis`.
+    let lines: Vec<usize> = map_indices(shape, |o| {
+        if o[axis] == 0 {
+            (0..o.len()).map(|a| o[a] * st[a]).sum()
+        } else {
+            usize::MAX
+        }
+    })
+    .into_iter()
+    .filter(|&b| b != usize::MAX)
+    .collect();
+    fn scan<T: Copy + Default>(
+        v: &[T],
+        lines: &[usize],
+        len: usize,
+        stride: usize,
+        exclusive: bool,
+        reverse: bool,
+        add: impl Fn(T, T) -> T,
+    ) -> Vec<T> {
+        let mut r = vec![T::default(); v.len()];
+        for &base in lines {
+            let mut acc = T::default();
+            for k in 0..len {
+                let p = base + (if reverse { len - 1 - k } else { k }) * stride;
+                if exclusive {
+                    r[p] = acc;
+                    acc = add(acc, v[p]);
+                } else {
+                    acc = add(acc, v[p]);
+                    r[p] = acc;
+                }
             }
-        });
-        for base in lines.into_iter().filter(|&b| b != usize::MAX) {
-            v(base, st[axis]);
         }
-    };
-    let vals = values(x);
-    let result = match vals {
-        Values::F(v) => {
-            let mut r = vec![0.0; v.len()];
-            run(&mut |base, s| {
-                let mut acc = 0.0;
-                for k in 0..len {
-                    let i = if reverse { len - 1 - k } else { k };
-                    let p = base + i * s;
-                    if exclusive {
-                        r[p] = acc;
-                        acc += v[p];
-                    } else {
-                        acc += v[p];
-                        r[p] = acc;
-                    }
-                }
-            });
-            Values::F(r)
-        }
-        Values::I(v) => {
-            let mut r = vec![0i64; v.len()];
-            run(&mut |base, s| {
-                let mut acc = 0i64;
-                for k in 0..len {
-                    let i = if reverse { len - 1 - k } else { k };
-                    let p = base + i * s;
-                    if exclusive {
-                        r[p] = acc;
-                        acc = acc.wrapping_add(v[p]);
-                    } else {
-                        acc = acc.wrapping_add(v[p]);
-                        r[p] = acc;
-                    }
-                }
-            });
-            Values::I(r)
-        }
+        r
+    }
+    let result = match values(x) {
+        Values::F(v) => Values::F(scan(&v, &lines, len, st[axis], exclusive, reverse, |a, b| a + b)),
+        Values::I(v) => Values::I(scan(&v, &lines, len, st[axis], exclusive, reverse, i64::wrapping_add)),
     };
     convert(&result, out)
 }
@@ -780,6 +756,24 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(r[0].to_i64_vec().unwrap(), [1, 2, -1]);
+    }
+
+    #[test]
+    fn cumsum_runs_along_its_axis_both_ways() {
+        let x = HostTensor::i64(vec![2, 3], vec![1, 2, 3, 4, 5, 6]).unwrap();
+        let ty = ValueType::new(DType::I64, vec![2, 3]);
+        let run = |exclusive, reverse| {
+            let op = Op::CumSum {
+                axis: 1,
+                exclusive,
+                reverse,
+            };
+            eval(&op, &[&x], std::slice::from_ref(&ty)).unwrap().unwrap()[0].to_i64_vec().unwrap()
+        };
+        assert_eq!(run(false, false), [1, 3, 6, 4, 9, 15]);
+        assert_eq!(run(true, false), [0, 1, 3, 0, 4, 9]);
+        assert_eq!(run(false, true), [6, 5, 3, 15, 11, 6]);
+        assert_eq!(run(true, true), [5, 3, 0, 11, 6, 0]);
     }
 
     #[test]

@@ -89,16 +89,20 @@ impl Plan {
         m
     }
 
-    /// Removes steps whose outputs nothing reads (a value only a Shape node looked at).
-    fn prune(&mut self) {
-        let mut live: HashSet<ValueId> = self
-            .outputs
+    /// The values the graph outputs are.
+    pub fn output_values(&self) -> HashSet<ValueId> {
+        self.outputs
             .iter()
             .filter_map(|(_, o)| match o {
                 Operand::Value(v) => Some(*v),
                 Operand::Const(_) => None,
             })
-            .collect();
+            .collect()
+    }
+
+    /// Removes steps whose outputs nothing reads (a value only a Shape node looked at).
+    fn prune(&mut self) {
+        let mut live = self.output_values();
         let mut keep = vec![false; self.steps.len()];
         for (i, s) in self.steps.iter().enumerate().rev() {
             // NonZero stays: it was run (and counted) while specializing.

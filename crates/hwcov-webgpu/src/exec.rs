@@ -693,25 +693,12 @@ impl Session {
             words.extend_from_slice(&block);
             let offset = *slot * (PARAM_WORDS * 4) as u64;
             *slot += 1;
-            let mut entries = vec![wgpu::BindGroupEntry {
-                binding: 0,
-                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer: params,
-                    offset,
-                    size: std::num::NonZeroU64::new((PARAM_WORDS * 4) as u64),
-                }),
-            }];
-            for (b, buf) in buffers.iter().enumerate() {
-                entries.push(wgpu::BindGroupEntry {
-                    binding: b as u32 + 1,
-                    resource: buf.as_entire_binding(),
-                });
-            }
-            let bind = self.gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: None,
-                layout: &pipeline.get_bind_group_layout(0),
-                entries: &entries,
+            let block = wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: params,
+                offset,
+                size: std::num::NonZeroU64::new((PARAM_WORDS * 4) as u64),
             });
+            let bind = self.gpu.bind_group(&pipeline, block, &buffers);
             c.prepared.push(Prepared {
                 pipeline,
                 bind,
@@ -879,7 +866,7 @@ impl Session {
             .ok_or_else(|| Error::runtime(&step.node, "no input buffer"))?;
         self.one_off(&src, &[ty.numel() as u32], &[input, counts.clone()], [1, 1, 1])?;
         self.total_dispatches += 1;
-        let bytes = self.gpu.read(&counts, 4 * (WG as u64 + 1))?;
+        let bytes = self.gpu.read_many(&[(counts.clone(), 4 * (WG as u64 + 1))])?.remove(0);
         let at = WG as usize * 4;
         let total = i32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
         c._held.push(counts);
@@ -931,21 +918,7 @@ impl Session {
         let mut words = params.to_vec();
         words.resize(PARAM_WORDS, 0);
         self.gpu.queue.write_buffer(&p, 0, bytemuck::cast_slice(&words));
-        let mut entries = vec![wgpu::BindGroupEntry {
-            binding: 0,
-            resource: p.as_entire_binding(),
-        }];
-        for (i, b) in buffers.iter().enumerate() {
-            entries.push(wgpu::BindGroupEntry {
-                binding: i as u32 + 1,
-                resource: b.as_entire_binding(),
-            });
-        }
-        let bind = self.gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: None,
-            layout: &pipeline.get_bind_group_layout(0),
-            entries: &entries,
-        });
+        let bind = self.gpu.bind_group(&pipeline, p.as_entire_binding(), buffers);
         let mut enc = self.gpu.device.create_command_encoder(&Default::default());
         {
             let mut pass = enc.begin_compute_pass(&Default::default());

@@ -53,14 +53,7 @@ pub fn groups(plan: &Plan, max_inputs: usize) -> Groups {
             }
         }
     }
-    let outputs: HashSet<usize> = plan
-        .outputs
-        .iter()
-        .filter_map(|(_, o)| match o {
-            Operand::Value(v) => Some(*v),
-            Operand::Const(_) => None,
-        })
-        .collect();
+    let outputs = plan.output_values();
     let mut g = Groups::none(n);
     for root in (0..n).rev() {
         let step = &plan.steps[root];

@@ -186,6 +186,30 @@ impl Gpu {
         Ok(buffer)
     }
 
+    /// The bind group of a pipeline: the parameter block at binding 0, then `buffers` from 1 on.
+    pub fn bind_group(
+        &self,
+        pipeline: &wgpu::ComputePipeline,
+        params: wgpu::BindingResource,
+        buffers: &[std::sync::Arc<wgpu::Buffer>],
+    ) -> wgpu::BindGroup {
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: params,
+        }];
+        for (i, b) in buffers.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource: b.as_entire_binding(),
+            });
+        }
+        self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        })
+    }
+
     /// Waits for the queue to finish.
     pub fn wait(&self) -> Result<()> {
         self.device
@@ -234,33 +258,5 @@ impl Gpu {
         drop(view);
         staging.unmap();
         Ok(out)
-    }
-
-    /// Copies `size` bytes of `src` back to the host.
-    pub fn read(&self, src: &wgpu::Buffer, size: u64) -> Result<Vec<u8>> {
-        let size = size.max(4).next_multiple_of(4);
-        let staging = self.buffer(
-            "readback",
-            size,
-            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        )?;
-        let mut enc = self.device.create_command_encoder(&Default::default());
-        enc.copy_buffer_to_buffer(src, 0, &staging, 0, size);
-        self.queue.submit([enc.finish()]);
-        let (tx, rx) = std::sync::mpsc::channel();
-        staging.map_async(wgpu::MapMode::Read, .., move |r| {
-            let _ = tx.send(r);
-        });
-        self.wait()?;
-        rx.recv()
-            .map_err(|e| Error::runtime("reading back", e))?
-            .map_err(|e| Error::runtime("reading back", e))?;
-        let view = staging
-            .get_mapped_range(..)
-            .map_err(|e| Error::runtime("reading back", e))?;
-        let bytes = view.to_vec();
-        drop(view);
-        staging.unmap();
-        Ok(bytes)
     }
 }

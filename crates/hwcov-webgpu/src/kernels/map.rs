@@ -8,8 +8,8 @@ use hwcov_core::Result;
 use hwcov_onnx::ir::{Binary, Op, PadMode, Unary, ValueType};
 
 use super::{
-    Arg, Dispatch, ENTRY_1D, Kernels, MAX_RANK, Scalar, StepIo, binding, dispatch_1d, iword, math, prelude, strides,
-    word,
+    Arg, Dispatch, ENTRY_1D, Kernels, MAX_RANK, Scalar, StepIo, binding, dispatch_1d, iword, math, one_to_one, prelude,
+    strides, word,
 };
 
 /// Where an operand's elements are, over the iteration space.
@@ -618,15 +618,7 @@ pub fn pad(io: &StepIo) -> Result<Kernels> {
         "",
         ENTRY_1D
     );
-    Ok(Kernels {
-        dispatches: vec![dispatch_1d(
-            src,
-            vec![Arg::In(0), Arg::Out(0)],
-            io.outs[0].numel(),
-            params,
-        )],
-        ..Default::default()
-    })
+    Ok(one_to_one(io, src, params))
 }
 
 /// Trilu: keeps the elements on one side of the diagonal k of the last two axes.
@@ -646,13 +638,5 @@ pub fn trilu(io: &StepIo) -> Result<Kernels> {
         binding(2, "out0", s, true),
     );
     let params = vec![word(cols), word(rows), iword(*k)];
-    Ok(Kernels {
-        dispatches: vec![dispatch_1d(
-            src,
-            vec![Arg::In(0), Arg::Out(0)],
-            io.outs[0].numel(),
-            params,
-        )],
-        ..Default::default()
-    })
+    Ok(one_to_one(io, src, params))
 }

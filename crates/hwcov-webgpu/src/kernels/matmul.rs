@@ -28,6 +28,25 @@ const WIDE_TILE: usize = 128;
 const ROWS: usize = 4;
 const ROWS_COLUMNS: usize = 128;
 
+/// WGSL: the product's sizes, and the offsets of A, B and C in the workgroup's batch (`wid.z`),
+/// the batch axes broadcast by stride.
+const BATCH: &str = "    let M = p(0u);
+    let N = p(1u);
+    let K = p(2u);
+    var rem = wid.z;
+    var offA = 0u;
+    var offB = 0u;
+    var offC = 0u;
+    for (var a = i32(p(3u)) - 1; a >= 0; a = a - 1) {
+        let d = p(4u + u32(a));
+        let c = rem % d;
+        rem = rem / d;
+        offA = offA + c * p(10u + u32(a));
+        offB = offB + c * p(16u + u32(a));
+        offC = offC + c * p(22u + u32(a));
+    }
+";
+
 /// The `wide` kernel; `b_transposed` reads B as (N, K) rows.
 fn source_wide(has_c: bool, b_transposed: bool) -> String {
     let mut s = prelude();
@@ -65,22 +84,11 @@ var<workgroup> Bs: array<vec4<f32>, 256>;
 
 @compute @workgroup_size(16, 16, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let M = p(0u);
-    let N = p(1u);
-    let K = p(2u);
-    var rem = wid.z;
-    var offA = 0u;
-    var offB = 0u;
-    var offC = 0u;
-    for (var a = i32(p(3u)) - 1; a >= 0; a = a - 1) {
-        let d = p(4u + u32(a));
-        let c = rem % d;
-        rem = rem / d;
-        offA = offA + c * p(10u + u32(a));
-        offB = offB + c * p(16u + u32(a));
-        offC = offC + c * p(22u + u32(a));
-    }
-    let row0 = wid.y * 128u;
+",
+    );
+    s.push_str(BATCH);
+    s.push_str(
+        "    let row0 = wid.y * 128u;
     let col0 = wid.x * 128u;
     let tid = lid.y * 16u + lid.x;
     var acc: array<vec4<f32>, 16>;
@@ -164,22 +172,11 @@ fn source_rows(has_c: bool) -> String {
 
 @compute @workgroup_size(256, 1, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let M = p(0u);
-    let N = p(1u);
-    let K = p(2u);
-    var rem = wid.z;
-    var offA = 0u;
-    var offB = 0u;
-    var offC = 0u;
-    for (var a = i32(p(3u)) - 1; a >= 0; a = a - 1) {
-        let d = p(4u + u32(a));
-        let c = rem % d;
-        rem = rem / d;
-        offA = offA + c * p(10u + u32(a));
-        offB = offB + c * p(16u + u32(a));
-        offC = offC + c * p(22u + u32(a));
-    }
-    let quad = lid % 32u;
+",
+    );
+    s.push_str(BATCH);
+    s.push_str(
+        "    let quad = lid % 32u;
     let slice = lid / 32u;
     let col = wid.x * 128u + quad * 4u;
     var acc: array<vec4<f32>, 4>;
@@ -237,22 +234,11 @@ var<workgroup> Bs: array<f32, 1024>;
 
 @compute @workgroup_size(16, 16, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let M = p(0u);
-    let N = p(1u);
-    let K = p(2u);
-    var rem = wid.z;
-    var offA = 0u;
-    var offB = 0u;
-    var offC = 0u;
-    for (var a = i32(p(3u)) - 1; a >= 0; a = a - 1) {
-        let d = p(4u + u32(a));
-        let c = rem % d;
-        rem = rem / d;
-        offA = offA + c * p(10u + u32(a));
-        offB = offB + c * p(16u + u32(a));
-        offC = offC + c * p(22u + u32(a));
-    }
-    let rsA = p(28u);
+",
+    );
+    s.push_str(BATCH);
+    s.push_str(
+        "    let rsA = p(28u);
     let csA = p(29u);
     let rsB = p(30u);
     let csB = p(31u);

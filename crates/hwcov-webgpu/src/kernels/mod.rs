@@ -224,6 +224,19 @@ pub fn padded(mut v: Vec<u32>, n: usize) -> Vec<u32> {
     v
 }
 
+/// The kernels of a step that is one one-dimensional dispatch over its output, reading input 0.
+pub fn one_to_one(io: &StepIo, source: String, params: Vec<u32>) -> Kernels {
+    Kernels {
+        dispatches: vec![dispatch_1d(
+            source,
+            vec![Arg::In(0), Arg::Out(0)],
+            io.outs[0].numel(),
+            params,
+        )],
+        ..Default::default()
+    }
+}
+
 /// A dispatch of a one-dimensional kernel over `n` elements (p(0) = n is prepended to `params`).
 pub fn dispatch_1d(source: String, args: Vec<Arg>, n: usize, params: Vec<u32>) -> Dispatch {
     let mut all = vec![word(n)];

@@ -6,7 +6,6 @@
 use hwcov_core::{DType, Result};
 use hwcov_onnx::ir::{Op, ReduceKind};
 
-use super::map::flit;
 use super::{
     Arg, Dispatch, ENTRY_1D, Kernels, MAX_RANK, Scalar, StepIo, binding, dispatch_1d, fword, grid, prelude, strides,
     word,
@@ -327,7 +326,6 @@ pub fn cumsum(io: &StepIo) -> Result<Kernels> {
         binding(1, "in0", s, false),
         binding(2, "out0", s, true),
     );
-    let _ = flit;
     Ok(Kernels {
         dispatches: vec![dispatch_1d(
             src,
