@@ -768,7 +768,9 @@ mod tests {
                 exclusive,
                 reverse,
             };
-            eval(&op, &[&x], std::slice::from_ref(&ty)).unwrap().unwrap()[0].to_i64_vec().unwrap()
+            eval(&op, &[&x], std::slice::from_ref(&ty)).unwrap().unwrap()[0]
+                .to_i64_vec()
+                .unwrap()
         };
         assert_eq!(run(false, false), [1, 3, 6, 4, 9, 15]);
         assert_eq!(run(true, false), [0, 1, 3, 0, 4, 9]);

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use hwcov_core::{Error, Result};
 
-pub use lower::{broadcast, slice_axis, unsupported};
+pub use lower::{broadcast, unsupported};
 pub use model::{Dim, Model, ValueInfo, dtype_of, dtype_size, elem_type_name, elem_type_of};
 pub use plan::{Constant, Operand, Plan, Program, Progress, Specializer, Step, ValueId};
 
