@@ -112,6 +112,54 @@ fn reduced_precision_problems(dir: &Path, name: &str, io: &IoFile) -> Vec<String
     out
 }
 
+const MEASUREMENTS: &str = "docs/measurements";
+
+/// Raw measurements that docs/measurements/README.md does not index: every file there needs a line
+/// `` - `path`: what it is ``, and every such line a file.
+fn measurement_index_problems(root: &Path) -> Vec<String> {
+    let dir = root.join(MEASUREMENTS);
+    let index = match std::fs::read_to_string(dir.join("README.md")) {
+        Ok(s) => s,
+        Err(e) => return vec![format!("{MEASUREMENTS}/README.md: {e}")],
+    };
+    let indexed: std::collections::BTreeSet<&str> = index
+        .lines()
+        .filter_map(|l| l.strip_prefix("- `")?.split_once("`:").map(|(p, _)| p))
+        .collect();
+    let mut files = std::collections::BTreeSet::new();
+    let mut stack = vec![dir.clone()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            return vec![format!("{}: cannot be listed", d.display())];
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(rel) = path.strip_prefix(&dir) {
+                let rel = rel.to_string_lossy().replace('\\', "/");
+                if rel != "README.md" {
+                    files.insert(rel);
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for f in &files {
+        if !indexed.contains(f.as_str()) {
+            out.push(format!(
+                "{MEASUREMENTS}/{f} has no index line in {MEASUREMENTS}/README.md"
+            ));
+        }
+    }
+    for i in &indexed {
+        if !files.contains(*i) {
+            out.push(format!("{MEASUREMENTS}/README.md indexes {i}, which is not there"));
+        }
+    }
+    out
+}
+
 pub fn run(root: &Path) -> Result<()> {
     let specs = load_models(&root.join("models.toml"))?;
     let mut problems = Vec::new();
@@ -169,6 +217,7 @@ pub fn run(root: &Path) -> Result<()> {
             }
         }
     }
+    problems.extend(measurement_index_problems(root));
     for p in &problems {
         eprintln!("- {p}");
     }

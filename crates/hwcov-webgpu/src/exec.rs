@@ -23,6 +23,7 @@ use crate::fuse::{self, Groups};
 use crate::gpu::Gpu;
 use crate::kernels::map::{self, Member, Source};
 use crate::kernels::{self, Arg, Kernels, PARAM_WORDS, Scalar, StepIo, WG};
+use crate::profile::{DispatchName, KernelTimes, Timed};
 
 const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_DST)
@@ -35,7 +36,8 @@ const CACHED_PLANS: usize = 4;
 struct Prepared {
     pipeline: Arc<wgpu::ComputePipeline>,
     bind: wgpu::BindGroup,
-    groups: [u32; 3],
+    /// Its op, node and workgroups.
+    name: DispatchName,
 }
 
 /// A plan's buffers and dispatches.
@@ -76,6 +78,16 @@ pub struct Session {
     pub last_dispatches: usize,
     /// Dispatches since the session opened.
     pub total_dispatches: u64,
+    /// Device time per dispatch, where `HWCOV_WEBGPU_PROFILE=kernels` asks for it.
+    kernel_times: Option<KernelTimes>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(k) = &self.kernel_times {
+            eprint!("{}", k.report());
+        }
+    }
 }
 
 /// A tensor left on the device between runs (a KV cache), with its type.
@@ -205,6 +217,7 @@ fn as_webgpu(e: Error) -> Error {
 impl Session {
     pub fn open(gpu: Arc<Gpu>, path: &Path) -> Result<Self> {
         Ok(Session {
+            kernel_times: KernelTimes::requested(&gpu, path.display().to_string()),
             gpu,
             program: Arc::new(Program::load(path)?),
             weights: HashMap::new(),
@@ -562,7 +575,18 @@ impl Session {
         let mut slot = 0u64;
         let scope = self.gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
         for (s, k) in kernels_of {
+            let op = match groups.members.get(&s) {
+                Some(members) => {
+                    let ops: Vec<&str> = members.iter().map(|&m| c.plan.steps[m].onnx_op.as_str()).collect();
+                    format!("fused {}", ops.join("+"))
+                }
+                None => c.plan.steps[s].onnx_op.clone(),
+            };
+            let first = c.prepared.len();
             self.prepare(c, s, &k, &params, &mut slot, &mut words)?;
+            for d in &mut c.prepared[first..] {
+                d.name.op.clone_from(&op);
+            }
         }
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::runtime(format!("preparing {}", self.path().display()), e));
@@ -702,7 +726,11 @@ impl Session {
             c.prepared.push(Prepared {
                 pipeline,
                 bind,
-                groups: d.groups,
+                name: DispatchName {
+                    op: step.onnx_op.clone(),
+                    node: step.node.clone(),
+                    groups: d.groups,
+                },
             });
         }
         c._held.extend(scratch);
@@ -738,14 +766,29 @@ impl Session {
                 }
             }
         }
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            for d in &c.prepared[range.clone()] {
-                pass.set_pipeline(&d.pipeline);
-                pass.set_bind_group(0, &d.bind, &[]);
-                pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
+        let timed = match &self.kernel_times {
+            Some(k) => {
+                let dispatches: Vec<Timed> = c.prepared[range.clone()]
+                    .iter()
+                    .map(|d| Timed {
+                        name: &d.name,
+                        pipeline: &d.pipeline,
+                        bind: &d.bind,
+                    })
+                    .collect();
+                Some(k.record(&self.gpu, &mut enc, &dispatches)?)
             }
-        }
+            None => {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                for d in &c.prepared[range.clone()] {
+                    let [x, y, z] = d.name.groups;
+                    pass.set_pipeline(&d.pipeline);
+                    pass.set_bind_group(0, &d.bind, &[]);
+                    pass.dispatch_workgroups(x, y, z);
+                }
+                None
+            }
+        };
         self.gpu.queue.submit([enc.finish()]);
         if let Some(e) = pollster::block_on(invalid.pop()) {
             return Err(Error::runtime(format!("running {}", self.path().display()), e));
@@ -755,6 +798,9 @@ impl Session {
                 context: format!("running {} on {}", self.path().display(), self.gpu.info.name),
                 message: format!("the device ran out of memory: {e}"),
             });
+        }
+        if let (Some(pending), Some(k)) = (timed, &mut self.kernel_times) {
+            k.collect(&self.gpu, pending)?;
         }
         self.last_dispatches = range.len();
         self.total_dispatches += range.len() as u64;

@@ -7,6 +7,7 @@ pub mod exec;
 mod fuse;
 pub mod gpu;
 pub mod kernels;
+mod profile;
 
 use std::path::Path;
 

@@ -67,6 +67,13 @@ fn matmul_over_shapes() {
         (1, 1, 896, 4864),
         (2, 3, 37, 260),
         (1, 4, 64, 132),
+        // K split over workgroups: 64-tiles, the rows kernel, a batch of each.
+        (1, 64, 2048, 128),
+        (1, 3, 2048, 64),
+        (2, 70, 1024, 68),
+        (3, 2, 512, 64),
+        // 128-tiles (enough of them to fill a large GPU), K not a multiple of the slice depth.
+        (1, 1400, 20, 1540),
     ]
     .iter()
     .enumerate()
@@ -94,7 +101,16 @@ fn matmul_over_shapes() {
 #[test]
 fn matmul_with_broadcast_batch_axes() {
     let Some(mut s) = session("matmul_batched") else { return };
-    for (i, &(b, m, k, n)) in [(3, 4, 5, 6), (2, 65, 12, 64), (2, 1, 9, 8)].iter().enumerate() {
+    for (i, &(b, m, k, n)) in [
+        (3, 4, 5, 6),
+        (2, 65, 12, 64),
+        (2, 1, 9, 8),
+        (2, 66, 1024, 64),
+        (2, 2, 1024, 8),
+    ]
+    .iter()
+    .enumerate()
+    {
         let a = random(2 * b * m * k, 10 + i as u64);
         let w = random(b * k * n, 20 + i as u64);
         let mut inputs = NamedTensors::new();
@@ -120,7 +136,17 @@ fn matmul_with_broadcast_batch_axes() {
 #[test]
 fn gemm_with_transposed_b_and_bias() {
     let Some(mut s) = session("gemm_transb") else { return };
-    for (i, &(m, k, n)) in [(3, 5, 7), (96, 64, 132), (200, 40, 64), (2, 16, 8)].iter().enumerate() {
+    for (i, &(m, k, n)) in [
+        (3, 5, 7),
+        (96, 64, 132),
+        (200, 40, 64),
+        (2, 16, 8),
+        (64, 1024, 64),
+        (1400, 24, 1540),
+    ]
+    .iter()
+    .enumerate()
+    {
         let a = random(m * k, 30 + i as u64);
         let w = random(n * k, 40 + i as u64);
         let c = random(n, 50 + i as u64);

@@ -1,39 +1,60 @@
-//! MatMul and Gemm, in two tiled kernels with Gemm's alpha * AB + beta * C as the epilogue and batch
-//! axes broadcast by stride 0:
+//! MatMul and Gemm: Gemm's alpha * AB + beta * C is the epilogue, batch axes broadcast by stride 0.
+//! Three kernels, picked by the product's shape:
 //!
-//! - `wide`, for products whose rows of A, B (or B transposed, Gemm's transB) and the output are
-//!   whole vec4s: a workgroup of 16 x 16 threads computes a 128 x 128 tile, each thread 8 x 8
-//!   elements as two 4-row by two 4-column blocks 64 apart (neighbouring threads read neighbouring
-//!   vec4s of workgroup memory and write neighbouring vec4s of the output); A and B pass through
-//!   workgroup memory 8 deep along K, loaded as vec4s.
+//! - `tiled`, for products whose rows of A, B (or B transposed, Gemm's transB) and the output are
+//!   whole vec4s: a workgroup of 16 x 16 threads computes a 128 x 128 tile (each thread 8 x 8
+//!   elements, as 2 x 2 blocks of 4 x 4 that lie 64 apart) or, where 128-tiles would leave a large
+//!   GPU idle, a 64 x 64 tile (each thread one 4 x 4 block). A and B pass through workgroup memory
+//!   16 deep along K; the next slice is read from memory into registers while the current one is
+//!   multiplied.
+//! - `rows`, for products of at most 4 rows (a decoding step) with B in rows of whole vec4s: a
+//!   workgroup takes 64 columns, its 256 threads 16 column vec4s by 16 slices of K, each thread
+//!   reading B once and keeping every row's sums; the slices add up in workgroup memory. Reading B
+//!   once is what such a product costs; the tiled kernel would spend its arithmetic on rows that
+//!   are not there.
 //! - `any`, for the rest: 64 x 64 tiles, each thread 4 x 4 elements spaced 16 apart, every operand
 //!   read through strides (so a transposed one costs no copy), 16 deep along K.
-//! - `rows`, for products of at most 4 rows (a decoding step) with B in rows of whole vec4s: each
-//!   workgroup takes 128 columns, its 256 threads 32 column vec4s by 8 slices of K, each thread
-//!   reading B once and keeping every row's sums; the slices add up in workgroup memory. Reading B
-//!   once is what such a product costs; the tiled kernels would spend most of their arithmetic on
-//!   rows that are not there.
+//!
+//! Where even the chosen tiles give too few workgroups to fill the GPU (one batch row of BERT, a
+//! decoding step), `tiled` and `rows` split K: each split writes its partial sums to a scratch
+//! buffer and a second dispatch adds them up and applies the epilogue.
+//!
+//! Every accumulator is a variable of its own, named in the generated source and indexed only by
+//! constants: an array indexed at run time would live in memory rather than registers.
 
 use hwcov_core::Result;
 use hwcov_onnx::ir::Op;
 
-use super::{Arg, Dispatch, Kernels, Scalar, StepIo, binding, fword, prelude, strides, word};
+use super::{Arg, Dispatch, Kernels, Scalar, StepIo, binding, dispatch_1d, fword, prelude, strides, word};
 
 /// The most batch axes a product indexes.
 const MAX_BATCH: usize = 6;
 
+/// Tile of the `any` kernel.
 const TILE: usize = 64;
-const WIDE_TILE: usize = 128;
+/// Depth along K of one slice of the tiled kernels.
+const DEPTH: usize = 16;
 /// The most rows of the `rows` kernel, and the columns one of its workgroups takes.
 const ROWS: usize = 4;
-const ROWS_COLUMNS: usize = 128;
+const ROWS_COLUMNS: usize = 64;
+/// Workgroups a product should give to fill a large GPU (an H100 has 132 multiprocessors); fewer,
+/// and K is split.
+const FILL: usize = 128;
 
-/// WGSL: the product's sizes, and the offsets of A, B and C in the workgroup's batch (`wid.z`),
-/// the batch axes broadcast by stride.
+/// Parameter words: 0 M, 1 N, 2 K, 3 batch rank, 4..10 batch dims, 10..16 A batch strides,
+/// 16..22 B batch strides, 22..28 C batch strides, 28 rsA, 29 csA, 30 rsB, 31 csB, 32 alpha,
+/// 33 beta, 34 rsC, 35 csC, 36 splits of K, 37 K per split, 38 products in the batch.
+///
+/// WGSL: the product's sizes, this workgroup's split of K and its product in the batch (`bz`), and
+/// the offsets of A, B and C in that product, the batch axes broadcast by stride.
 const BATCH: &str = "    let M = p(0u);
     let N = p(1u);
     let K = p(2u);
-    var rem = wid.z;
+    let bz = wid.z / p(36u);
+    let split = wid.z % p(36u);
+    let kBegin = split * p(37u);
+    let kEnd = min(K, kBegin + p(37u));
+    var rem = bz;
     var offA = 0u;
     var offB = 0u;
     var offC = 0u;
@@ -47,175 +68,249 @@ const BATCH: &str = "    let M = p(0u);
     }
 ";
 
-/// The `wide` kernel; `b_transposed` reads B as (N, K) rows.
-fn source_wide(has_c: bool, b_transposed: bool) -> String {
+/// What a product kernel writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Output {
+    /// The finished product, through the epilogue (with Gemm's C where `has_c`).
+    Final { has_c: bool },
+    /// Its split's partial sums, into scratch: split s, product b at ((s * batch + b) * M * N).
+    Partial,
+}
+
+/// The output bindings of a vec4 kernel, from binding 3 on.
+fn output_bindings(s: &mut String, output: Output) {
+    match output {
+        Output::Final { has_c: true } => {
+            s.push_str(&binding(3, "C", Scalar::F32, false));
+            s.push_str("@group(0) @binding(4) var<storage, read_write> out0: array<vec4<f32>>;\n");
+        }
+        _ => s.push_str("@group(0) @binding(3) var<storage, read_write> out0: array<vec4<f32>>;\n"),
+    }
+}
+
+/// WGSL storing the vec4 `v` of row `gr`, columns `gc..gc + 4` (inside the product).
+fn store_quad(output: Output, v: &str, gr: &str, gc: &str) -> String {
+    match output {
+        Output::Final { has_c } => {
+            let mut s = format!("var v = pf(32u) * {v};\n");
+            if has_c {
+                s.push_str(&format!(
+                    "let cb = offC + {gr} * p(34u) + {gc} * p(35u);\n\
+                     v = v + pf(33u) * vec4<f32>(C[cb], C[cb + p(35u)], C[cb + 2u * p(35u)], C[cb + 3u * p(35u)]);\n"
+                ));
+            }
+            s.push_str(&format!("out0[(bz * M * N + {gr} * N + {gc}) / 4u] = v;\n"));
+            s
+        }
+        Output::Partial => format!("out0[((split * p(38u) + bz) * M * N + {gr} * N + {gc}) / 4u] = {v};\n"),
+    }
+}
+
+const LANES: [&str; 4] = ["x", "y", "z", "w"];
+
+/// The `tiled` kernel with `tile` x `tile` tiles (64 or 128); `b_transposed` reads B as (N, K) rows.
+fn source_tiled(tile: usize, b_transposed: bool, output: Output) -> String {
+    let t4 = tile / 4;
+    // Blocks of 4 x 4 per thread along each side, and vec4 loads per thread per operand and slice.
+    let blocks = tile / 64;
+    let loads = tile * DEPTH / 4 / 256;
     let mut s = prelude();
     s.push_str("@group(0) @binding(1) var<storage, read> A: array<vec4<f32>>;\n");
     s.push_str("@group(0) @binding(2) var<storage, read> B: array<vec4<f32>>;\n");
-    if has_c {
-        s.push_str(&binding(3, "C", Scalar::F32, false));
-        s.push_str("@group(0) @binding(4) var<storage, read_write> out0: array<vec4<f32>>;\n");
-    } else {
-        s.push_str("@group(0) @binding(3) var<storage, read_write> out0: array<vec4<f32>>;\n");
-    }
-    // Parameters as `any`'s (offsets in elements; every one a multiple of 4 here).
-    let load_b = if b_transposed {
-        // B^T rows along K: thread t loads row col0 + t/2, K quad (t%2)*4, and spreads it over k.
-        "        let bn = tid / 2u;
-        let bkq = (tid % 2u) * 4u;
-        let gbn = col0 + bn;
-        var bv = vec4<f32>(0.0);
-        if (gbn < N && k0 + bkq < K) { bv = B[(offB + gbn * K + k0 + bkq) / 4u]; }
-        for (var j = 0u; j < 4u; j = j + 1u) { Bs[(bkq + j) * 32u + bn / 4u][bn % 4u] = bv[j]; }
-"
-    } else {
-        "        let kb = tid / 32u;
-        let nq = tid % 32u;
-        let gkb = k0 + kb;
-        let gn = col0 + nq * 4u;
-        var bv = vec4<f32>(0.0);
-        if (gkb < K && gn < N) { bv = B[(offB + gkb * N + gn) / 4u]; }
-        Bs[kb * 32u + nq] = bv;
-"
-    };
-    s.push_str(
-        "var<workgroup> As: array<vec4<f32>, 256>;
-var<workgroup> Bs: array<vec4<f32>, 256>;
-
-@compute @workgroup_size(16, 16, 1)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-",
-    );
+    output_bindings(&mut s, output);
+    // As holds the slice of A transposed: As[k * T/4 + m / 4][m % 4]; Bs holds B's rows:
+    // Bs[k * T/4 + n / 4][n % 4].
+    s.push_str(&format!(
+        "var<workgroup> As: array<vec4<f32>, {n}>;\nvar<workgroup> Bs: array<vec4<f32>, {n}>;\n\n\
+         @compute @workgroup_size(16, 16, 1)\n\
+         fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {{\n",
+        n = DEPTH * t4
+    ));
     s.push_str(BATCH);
-    s.push_str(
-        "    let row0 = wid.y * 128u;
-    let col0 = wid.x * 128u;
-    let tid = lid.y * 16u + lid.x;
-    var acc: array<vec4<f32>, 16>;
-    for (var k0 = 0u; k0 < K; k0 = k0 + 8u) {
-        // A: thread t loads row row0 + t/2, K quad (t%2)*4, and spreads it over k.
-        let am = tid / 2u;
-        let akq = (tid % 2u) * 4u;
-        let gam = row0 + am;
-        var av = vec4<f32>(0.0);
-        if (gam < M && k0 + akq < K) { av = A[(offA + gam * K + k0 + akq) / 4u]; }
-        for (var j = 0u; j < 4u; j = j + 1u) { As[(akq + j) * 32u + am / 4u][am % 4u] = av[j]; }
-",
-    );
-    s.push_str(load_b);
-    s.push_str(
-        "        workgroupBarrier();
-        for (var k = 0u; k < 8u; k = k + 1u) {
-            let a0 = As[k * 32u + lid.y];
-            let a1 = As[k * 32u + 16u + lid.y];
-            let b0 = Bs[k * 32u + lid.x];
-            let b1 = Bs[k * 32u + 16u + lid.x];
-            acc[0] = fma(vec4<f32>(a0.x), b0, acc[0]);
-            acc[1] = fma(vec4<f32>(a0.x), b1, acc[1]);
-            acc[2] = fma(vec4<f32>(a0.y), b0, acc[2]);
-            acc[3] = fma(vec4<f32>(a0.y), b1, acc[3]);
-            acc[4] = fma(vec4<f32>(a0.z), b0, acc[4]);
-            acc[5] = fma(vec4<f32>(a0.z), b1, acc[5]);
-            acc[6] = fma(vec4<f32>(a0.w), b0, acc[6]);
-            acc[7] = fma(vec4<f32>(a0.w), b1, acc[7]);
-            acc[8] = fma(vec4<f32>(a1.x), b0, acc[8]);
-            acc[9] = fma(vec4<f32>(a1.x), b1, acc[9]);
-            acc[10] = fma(vec4<f32>(a1.y), b0, acc[10]);
-            acc[11] = fma(vec4<f32>(a1.y), b1, acc[11]);
-            acc[12] = fma(vec4<f32>(a1.z), b0, acc[12]);
-            acc[13] = fma(vec4<f32>(a1.z), b1, acc[13]);
-            acc[14] = fma(vec4<f32>(a1.w), b0, acc[14]);
-            acc[15] = fma(vec4<f32>(a1.w), b1, acc[15]);
-        }
-        workgroupBarrier();
-    }
-    let offO = wid.z * M * N;
-    for (var i = 0u; i < 8u; i = i + 1u) {
-        let gr = row0 + lid.y * 4u + (i % 4u) + (i / 4u) * 64u;
-        for (var q = 0u; q < 2u; q = q + 1u) {
-            let gc = col0 + lid.x * 4u + q * 64u;
-            if (gr < M && gc < N) {
-                var v = pf(32u) * acc[i * 2u + q];
-",
-    );
-    if has_c {
-        s.push_str(
-            "                let cb = offC + gr * p(34u) + gc * p(35u);
-                v = v + pf(33u) * vec4<f32>(C[cb], C[cb + p(35u)], C[cb + 2u * p(35u)], C[cb + 3u * p(35u)]);
-",
-        );
-    }
-    s.push_str(
-        "                out0[(offO + gr * N + gc) / 4u] = v;
+    s.push_str(&format!(
+        "    let row0 = wid.y * {tile}u;\n    let col0 = wid.x * {tile}u;\n    let tid = lid.y * 16u + lid.x;\n"
+    ));
+    for bi in 0..blocks {
+        for r in 0..4 {
+            for bj in 0..blocks {
+                s.push_str(&format!("    var c{bi}{r}{bj} = vec4<f32>(0.0);\n"));
             }
         }
     }
-}
-",
-    );
+    for l in 0..loads {
+        s.push_str(&format!(
+            "    var ra{l} = vec4<f32>(0.0);\n    var rb{l} = vec4<f32>(0.0);\n"
+        ));
+    }
+    // Reads the slice at k0 into registers (zeros past the edges; K and the splits are whole vec4s).
+    let mut load = String::new();
+    for l in 0..loads {
+        load.push_str(&format!(
+            "        {{\n            let e = tid + {o}u;\n            let m = row0 + e / 4u;\n            let k = k0 + (e % 4u) * 4u;\n            ra{l} = vec4<f32>(0.0);\n            if (m < M && k < kEnd) {{ ra{l} = A[(offA + m * K + k) / 4u]; }}\n",
+            o = l * 256
+        ));
+        if b_transposed {
+            load.push_str(&format!(
+                "            let n = col0 + e / 4u;\n            rb{l} = vec4<f32>(0.0);\n            if (n < N && k < kEnd) {{ rb{l} = B[(offB + n * K + k) / 4u]; }}\n        }}\n"
+            ));
+        } else {
+            load.push_str(&format!(
+                "            let kb = k0 + e / {t4}u;\n            let n = col0 + (e % {t4}u) * 4u;\n            rb{l} = vec4<f32>(0.0);\n            if (kb < kEnd && n < N) {{ rb{l} = B[(offB + kb * N + n) / 4u]; }}\n        }}\n"
+            ));
+        }
+    }
+    // Writes the registers into workgroup memory.
+    let mut store = String::new();
+    for l in 0..loads {
+        store.push_str(&format!(
+            "        {{\n            let e = tid + {o}u;\n            let m = e / 4u;\n            let kq = (e % 4u) * 4u;\n",
+            o = l * 256
+        ));
+        for (j, lane) in LANES.iter().enumerate() {
+            store.push_str(&format!(
+                "            As[(kq + {j}u) * {t4}u + m / 4u][m % 4u] = ra{l}.{lane};\n"
+            ));
+        }
+        if b_transposed {
+            for (j, lane) in LANES.iter().enumerate() {
+                store.push_str(&format!(
+                    "            Bs[(kq + {j}u) * {t4}u + m / 4u][m % 4u] = rb{l}.{lane};\n"
+                ));
+            }
+        } else {
+            store.push_str(&format!("            Bs[e] = rb{l};\n"));
+        }
+        store.push_str("        }\n");
+    }
+    s.push_str("    var k0 = kBegin;\n");
+    s.push_str(&load);
+    s.push_str("    loop {\n        if (k0 >= kEnd) { break; }\n");
+    s.push_str(&store);
+    s.push_str(&format!("        workgroupBarrier();\n        k0 = k0 + {DEPTH}u;\n"));
+    s.push_str(&load);
+    s.push_str(&format!("        for (var k = 0u; k < {DEPTH}u; k = k + 1u) {{\n"));
+    for b in 0..blocks {
+        s.push_str(&format!(
+            "            let a{b} = As[k * {t4}u + {o}u + lid.y];\n            let b{b} = Bs[k * {t4}u + {o}u + lid.x];\n",
+            o = b * 16
+        ));
+    }
+    for bi in 0..blocks {
+        for (r, lane) in LANES.iter().enumerate() {
+            for bj in 0..blocks {
+                s.push_str(&format!(
+                    "            c{bi}{r}{bj} = fma(vec4<f32>(a{bi}.{lane}), b{bj}, c{bi}{r}{bj});\n"
+                ));
+            }
+        }
+    }
+    s.push_str("        }\n        workgroupBarrier();\n    }\n");
+    for bi in 0..blocks {
+        for r in 0..4 {
+            for bj in 0..blocks {
+                s.push_str(&format!(
+                    "    {{\n        let gr = row0 + {}u + lid.y * 4u;\n        let gc = col0 + {}u + lid.x * 4u;\n        if (gr < M && gc < N) {{\n{}        }}\n    }}\n",
+                    bi * 64 + r,
+                    bj * 64,
+                    store_quad(output, &format!("c{bi}{r}{bj}"), "gr", "gc")
+                ));
+            }
+        }
+    }
+    s.push_str("}\n");
     s
 }
 
-/// The `rows` kernel (at most `ROWS` rows of A).
-fn source_rows(has_c: bool) -> String {
+/// The `rows` kernel for `m` (at most `ROWS`) rows of A.
+fn source_rows(m: usize, output: Output) -> String {
     let mut s = prelude();
     s.push_str(&binding(1, "A", Scalar::F32, false));
     s.push_str("@group(0) @binding(2) var<storage, read> B: array<vec4<f32>>;\n");
-    if has_c {
-        s.push_str(&binding(3, "C", Scalar::F32, false));
-        s.push_str("@group(0) @binding(4) var<storage, read_write> out0: array<vec4<f32>>;\n");
-    } else {
-        s.push_str("@group(0) @binding(3) var<storage, read_write> out0: array<vec4<f32>>;\n");
-    }
-    s.push_str(
-        "var<workgroup> red: array<vec4<f32>, 1024>;
-
-@compute @workgroup_size(256, 1, 1)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-",
-    );
+    output_bindings(&mut s, output);
+    s.push_str(&format!(
+        "var<workgroup> red: array<vec4<f32>, {}>;\n\n\
+         @compute @workgroup_size(256, 1, 1)\n\
+         fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {{\n",
+        256 * m
+    ));
     s.push_str(BATCH);
-    s.push_str(
-        "    let quad = lid % 32u;
-    let slice = lid / 32u;
-    let col = wid.x * 128u + quad * 4u;
-    var acc: array<vec4<f32>, 4>;
-    if (col < N) {
-        for (var k = slice; k < K; k = k + 8u) {
-            let b = B[(offB + k * N + col) / 4u];
-            for (var r = 0u; r < M; r = r + 1u) {
-                acc[r] = fma(vec4<f32>(A[offA + r * p(28u) + k * p(29u)]), b, acc[r]);
-            }
-        }
-    }
-    for (var r = 0u; r < 4u; r = r + 1u) { red[(slice * 32u + quad) * 4u + r] = acc[r]; }
-    workgroupBarrier();
-    if (slice == 0u && col < N) {
-        for (var r = 0u; r < M; r = r + 1u) {
-            var v = vec4<f32>(0.0);
-            for (var t = 0u; t < 8u; t = t + 1u) { v = v + red[(t * 32u + quad) * 4u + r]; }
-            v = pf(32u) * v;
-",
-    );
-    if has_c {
-        s.push_str(
-            "            let cb = offC + r * p(34u) + col * p(35u);
-            v = v + pf(33u) * vec4<f32>(C[cb], C[cb + p(35u)], C[cb + 2u * p(35u)], C[cb + 3u * p(35u)]);
-",
-        );
+    s.push_str(&format!(
+        "    let quad = lid % 16u;\n    let slice = lid / 16u;\n    let col = wid.x * {ROWS_COLUMNS}u + quad * 4u;\n"
+    ));
+    for r in 0..m {
+        s.push_str(&format!("    var acc{r} = vec4<f32>(0.0);\n"));
     }
     s.push_str(
-        "            out0[(wid.z * M * N + r * N + col) / 4u] = v;
-        }
-    }
-}
-",
+        "    if (col < N) {\n        for (var k = kBegin + slice; k < kEnd; k = k + 16u) {\n            let b = B[(offB + k * N + col) / 4u];\n",
     );
+    for r in 0..m {
+        s.push_str(&format!(
+            "            acc{r} = fma(vec4<f32>(A[offA + {r}u * p(28u) + k * p(29u)]), b, acc{r});\n"
+        ));
+    }
+    s.push_str("        }\n    }\n");
+    for r in 0..m {
+        s.push_str(&format!("    red[lid * {m}u + {r}u] = acc{r};\n"));
+    }
+    s.push_str("    workgroupBarrier();\n    if (slice == 0u && col < N) {\n");
+    for r in 0..m {
+        s.push_str(&format!(
+            "        {{\n            var sum = vec4<f32>(0.0);\n            for (var t = 0u; t < 16u; t = t + 1u) {{ sum = sum + red[(t * 16u + quad) * {m}u + {r}u]; }}\n            let gr = {r}u;\n{}        }}\n",
+            store_quad(output, "sum", "gr", "col")
+        ));
+    }
+    s.push_str("    }\n}\n");
     s
 }
 
+/// The dispatch that adds the splits' partial sums (scratch 0) and applies the epilogue.
+/// `params` (after the count of output vec4s, which this prepends): 1 M, 2 N, 3 splits,
+/// 4 elements per split, 5 alpha, 6 beta, 7 rsC, 8 csC.
+fn sum_splits(has_c: bool, per_split: usize, params: Vec<u32>) -> Dispatch {
+    let mut s = prelude();
+    s.push_str("@group(0) @binding(1) var<storage, read> part: array<vec4<f32>>;\n");
+    let out_binding = if has_c {
+        s.push_str(&binding(2, "C", Scalar::F32, false));
+        3
+    } else {
+        2
+    };
+    s.push_str(&format!(
+        "@group(0) @binding({out_binding}) var<storage, read_write> out0: array<vec4<f32>>;\n"
+    ));
+    s.push_str(super::ENTRY_1D);
+    s.push_str(
+        "    var v = vec4<f32>(0.0);\n    for (var t = 0u; t < p(3u); t = t + 1u) { v = v + part[(t * p(4u)) / 4u + i]; }\n    v = pf(5u) * v;\n",
+    );
+    if has_c {
+        s.push_str(
+            "    let e = (i * 4u) % (p(1u) * p(2u));\n    let cb = (e / p(2u)) * p(7u) + (e % p(2u)) * p(8u);\n    v = v + pf(6u) * vec4<f32>(C[cb], C[cb + p(8u)], C[cb + 2u * p(8u)], C[cb + 3u * p(8u)]);\n",
+        );
+    }
+    s.push_str("    out0[i] = v;\n}\n");
+    let mut args = vec![Arg::Scratch(0)];
+    if has_c {
+        args.push(Arg::In(2));
+    }
+    args.push(Arg::Out(0));
+    dispatch_1d(s, args, per_split / 4, params)
+}
+
+/// How many pieces to split K into so that `groups` workgroups become about `FILL`, each piece at
+/// least `min_depth` deep; and the depth of each (a multiple of `DEPTH`).
+fn split_k(groups: usize, k: usize, min_depth: usize) -> (usize, usize) {
+    let want = if groups >= FILL / 2 {
+        1
+    } else {
+        FILL.div_ceil(groups.max(1))
+    };
+    let splits = want.min(k / min_depth).max(1);
+    let depth = k.div_ceil(splits).div_ceil(DEPTH) * DEPTH;
+    (k.div_ceil(depth).max(1), depth.max(DEPTH))
+}
+
 /// The `any` kernel.
-fn source(has_c: bool) -> String {
+fn source_any(has_c: bool) -> String {
     let mut s = prelude();
     s.push_str(&binding(1, "A", Scalar::F32, false));
     s.push_str(&binding(2, "B", Scalar::F32, false));
@@ -225,9 +320,6 @@ fn source(has_c: bool) -> String {
     } else {
         s.push_str(&binding(3, "out0", Scalar::F32, true));
     }
-    // Parameters: 0 M, 1 N, 2 K, 3 batch rank, 4..10 batch dims, 10..16 A batch strides,
-    // 16..22 B batch strides, 22..28 C batch strides, 28 rsA, 29 csA, 30 rsB, 31 csB,
-    // 32 alpha, 33 beta, 34 rsC, 35 csC.
     s.push_str(
         "var<workgroup> As: array<f32, 1024>;
 var<workgroup> Bs: array<f32, 1024>;
@@ -245,8 +337,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let row0 = wid.y * 64u;
     let col0 = wid.x * 64u;
     let tid = lid.y * 16u + lid.x;
-    var acc: array<f32, 16>;
-    for (var k0 = 0u; k0 < K; k0 = k0 + 16u) {
+",
+    );
+    for r in 0..4 {
+        for c in 0..4 {
+            s.push_str(&format!("    var c{r}{c} = 0.0;\n"));
+        }
+    }
+    s.push_str(
+        "    for (var k0 = 0u; k0 < K; k0 = k0 + 16u) {
         for (var l = 0u; l < 4u; l = l + 1u) {
             let e = tid + l * 256u;
             let m = e / 16u;
@@ -266,53 +365,34 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         }
         workgroupBarrier();
         for (var k = 0u; k < 16u; k = k + 1u) {
-            let a0 = As[k * 64u + lid.y];
-            let a1 = As[k * 64u + lid.y + 16u];
-            let a2 = As[k * 64u + lid.y + 32u];
-            let a3 = As[k * 64u + lid.y + 48u];
-            let b0 = Bs[k * 64u + lid.x];
-            let b1 = Bs[k * 64u + lid.x + 16u];
-            let b2 = Bs[k * 64u + lid.x + 32u];
-            let b3 = Bs[k * 64u + lid.x + 48u];
-            acc[0] = fma(a0, b0, acc[0]);
-            acc[1] = fma(a0, b1, acc[1]);
-            acc[2] = fma(a0, b2, acc[2]);
-            acc[3] = fma(a0, b3, acc[3]);
-            acc[4] = fma(a1, b0, acc[4]);
-            acc[5] = fma(a1, b1, acc[5]);
-            acc[6] = fma(a1, b2, acc[6]);
-            acc[7] = fma(a1, b3, acc[7]);
-            acc[8] = fma(a2, b0, acc[8]);
-            acc[9] = fma(a2, b1, acc[9]);
-            acc[10] = fma(a2, b2, acc[10]);
-            acc[11] = fma(a2, b3, acc[11]);
-            acc[12] = fma(a3, b0, acc[12]);
-            acc[13] = fma(a3, b1, acc[13]);
-            acc[14] = fma(a3, b2, acc[14]);
-            acc[15] = fma(a3, b3, acc[15]);
-        }
-        workgroupBarrier();
-    }
-    let offO = wid.z * M * N;
-    for (var r = 0u; r < 4u; r = r + 1u) {
-        let gr = row0 + lid.y + 16u * r;
-        for (var c = 0u; c < 4u; c = c + 1u) {
-            let gc = col0 + lid.x + 16u * c;
-            if (gr < M && gc < N) {
-                var v = pf(32u) * acc[r * 4u + c];
 ",
     );
-    if has_c {
-        s.push_str("                v = v + pf(33u) * C[offC + gr * p(34u) + gc * p(35u)];\n");
+    for r in 0..4 {
+        s.push_str(&format!("            let a{r} = As[k * 64u + lid.y + {}u];\n", r * 16));
     }
-    s.push_str(
-        "                out0[offO + gr * N + gc] = v;
+    for c in 0..4 {
+        s.push_str(&format!("            let b{c} = Bs[k * 64u + lid.x + {}u];\n", c * 16));
+    }
+    for r in 0..4 {
+        for c in 0..4 {
+            s.push_str(&format!("            c{r}{c} = fma(a{r}, b{c}, c{r}{c});\n"));
+        }
+    }
+    s.push_str("        }\n        workgroupBarrier();\n    }\n");
+    for r in 0..4 {
+        for c in 0..4 {
+            s.push_str(&format!(
+                "    {{\n        let gr = row0 + lid.y + {}u;\n        let gc = col0 + lid.x + {}u;\n        if (gr < M && gc < N) {{\n            var v = pf(32u) * c{r}{c};\n",
+                16 * r,
+                16 * c
+            ));
+            if has_c {
+                s.push_str("            v = v + pf(33u) * C[offC + gr * p(34u) + gc * p(35u)];\n");
             }
+            s.push_str("            out0[bz * M * N + gr * N + gc] = v;\n        }\n    }\n");
         }
     }
-}
-",
-    );
+    s.push_str("}\n");
     s
 }
 
@@ -329,9 +409,6 @@ pub fn matmul(io: &StepIo) -> Result<Kernels> {
         return Err(io.refuse(format!("products with more than {MAX_BATCH} batch axes")));
     }
     let batch: usize = batch_shape.iter().product();
-    if batch > 65535 {
-        return Err(io.refuse(format!("a batch of {batch} products (at most 65535)")));
-    }
     // Strides of each operand's batch axes broadcast to the output's.
     let batch_strides = |shape: &[usize]| -> Vec<u32> {
         let own = strides(shape);
@@ -383,12 +460,11 @@ pub fn matmul(io: &StepIo) -> Result<Kernels> {
         fword(alpha),
         fword(beta),
     ]);
-    let mut args = vec![Arg::In(0), Arg::In(1)];
-    if has_c {
+    // C broadcasts to (M, N): its strides along them (a Gemm's C has no batch axes).
+    let c_strides = if has_c {
         if io.scalar_in(2)? != Scalar::F32 {
             return Err(io.refuse(format!("a Gemm with C of {}", io.ins[2].dtype)));
         }
-        // C broadcasts to (M, N).
         let sc = &io.ins[2].shape;
         let own = strides(sc);
         let at = |axis_from_end: usize| -> u32 {
@@ -398,40 +474,93 @@ pub fn matmul(io: &StepIo) -> Result<Kernels> {
             let a = sc.len() - axis_from_end;
             if sc[a] == 1 { 0 } else { word(own[a]) }
         };
-        params.extend([at(2), at(1)]);
-        args.push(Arg::In(2));
-    }
-    args.push(Arg::Out(0));
-    // The wide kernel wants rows of A and of B (or B transposed) that are whole vec4s along K,
-    // output rows of whole vec4s, and a product big enough to fill its tiles.
+        [at(2), at(1)]
+    } else {
+        [0, 0]
+    };
+    params.extend(c_strides);
+    let batch = batch.max(1);
+    // The vec4 kernels want rows of A and of B (or B transposed) that are whole vec4s along K,
+    // and output rows of whole vec4s.
     let a_rows = cs_a == 1 && rs_a == k;
     let b_rows = cs_b == 1 && rs_b == n;
     let b_transposed = rs_b == 1 && cs_b == k;
-    let wide = a_rows && (b_rows || b_transposed) && k % 4 == 0 && n % 4 == 0 && m >= 64 && n >= 64;
-    // The rows kernel wants few rows, and B in rows of whole vec4s.
-    let few_rows = m <= ROWS && b_rows && n % 4 == 0;
-    let (tile, src) = if few_rows {
-        (ROWS_COLUMNS, source_rows(has_c))
-    } else if wide {
-        (WIDE_TILE, source_wide(has_c, !b_rows))
+    let vec4s = a_rows && k % 4 == 0 && n % 4 == 0;
+    let final_out = Output::Final { has_c };
+    let (groups_xy, splits, depth, src) = if m <= ROWS && b_rows && n % 4 == 0 {
+        let columns = n.div_ceil(ROWS_COLUMNS);
+        let (splits, depth) = split_k(columns * batch, k, 8 * DEPTH);
+        let out = if splits > 1 { Output::Partial } else { final_out };
+        ([columns, 1], splits, depth, source_rows(m, out))
+    } else if vec4s && (b_rows || b_transposed) {
+        let tiles = |t: usize| m.div_ceil(t) * n.div_ceil(t) * batch;
+        let tile = if m >= 128 && n >= 128 && tiles(128) >= FILL {
+            128
+        } else {
+            64
+        };
+        let (splits, depth) = split_k(tiles(tile), k, 16 * DEPTH);
+        let out = if splits > 1 { Output::Partial } else { final_out };
+        (
+            [n.div_ceil(tile), m.div_ceil(tile)],
+            splits,
+            depth,
+            source_tiled(tile, b_transposed, out),
+        )
     } else {
-        (TILE, source(has_c))
+        ([n.div_ceil(TILE), m.div_ceil(TILE)], 1, k.max(1), source_any(has_c))
     };
-    let groups = [
-        n.div_ceil(tile).max(1) as u32,
-        if few_rows { 1 } else { m.div_ceil(tile).max(1) as u32 },
-        batch.max(1) as u32,
-    ];
-    if groups[0] > 65535 || groups[1] > 65535 {
-        return Err(io.refuse(format!("a product of {m} x {n} (too many tiles)")));
+    params.extend([word(splits), word(depth), word(batch)]);
+    let groups = [groups_xy[0].max(1), groups_xy[1].max(1), batch * splits];
+    if groups.iter().any(|&g| g > 65535) {
+        return Err(io.refuse(format!(
+            "a product of {m} x {n} in a batch of {batch} ({} x {} x {} workgroups, at most 65535 each)",
+            groups[0], groups[1], groups[2]
+        )));
     }
+    let groups = groups.map(|g| g as u32);
+    let mut args = vec![Arg::In(0), Arg::In(1)];
+    if splits == 1 {
+        if has_c {
+            args.push(Arg::In(2));
+        }
+        args.push(Arg::Out(0));
+        return Ok(Kernels {
+            dispatches: vec![Dispatch {
+                source: src,
+                args,
+                params,
+                groups,
+            }],
+            ..Default::default()
+        });
+    }
+    let per_split = batch * m * n;
+    args.push(Arg::Scratch(0));
     Ok(Kernels {
-        dispatches: vec![Dispatch {
-            source: src,
-            args,
-            params,
-            groups,
-        }],
+        dispatches: vec![
+            Dispatch {
+                source: src,
+                args,
+                params,
+                groups,
+            },
+            sum_splits(
+                has_c,
+                per_split,
+                vec![
+                    word(m),
+                    word(n),
+                    word(splits),
+                    word(per_split),
+                    fword(alpha),
+                    fword(beta),
+                    c_strides[0],
+                    c_strides[1],
+                ],
+            ),
+        ],
+        scratch: vec![(splits * per_split * 4) as u64],
         ..Default::default()
     })
 }
