@@ -4,8 +4,8 @@
 # (tools/bench/make_checkpoints.py; their ONNX graphs by tools/bench/export_onnx.py, the KV-cache
 # layouts for the decoders). float32: the WebGPU kernels compute in f32.
 # Writes OUT_DIR/bench-webgpu.jsonl (one JSON line per measurement, `side` = hwcov-webgpu, hwcov-cuda
-# or pytorch) and OUT_DIR/bench-webgpu-stderr.log (what each run printed: with HWCOV_WEBGPU_PROFILE=1,
-# the WebGPU platform's per-run timings).
+# or pytorch) and OUT_DIR/bench-webgpu-stderr.log (what each run printed: for the WebGPU side,
+# HWCOV_WEBGPU_PROFILE=1's line per run, its time on the host and waiting for the device).
 # Usage: tools/gpu/bench_webgpu.sh HWCOV_BINARY OUT_DIR [CHECKPOINT_DIR]
 set -uo pipefail
 bin=${1:?binary}; out=${2:?out dir}; ckpt=${3:-/tmp/hwcov-bench-checkpoints}
@@ -29,7 +29,7 @@ row() {  # checkpoint batch seq [decode tokens]: one line per side
     echo "== $side $1 b$b s$s d$d" >> "$err"
     e=$(mktemp)
     case $side in
-      hwcov-webgpu) r=$(timeout 300 "$bin" bench --platform webgpu --model-dir "$dir" --precision f32 --batch "$b" --seq "$s" --decode "$d" --json 2>"$e") ;;
+      hwcov-webgpu) r=$(HWCOV_WEBGPU_PROFILE=1 timeout 300 "$bin" bench --platform webgpu --model-dir "$dir" --precision f32 --batch "$b" --seq "$s" --decode "$d" --json 2>"$e") ;;
       hwcov-cuda) r=$(timeout 300 "$bin" bench --platform cuda --model-dir "$dir" --precision f32 --batch "$b" --seq "$s" --decode "$d" --json 2>"$e") ;;
       pytorch) r=$(timeout 300 python3 "$here/bench/pytorch_bench.py" --model-dir "$dir" --precision f32 --batch "$b" --seq "$s" --decode "$d" 2>"$e" | tail -1) ;;
     esac

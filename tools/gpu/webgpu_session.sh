@@ -8,9 +8,15 @@ out=${1:?out}; bin=${2:?binary}
 export PYTHONUNBUFFERED=1
 for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$out/gpu.txt" 2>&1
-[ -n "${SKIP_VERIFY:-}" ] || timeout 150 tools/gpu/verify_webgpu.sh "$bin" "$out" > "$out/verify-webgpu.log" 2>&1
-[ -n "${SKIP_BENCH:-}" ] || timeout "${BENCH_TIMEOUT:-380}" tools/gpu/bench_webgpu.sh "$bin" "$out" > "$out/bench-webgpu.log" 2>&1
-cat "$out/gpu.txt"; head -12 "$out/platforms.txt" 2>/dev/null
+stamp() { echo "$(date -u +%H:%M:%S) $*" >> "$out/stages.txt"; }
+stamp start
+[ -n "${SKIP_VERIFY:-}" ] || timeout "${VERIFY_TIMEOUT:-120}" tools/gpu/verify_webgpu.sh "$bin" "$out" > "$out/verify-webgpu.log" 2>&1
+stamp verified
+[ -n "${SKIP_BENCH:-}" ] || timeout "${BENCH_TIMEOUT:-360}" tools/gpu/bench_webgpu.sh "$bin" "$out" > "$out/bench-webgpu.log" 2>&1
+stamp benchmarked
+[ -n "${SKIP_PROFILE:-}" ] || timeout "${PROFILE_TIMEOUT:-70}" tools/gpu/profile_webgpu.sh "$bin" "$out" > "$out/profile-webgpu.log" 2>&1
+stamp profiled
+cat "$out/stages.txt" "$out/gpu.txt"; head -12 "$out/platforms.txt" 2>/dev/null
 grep -E "webgpu" "$out/verify-webgpu.log" | tail -16
 tail -5 "$out/bench-webgpu.log"
 python3 - "$out/bench-webgpu.jsonl" <<'PY'
