@@ -44,6 +44,6 @@ print(json.dumps(row))" >> "$jsonl"
   echo "$1 b$b s$s done"
 }
 [ -d "$ckpt/bert-base" ] && { row bert-base 1 128; row bert-base 32 128; }
-[ -d "$ckpt/vit-base" ] && { row vit-base 1 0; row vit-base 32 0; }
 [ -d "$ckpt/whisper-tiny" ] && row whisper-tiny 1 0 64
 [ -d "$ckpt/qwen2-0.5b" ] && row qwen2-0.5b 1 512 64
+[ -d "$ckpt/vit-base" ] && { row vit-base 1 0; row vit-base 32 0; }

@@ -17,7 +17,7 @@ profile() {  # checkpoint batch seq decode
   echo >> "$txt"
 }
 profile bert-base 32 128 0
-profile vit-base 32 0 0
-profile whisper-tiny 1 0 16
 profile qwen2-0.5b 1 512 16
+profile whisper-tiny 1 0 16
 profile bert-base 1 128 0
+profile vit-base 32 0 0
