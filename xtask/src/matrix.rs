@@ -24,6 +24,11 @@ pub struct Matrix {
     pub runs: Vec<RunSource>,
     /// One cell per model x platform, in models.toml order.
     pub cells: Vec<CellResult>,
+    /// The other measurements of those cells (another machine's run of the same cell, an earlier
+    /// one), in the same order, the latest first: the matrix shows one result a cell, the page
+    /// every measurement.
+    #[serde(default)]
+    pub also: Vec<CellResult>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,21 +55,31 @@ fn better(a: &CellResult, b: &CellResult) -> bool {
 /// unless another run measured the cell.
 pub fn merge(specs: &[ModelSpec], runs: &[(String, CoverageRun)]) -> Matrix {
     let mut best: BTreeMap<(String, PlatformId), CellResult> = BTreeMap::new();
+    let mut others: BTreeMap<(String, PlatformId), Vec<CellResult>> = BTreeMap::new();
     for (_, run) in runs {
         for cell in &run.cells {
             let key = (cell.model.clone(), cell.platform);
-            match best.get(&key) {
-                Some(current) if !better(cell, current) => {}
-                _ => {
-                    best.insert(key, cell.clone());
-                }
+            let loser = match best.get(&key) {
+                Some(current) if !better(cell, current) => Some(cell.clone()),
+                _ => best.insert(key.clone(), cell.clone()),
+            };
+            if let Some(l) = loser.filter(|l| l.status.is_measured()) {
+                others.entry(key).or_default().push(l);
             }
         }
     }
-    let cells = specs
+    let keys: Vec<(String, PlatformId)> = specs
         .iter()
         .flat_map(|s| PlatformId::ALL.into_iter().map(move |p| (s.name.clone(), p)))
-        .filter_map(|key| best.remove(&key))
+        .collect();
+    let cells = keys.iter().filter_map(|key| best.remove(key)).collect();
+    let also = keys
+        .iter()
+        .flat_map(|key| {
+            let mut v = others.remove(key).unwrap_or_default();
+            v.sort_by(|a, b| b.date.cmp(&a.date));
+            v
+        })
         .collect();
     Matrix {
         generated: GENERATED.to_string(),
@@ -78,6 +93,7 @@ pub fn merge(specs: &[ModelSpec], runs: &[(String, CoverageRun)]) -> Matrix {
             })
             .collect(),
         cells,
+        also,
     }
 }
 

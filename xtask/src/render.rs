@@ -9,6 +9,35 @@ use hwcov::{CellResult, PlatformId, Status};
 
 use crate::matrix::Matrix;
 
+/// A row of the measured-cells table.
+fn measured_row(s: &mut String, c: &CellResult) {
+    let (rel, secs) = match &c.report {
+        Some(r) => (
+            r.outputs
+                .iter()
+                .filter(|o| !o.exact)
+                .map(|o| o.max_rel_err)
+                .fold(0.0, f64::max),
+            r.load_seconds + r.run_seconds,
+        ),
+        None => (f64::NAN, f64::NAN),
+    };
+    let _ = writeln!(
+        s,
+        "| {} | {} | {} {} | {} | {} | {} | {} | {:.1e} | {:.3} |",
+        c.model,
+        c.platform,
+        mark(c.status),
+        c.status,
+        escape_md(c.device.as_deref().unwrap_or("")),
+        c.host,
+        c.date,
+        c.max_abs_err().map(|e| format!("{e:.1e}")).unwrap_or_default(),
+        rel,
+        secs
+    );
+}
+
 fn mark(s: Status) -> &'static str {
     match s {
         Status::Verified => "✅",
@@ -78,34 +107,17 @@ pub fn markdown(specs: &[ModelSpec], m: &Matrix) -> String {
     }
 
     s.push_str("\n## Measured cells\n\n");
+    s.push_str(
+        "Every measurement of every cell: the one the matrix shows first, then the cell's other runs (another \
+         machine, an earlier date).\n\n",
+    );
     s.push_str("| model | platform | status | device | host | date | max abs err | max rel err | load + run (s) |\n");
     s.push_str("|---|---|---|---|---|---|---|---|---|\n");
     for c in m.cells.iter().filter(|c| c.status.is_measured()) {
-        let (rel, secs) = match &c.report {
-            Some(r) => (
-                r.outputs
-                    .iter()
-                    .filter(|o| !o.exact)
-                    .map(|o| o.max_rel_err)
-                    .fold(0.0, f64::max),
-                r.load_seconds + r.run_seconds,
-            ),
-            None => (f64::NAN, f64::NAN),
-        };
-        let _ = writeln!(
-            s,
-            "| {} | {} | {} {} | {} | {} | {} | {} | {:.1e} | {:.3} |",
-            c.model,
-            c.platform,
-            mark(c.status),
-            c.status,
-            escape_md(c.device.as_deref().unwrap_or("")),
-            c.host,
-            c.date,
-            c.max_abs_err().map(|e| format!("{e:.1e}")).unwrap_or_default(),
-            rel,
-            secs
-        );
+        measured_row(&mut s, c);
+        for o in m.also.iter().filter(|o| o.model == c.model && o.platform == c.platform) {
+            measured_row(&mut s, o);
+        }
     }
     let failures: Vec<_> = m.cells.iter().filter(|c| c.status == Status::Failed).collect();
     if !failures.is_empty() {
