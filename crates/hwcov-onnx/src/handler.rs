@@ -49,6 +49,11 @@ pub trait GraphSession: Send {
     /// its first along the length axis, or with its first `-front` rows dropped.
     fn shift_caches(&mut self, caches: Vec<Self::Resident>, front: isize) -> Result<Vec<Self::Resident>>;
 
+    /// The last position of each row of a kept (batch, sequence, features) tensor, as (batch,
+    /// features) on the host: the logits a decoding step needs, without reading every position's
+    /// back (a prefill's are sequence x vocabulary per row).
+    fn last_positions(&mut self, name: &str, t: Self::Resident) -> Result<HostTensor>;
+
     /// Device kernels dispatched since the graph was opened, where the runtime counts them.
     fn dispatches(&self) -> Option<u64> {
         None
@@ -159,17 +164,50 @@ fn last_logits(out: &NamedTensors) -> Result<HostTensor> {
     let logits = out
         .get("logits")
         .ok_or_else(|| Error::tensor("logits", "the graph produced no logits"))?;
-    let [b, l, v] = logits.shape() else {
+    last_positions(LOGITS, logits)
+}
+
+/// The logits of a run that kept them where the runtime holds them (`keep_logits`), else from its
+/// host outputs.
+fn logits_of<G: GraphSession>(
+    g: &mut G,
+    out: &NamedTensors,
+    kept: &mut BTreeMap<String, G::Resident>,
+) -> Result<HostTensor> {
+    match kept.remove(LOGITS) {
+        Some(t) => g.last_positions(LOGITS, t),
+        None => last_logits(out),
+    }
+}
+
+const LOGITS: &str = "logits";
+
+/// What a decoding run keeps where the runtime holds it: the cache, and the logits (of which only
+/// the last position is read back).
+fn keep_logits(name: &str) -> bool {
+    is_present(name) || name == LOGITS
+}
+
+/// Each row's last position of a (batch, sequence, features) host tensor, as f32 (batch, features).
+pub fn last_positions(name: &str, t: &HostTensor) -> Result<HostTensor> {
+    let &[b, l, v] = t.shape() else {
         return Err(Error::tensor(
-            "logits",
-            format!("has shape {:?}; (batch, sequence, vocab) is needed", logits.shape()),
+            name,
+            format!("has shape {:?}; (batch, sequence, features) is needed", t.shape()),
         ));
     };
-    let (b, l, v) = (*b, *l, *v);
-    let all = logits.to_f64_vec();
-    let last: Vec<f32> = (0..b)
-        .flat_map(|i| all[(i * l + l - 1) * v..(i * l + l) * v].iter().map(|&x| x as f32))
-        .collect();
+    if l == 0 {
+        return Err(Error::tensor(name, "has no positions"));
+    }
+    let rows = (0..b).map(|i| (i * l + l - 1) * v..(i * l + l) * v);
+    let last: Vec<f32> = match t.data() {
+        TensorData::F32(all) => rows.flat_map(|r| all[r].iter().copied()).collect(),
+        _ => {
+            let all = t.to_f64_vec();
+            rows.flat_map(|r| all[r].iter().map(|&x| x as f32).collect::<Vec<_>>())
+                .collect()
+        }
+    };
     HostTensor::f32(vec![b, v], last)
 }
 
@@ -470,7 +508,8 @@ impl<Graph: GraphSession> GraphHandler<Graph> {
                     inputs.insert("position_ids".into(), positions_from_mask(&mask, l)?);
                 }
                 empty_pasts(g, &mut inputs, b)?;
-                let (out, kept) = g.run_resident(&inputs, &BTreeMap::new(), &is_present)?;
+                let (out, mut kept) = g.run_resident(&inputs, &BTreeMap::new(), &keep_logits)?;
+                let logits = logits_of(g, &out, &mut kept)?;
                 let mut state = State::new(NamedTensors::new());
                 state.inputs.insert("attention_mask".into(), mask);
                 pasts_of(kept, &mut state.pasts);
@@ -480,7 +519,7 @@ impl<Graph: GraphSession> GraphHandler<Graph> {
                     .ok_or_else(|| Error::runtime("decoding", "no graph takes the cache"))?;
                 fit_cache(steps, &mut state, bucketed)?;
                 self.state = Some(state);
-                last_logits(&out)
+                Ok(logits)
             }
             Decoding::Seq2SeqCache => {
                 let (inputs, _) = self.encode(given)?;
@@ -488,14 +527,15 @@ impl<Graph: GraphSession> GraphHandler<Graph> {
                     .decoder
                     .as_mut()
                     .ok_or_else(|| Error::runtime("decoding", "no decoder graph"))?;
-                let (out, kept) = decoder.run_resident(&inputs, &BTreeMap::new(), &is_present)?;
+                let (out, mut kept) = decoder.run_resident(&inputs, &BTreeMap::new(), &keep_logits)?;
+                let logits = logits_of(decoder, &out, &mut kept)?;
                 let mut state = State::new(NamedTensors::new());
                 if let Some(m) = inputs.get("encoder_attention_mask") {
                     state.inputs.insert("encoder_attention_mask".into(), m.clone());
                 }
                 pasts_of(kept, &mut state.pasts);
                 self.state = Some(state);
-                last_logits(&out)
+                Ok(logits)
             }
             Decoding::Rerun => {
                 let inputs = match self.model.as_ref() {
@@ -549,12 +589,13 @@ impl<Graph: GraphSession> GraphHandler<Graph> {
                     inputs.insert("attention_mask".into(), grown.clone());
                     state.inputs.insert("attention_mask".into(), grown);
                 }
-                let (out, kept) = g.run_resident(&inputs, &state.pasts, &is_present)?;
+                let (out, mut kept) = g.run_resident(&inputs, &state.pasts, &keep_logits)?;
+                let logits = logits_of(g, &out, &mut kept)?;
                 pasts_of(kept, &mut state.pasts);
                 if self.decoding == Decoding::DecoderCache {
                     fit_cache(g, state, bucketed)?;
                 }
-                last_logits(&out)
+                Ok(logits)
             }
             Decoding::Rerun => {
                 let (seq, mask) = match &self.model {
@@ -615,6 +656,29 @@ impl<Graph: GraphSession> Decoder for GraphHandler<Graph> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn last_positions_take_each_rows_last() {
+        // (2, 3, 2): row i, position j, feature k holds 100i + 10j + k.
+        let values: Vec<f32> = (0..2)
+            .flat_map(|i| (0..3).flat_map(move |j| (0..2).map(move |k| (100 * i + 10 * j + k) as f32)))
+            .collect();
+        let t = HostTensor::f32(vec![2, 3, 2], values).unwrap();
+        let last = last_positions("logits", &t).unwrap();
+        assert_eq!(
+            last,
+            HostTensor::f32(vec![2, 2], vec![20.0, 21.0, 120.0, 121.0]).unwrap()
+        );
+        let ints = HostTensor::i64(vec![1, 2, 1], vec![5, 7]).unwrap();
+        assert_eq!(
+            last_positions("x", &ints).unwrap(),
+            HostTensor::f32(vec![1, 1], vec![7.0]).unwrap()
+        );
+        let err = last_positions("logits", &HostTensor::f32(vec![2, 2], vec![0.0; 4]).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("logits"), "{err}");
+        let empty = HostTensor::f32(vec![1, 0, 3], vec![]).unwrap();
+        assert!(last_positions("logits", &empty).is_err());
+    }
 
     #[test]
     fn masks_shift_by_whole_columns() {

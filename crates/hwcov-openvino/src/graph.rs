@@ -134,6 +134,10 @@ impl GraphSession for Graph {
         caches.iter().map(|t| shift_rows(t, front)).collect()
     }
 
+    fn last_positions(&mut self, name: &str, t: HostTensor) -> Result<HostTensor> {
+        hwcov_onnx::handler::last_positions(name, &t)
+    }
+
     fn path(&self) -> &Path {
         &self.path
     }

@@ -631,6 +631,37 @@ impl Session {
         Ok(out)
     }
 
+    /// Each row's last position of a kept (batch, sequence, features) f32 tensor, read back as
+    /// (batch, features): one copy a row, not the whole tensor.
+    pub fn read_last_positions(&self, name: &str, t: &DeviceTensor) -> Result<HostTensor> {
+        let [b, l, v] = t.ty.shape[..] else {
+            return Err(Error::tensor(
+                name,
+                format!("has shape {:?}; (batch, sequence, features) is needed", t.ty.shape),
+            ));
+        };
+        if t.ty.dtype != DType::F32 || l == 0 {
+            return Err(Error::tensor(
+                name,
+                format!(
+                    "is {} of shape {:?}; f32 with positions is needed",
+                    t.ty.dtype, t.ty.shape
+                ),
+            ));
+        }
+        let row = (v * 4) as u64;
+        let parts: Vec<_> = (0..b)
+            .map(|i| (t.buffer.clone(), ((i * l + l - 1) * v * 4) as u64, row))
+            .collect();
+        let values: Vec<f32> = self
+            .gpu
+            .read_ranges(&parts)?
+            .iter()
+            .flat_map(|p| p.chunks_exact(4).map(|w| f32::from_le_bytes([w[0], w[1], w[2], w[3]])))
+            .collect();
+        HostTensor::f32(vec![b, v], values)
+    }
+
     /// The kernels of a step, from the memo where the same op met the same types before.
     fn memo_kernels(&mut self, io: &StepIo) -> Result<Arc<Kernels>> {
         // Constants change a kernel only through a scalar (Pow's exponent): larger ones are left

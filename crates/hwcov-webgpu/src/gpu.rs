@@ -224,7 +224,14 @@ impl Gpu {
     /// Copies the first bytes of several buffers back to the host, through one staging buffer
     /// and one wait.
     pub fn read_many(&self, parts: &[(std::sync::Arc<wgpu::Buffer>, u64)]) -> Result<Vec<Vec<u8>>> {
-        let sizes: Vec<u64> = parts.iter().map(|(_, n)| (*n).max(4).next_multiple_of(4)).collect();
+        let ranges: Vec<_> = parts.iter().map(|(b, n)| (b.clone(), 0, *n)).collect();
+        self.read_ranges(&ranges)
+    }
+
+    /// Copies byte ranges (buffer, offset, length; offsets multiples of 4) back to the host, as
+    /// `read_many` does.
+    pub fn read_ranges(&self, parts: &[(std::sync::Arc<wgpu::Buffer>, u64, u64)]) -> Result<Vec<Vec<u8>>> {
+        let sizes: Vec<u64> = parts.iter().map(|(_, _, n)| (*n).max(4).next_multiple_of(4)).collect();
         let total: u64 = sizes.iter().sum();
         let staging = self.buffer(
             "readback",
@@ -233,8 +240,8 @@ impl Gpu {
         )?;
         let mut enc = self.device.create_command_encoder(&Default::default());
         let mut at = 0;
-        for ((src, _), &n) in parts.iter().zip(&sizes) {
-            enc.copy_buffer_to_buffer(src, 0, &staging, at, n);
+        for ((src, offset, _), &n) in parts.iter().zip(&sizes) {
+            enc.copy_buffer_to_buffer(src, *offset, &staging, at, n);
             at += n;
         }
         self.queue.submit([enc.finish()]);
@@ -251,7 +258,7 @@ impl Gpu {
             .map_err(|e| Error::runtime("reading back", e))?;
         let mut out = Vec::with_capacity(parts.len());
         let mut at = 0usize;
-        for ((_, want), &n) in parts.iter().zip(&sizes) {
+        for ((_, _, want), &n) in parts.iter().zip(&sizes) {
             out.push(view[at..at + *want as usize].to_vec());
             at += n as usize;
         }

@@ -248,6 +248,10 @@ impl GraphSession for Graph {
         self.0.shift_caches(caches, front)
     }
 
+    fn last_positions(&mut self, name: &str, t: exec::DeviceTensor) -> Result<hwcov_core::HostTensor> {
+        self.0.read_last_positions(name, &t)
+    }
+
     fn dispatches(&self) -> Option<u64> {
         Some(self.0.total_dispatches)
     }

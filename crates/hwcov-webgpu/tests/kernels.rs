@@ -107,6 +107,8 @@ fn matmul_with_broadcast_batch_axes() {
         (2, 1, 9, 8),
         (2, 66, 1024, 64),
         (2, 2, 1024, 8),
+        // B with a batch axis of 1: the batch folds into the rows.
+        (1, 5, 16, 12),
     ]
     .iter()
     .enumerate()

@@ -403,14 +403,28 @@ pub fn matmul(io: &StepIo) -> Result<Kernels> {
     }
     let out = &io.outs[0].shape;
     let (sa, sb) = (&io.ins[0].shape, &io.ins[1].shape);
-    let (m, n) = (out[out.len() - 2], out[out.len() - 1]);
-    let batch_shape = &out[..out.len() - 2];
+    let n = out[out.len() - 1];
+    let full_batch = &out[..out.len() - 2];
+    // A batch of products by one B (a weight; B's batch axes, if any, all 1) is one product of
+    // batch x M rows: the rows fill tiles across the batch, and a decoding batch reads B once.
+    let b_shared = sb.len() <= 2 || sb[..sb.len() - 2].iter().all(|&d| d == 1);
+    let a_whole = sa.len() >= 2 && sa[..sa.len() - 2] == *full_batch;
+    let fold = matches!(io.step.op, Op::MatMul) && b_shared && a_whole && !full_batch.is_empty();
+    let (m, batch_shape): (usize, &[usize]) = if fold {
+        (full_batch.iter().product::<usize>() * out[out.len() - 2], &[])
+    } else {
+        (out[out.len() - 2], full_batch)
+    };
     if batch_shape.len() > MAX_BATCH {
         return Err(io.refuse(format!("products with more than {MAX_BATCH} batch axes")));
     }
     let batch: usize = batch_shape.iter().product();
     // Strides of each operand's batch axes broadcast to the output's.
     let batch_strides = |shape: &[usize]| -> Vec<u32> {
+        if batch_shape.is_empty() {
+            // No batch, or one folded into the rows.
+            return Vec::new();
+        }
         let own = strides(shape);
         let b = shape.len().saturating_sub(2);
         let off = batch_shape.len() - b;
