@@ -499,9 +499,9 @@ pub fn matmul(io: &StepIo) -> Result<Kernels> {
     let a_rows = cs_a == 1 && rs_a == k;
     let b_rows = cs_b == 1 && rs_b == n;
     let b_transposed = rs_b == 1 && cs_b == k;
-    let vec4s = a_rows && k % 4 == 0 && n % 4 == 0;
+    let vec4s = a_rows && k.is_multiple_of(4) && n.is_multiple_of(4);
     let final_out = Output::Final { has_c };
-    let (groups_xy, splits, depth, src) = if m <= ROWS && b_rows && n % 4 == 0 {
+    let (groups_xy, splits, depth, src) = if m <= ROWS && b_rows && n.is_multiple_of(4) {
         let columns = n.div_ceil(ROWS_COLUMNS);
         let (splits, depth) = split_k(columns * batch, k, 8 * DEPTH);
         let out = if splits > 1 { Output::Partial } else { final_out };
