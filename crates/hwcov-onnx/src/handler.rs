@@ -188,27 +188,37 @@ fn keep_logits(name: &str) -> bool {
     is_present(name) || name == LOGITS
 }
 
-/// Each row's last position of a (batch, sequence, features) host tensor, as f32 (batch, features).
-pub fn last_positions(name: &str, t: &HostTensor) -> Result<HostTensor> {
-    let &[b, l, v] = t.shape() else {
+/// The element ranges of each row's last position in a (batch, sequence, features) tensor of
+/// `shape`, and the (batch, features) shape they make.
+pub fn last_position_ranges(name: &str, shape: &[usize]) -> Result<(Vec<std::ops::Range<usize>>, Vec<usize>)> {
+    let &[b, l, v] = shape else {
         return Err(Error::tensor(
             name,
-            format!("has shape {:?}; (batch, sequence, features) is needed", t.shape()),
+            format!("has shape {shape:?}; (batch, sequence, features) is needed"),
         ));
     };
     if l == 0 {
         return Err(Error::tensor(name, "has no positions"));
     }
-    let rows = (0..b).map(|i| (i * l + l - 1) * v..(i * l + l) * v);
+    Ok((
+        (0..b).map(|i| (i * l + l - 1) * v..(i * l + l) * v).collect(),
+        vec![b, v],
+    ))
+}
+
+/// Each row's last position of a (batch, sequence, features) host tensor, as f32 (batch, features).
+pub fn last_positions(name: &str, t: &HostTensor) -> Result<HostTensor> {
+    let (rows, shape) = last_position_ranges(name, t.shape())?;
     let last: Vec<f32> = match t.data() {
-        TensorData::F32(all) => rows.flat_map(|r| all[r].iter().copied()).collect(),
+        TensorData::F32(all) => rows.into_iter().flat_map(|r| all[r].iter().copied()).collect(),
         _ => {
             let all = t.to_f64_vec();
-            rows.flat_map(|r| all[r].iter().map(|&x| x as f32).collect::<Vec<_>>())
+            rows.into_iter()
+                .flat_map(|r| all[r].iter().map(|&x| x as f32).collect::<Vec<_>>())
                 .collect()
         }
     };
-    HostTensor::f32(vec![b, v], last)
+    HostTensor::f32(shape, last)
 }
 
 /// (batch, sequence) of an integer input.

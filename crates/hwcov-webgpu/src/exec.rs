@@ -634,24 +634,13 @@ impl Session {
     /// Each row's last position of a kept (batch, sequence, features) f32 tensor, read back as
     /// (batch, features): one copy a row, not the whole tensor.
     pub fn read_last_positions(&self, name: &str, t: &DeviceTensor) -> Result<HostTensor> {
-        let [b, l, v] = t.ty.shape[..] else {
-            return Err(Error::tensor(
-                name,
-                format!("has shape {:?}; (batch, sequence, features) is needed", t.ty.shape),
-            ));
-        };
-        if t.ty.dtype != DType::F32 || l == 0 {
-            return Err(Error::tensor(
-                name,
-                format!(
-                    "is {} of shape {:?}; f32 with positions is needed",
-                    t.ty.dtype, t.ty.shape
-                ),
-            ));
+        let (rows, shape) = hwcov_onnx::handler::last_position_ranges(name, &t.ty.shape)?;
+        if t.ty.dtype != DType::F32 {
+            return Err(Error::tensor(name, format!("is {}; f32 is needed", t.ty.dtype)));
         }
-        let row = (v * 4) as u64;
-        let parts: Vec<_> = (0..b)
-            .map(|i| (t.buffer.clone(), ((i * l + l - 1) * v * 4) as u64, row))
+        let parts: Vec<_> = rows
+            .into_iter()
+            .map(|r| (t.buffer.clone(), r.start as u64 * 4, r.len() as u64 * 4))
             .collect();
         let values: Vec<f32> = self
             .gpu
@@ -659,7 +648,7 @@ impl Session {
             .iter()
             .flat_map(|p| p.chunks_exact(4).map(|w| f32::from_le_bytes([w[0], w[1], w[2], w[3]])))
             .collect();
-        HostTensor::f32(vec![b, v], values)
+        HostTensor::f32(shape, values)
     }
 
     /// The kernels of a step, from the memo where the same op met the same types before.
