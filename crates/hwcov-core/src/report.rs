@@ -73,6 +73,17 @@ impl VerifyReport {
             .fold(0.0, f64::max)
     }
 
+    /// The outputs outside the tolerance, each with its errors, joined by "; ".
+    pub fn failures(&self) -> String {
+        let bad: Vec<String> = self
+            .outputs
+            .iter()
+            .filter(|o| !o.passed)
+            .map(|o| o.to_string())
+            .collect();
+        bad.join("; ")
+    }
+
     /// One line: passed or failed, counts, the largest error.
     pub fn summary(&self) -> String {
         let failed = self.outputs.iter().filter(|o| !o.passed).count();

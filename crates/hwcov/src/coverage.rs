@@ -62,21 +62,19 @@ pub fn run_cell(root: &Path, spec: &ModelSpec, platform: PlatformId) -> CellResu
         ..Default::default()
     };
     match verify(&dir, &dir.join("io.safetensors"), platform, &opts) {
-        Ok(report) => {
+        Ok(mut report) => {
             cell.status = if report.passed {
                 Status::Verified
             } else {
                 Status::Failed
             };
             if !report.passed {
-                let bad: Vec<String> = report
-                    .outputs
-                    .iter()
-                    .filter(|o| !o.passed)
-                    .map(|o| o.to_string())
-                    .collect();
-                cell.reason = Some(bad.join("; "));
+                cell.reason = Some(report.failures());
             }
+            // Paths relative to the project, so that a run reads the same on every machine.
+            let relative = |p: &Path| p.strip_prefix(root).unwrap_or(p).display().to_string();
+            report.model_dir = relative(&dir);
+            report.io = relative(&dir.join("io.safetensors"));
             cell.report = Some(report);
         }
         Err(e) => {

@@ -17,13 +17,7 @@ fn check(platform: PlatformId) {
         let dir = root.join(name);
         match verify(&dir, &dir.join("io.safetensors"), platform, &VerifyOptions::default()) {
             Ok(report) => {
-                let bad: Vec<String> = report
-                    .outputs
-                    .iter()
-                    .filter(|o| !o.passed)
-                    .map(|o| o.to_string())
-                    .collect();
-                assert!(report.passed, "{name} on {platform}: {}", bad.join("; "));
+                assert!(report.passed, "{name} on {platform}: {}", report.failures());
             }
             Err(hwcov::Error::Unavailable { reason, .. }) if !required => {
                 eprintln!("skipped {name} on {platform}: {reason}");
