@@ -599,7 +599,9 @@ impl<Graph: GraphSession> GraphHandler<Graph> {
                     inputs.insert("attention_mask".into(), grown.clone());
                     state.inputs.insert("attention_mask".into(), grown);
                 }
-                let (out, mut kept) = g.run_resident(&inputs, &state.pasts, &keep_logits)?;
+                // One position a row: its logits are all there is to read, in the run's own read
+                // back rather than a second one.
+                let (out, mut kept) = g.run_resident(&inputs, &state.pasts, &is_present)?;
                 let logits = logits_of(g, &out, &mut kept)?;
                 pasts_of(kept, &mut state.pasts);
                 if self.decoding == Decoding::DecoderCache {

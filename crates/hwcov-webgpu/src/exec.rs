@@ -25,6 +25,8 @@ use crate::kernels::map::{self, Member, Source};
 use crate::kernels::{self, Arg, Kernels, PARAM_WORDS, Scalar, StepIo, WG};
 use crate::profile::{DispatchName, KernelTimes, Timed};
 
+mod reuse;
+
 const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_DST)
     .union(wgpu::BufferUsages::COPY_SRC);
@@ -40,13 +42,27 @@ struct Prepared {
     name: DispatchName,
 }
 
+/// A step's kernels and the buffers its dispatches bind besides the plan's values.
+struct StepDevice {
+    kernels: Arc<Kernels>,
+    scratch: Vec<Arc<wgpu::Buffer>>,
+    tables: Vec<Arc<wgpu::Buffer>>,
+}
+
 /// A plan's buffers and dispatches.
 struct Compiled {
     plan: Plan,
     values: Vec<Option<Arc<wgpu::Buffer>>>,
     consts: Vec<Option<Arc<wgpu::Buffer>>>,
     prepared: Vec<Prepared>,
-    /// Keeps the parameter blocks, tables and scratch buffers the bind groups point at.
+    /// Each step's kernels and buffers (`None` for steps not lowered yet).
+    steps: Vec<Option<StepDevice>>,
+    /// The fused groups the plan was compiled with.
+    groups: Groups,
+    /// The parameters of every dispatch, `prepared[i]`'s in block i, where the plan was compiled
+    /// whole (not step by step): a plan with this buffer can be patched for other sizes.
+    params: Option<Arc<wgpu::Buffer>>,
+    /// Keeps the parameter blocks the bind groups point at.
     _held: Vec<Arc<wgpu::Buffer>>,
     status: Arc<wgpu::Buffer>,
 }
@@ -64,6 +80,11 @@ pub struct Session {
     gpu: Arc<Gpu>,
     pub program: Arc<Program>,
     weights: HashMap<String, Arc<wgpu::Buffer>>,
+    /// Keep weights in f16 (`kernels::Weights`): set before the first run, where the adapter has
+    /// shader-f16.
+    pub weights_f16: bool,
+    /// The f16 copies of the weights, by initializer.
+    weights16: HashMap<String, Arc<wgpu::Buffer>>,
     /// Compiled plans, the most recent first.
     cache: Vec<CachedPlan>,
     /// The kernels of steps seen before, by op and operand types: a decoding step's plan repeats
@@ -78,6 +99,9 @@ pub struct Session {
     pub last_dispatches: usize,
     /// Dispatches since the session opened.
     pub total_dispatches: u64,
+    /// Plans compiled, and plans made by patching a cached one (`reuse`), since the session opened.
+    pub plans_compiled: u64,
+    pub plans_patched: u64,
     /// Device time per dispatch, where `HWCOV_WEBGPU_PROFILE=kernels` asks for it.
     kernel_times: Option<KernelTimes>,
 }
@@ -221,11 +245,15 @@ impl Session {
             gpu,
             program: Arc::new(Program::load(path)?),
             weights: HashMap::new(),
+            weights_f16: false,
+            weights16: HashMap::new(),
             cache: Vec::new(),
             kernel_memo: HashMap::new(),
             pool: Vec::new(),
             last_dispatches: 0,
             total_dispatches: 0,
+            plans_compiled: 0,
+            plans_patched: 0,
         })
     }
 
@@ -304,9 +332,24 @@ impl Session {
                             .iter()
                             .filter_map(|n| values.get(n).map(|v| (n.clone(), v.clone())))
                             .collect();
-                        let c = Arc::new(self.compile(plan, true)?);
+                        let (c, how) = match self.patched(&plan)? {
+                            Some(c) => {
+                                self.plans_patched += 1;
+                                (c, "patch")
+                            }
+                            None => {
+                                self.plans_compiled += 1;
+                                let previous = self
+                                    .cache
+                                    .first()
+                                    .filter(|e| reuse::same_structure(&e.compiled.plan, &plan))
+                                    .map(|e| e.compiled.plan.values.clone());
+                                (self.compile(plan, true, previous.as_deref())?, "compile")
+                            }
+                        };
+                        let c = Arc::new(c);
                         timings = format!(
-                            "specialize {:.2} ms, compile {:.2} ms, ",
+                            "specialize {:.2} ms, {how} {:.2} ms, ",
                             (t1 - t0).as_secs_f64() * 1e3,
                             t1.elapsed().as_secs_f64() * 1e3
                         );
@@ -357,6 +400,9 @@ impl Session {
             values: Vec::new(),
             consts: Vec::new(),
             prepared: Vec::new(),
+            steps: Vec::new(),
+            groups: Groups::default(),
+            params: None,
             _held: Vec::new(),
             status: Arc::new(self.gpu.buffer("status", 4, STORAGE)?),
         };
@@ -368,7 +414,7 @@ impl Session {
             let end = pause.unwrap_or(c.plan.steps.len());
             let before = c.prepared.len();
             let unfused = Groups::none(c.plan.steps.len());
-            self.append(&mut c, done..end, None, &unfused)?;
+            self.append(&mut c, done..end, None, &unfused, None)?;
             let first: &[(String, Feed)] = if fed { &[] } else { feeds };
             fed = true;
             self.execute(&c, first, before..c.prepared.len())?;
@@ -389,7 +435,7 @@ impl Session {
                 let end = c.plan.steps.len();
                 let before = c.prepared.len();
                 let unfused = Groups::none(c.plan.steps.len());
-                self.append(&mut c, done..end, None, &unfused)?;
+                self.append(&mut c, done..end, None, &unfused, None)?;
                 self.execute(&c, &[], before..c.prepared.len())?;
                 break;
             }
@@ -407,28 +453,41 @@ impl Session {
     }
 
     /// Compiles a whole plan; `reuse` lets values whose lifetimes do not overlap share buffers.
-    fn compile(&mut self, plan: Plan, reuse: bool) -> Result<Compiled> {
+    /// `previous`: the value types of the last plan, where it had the same structure (values that
+    /// grew since get room to grow further: `reuse::capacity`).
+    fn compile(&mut self, plan: Plan, reuse: bool, previous: Option<&[ValueType]>) -> Result<Compiled> {
+        let n = plan.steps.len();
+        let groups = if reuse {
+            fuse::groups(&plan, self.max_fused_inputs())
+        } else {
+            Groups::none(n)
+        };
+        let bytes: Vec<u64> = (0..plan.values.len())
+            .map(|v| reuse::capacity(&plan.values, previous, v))
+            .collect();
         let mut c = Compiled {
             values: Vec::new(),
             consts: Vec::new(),
             prepared: Vec::new(),
+            steps: Vec::new(),
+            groups: Groups::default(),
+            params: None,
             _held: Vec::new(),
             status: Arc::new(self.gpu.buffer("status", 4, STORAGE)?),
             plan,
         };
-        let n = c.plan.steps.len();
-        // Fused groups read at most as many operands as a kernel may bind besides its output.
-        let max_inputs = (self.gpu.limits.max_storage_buffers_per_shader_stage as usize)
-            .saturating_sub(1)
-            .min(8);
-        let groups = if reuse {
-            fuse::groups(&c.plan, max_inputs)
-        } else {
-            Groups::none(n)
-        };
         let lifetimes = reuse.then(|| lifetimes(&c.plan, &groups));
-        self.append(&mut c, 0..n, lifetimes.as_ref(), &groups)?;
+        let params = self.append(&mut c, 0..n, lifetimes.as_ref(), &groups, Some(&bytes))?;
+        c.params = Some(params);
+        c.groups = groups;
         Ok(c)
+    }
+
+    /// Fused groups read at most as many operands as a kernel may bind besides its output.
+    fn max_fused_inputs(&self) -> usize {
+        (self.gpu.limits.max_storage_buffers_per_shader_stage as usize)
+            .saturating_sub(1)
+            .min(8)
     }
 
     /// The buffer of a constant (weights once per graph, folded values once per plan).
@@ -447,12 +506,48 @@ impl Session {
         }
         let bytes = device_bytes(&name, &k.tensor)?;
         self.check_size(&name, bytes.len() as u64)?;
-        let b = Arc::new(self.gpu.buffer(&name, bytes.len() as u64, STORAGE)?);
+        // A folded constant may follow a size that grows step by step (a decoding step's positions):
+        // room for more, so that a patched plan keeps its buffer.
+        let room = match k.initializer {
+            Some(_) => bytes.len() as u64,
+            None => (bytes.len() as u64).next_multiple_of(256) * 2,
+        };
+        let b = Arc::new(self.gpu.buffer(&name, room, STORAGE)?);
         self.gpu.queue.write_buffer(&b, 0, &bytes);
         if let Some(n) = &k.initializer {
             self.weights.insert(n.clone(), b.clone());
         }
         c.consts[i] = Some(b.clone());
+        Ok(b)
+    }
+
+    /// The f16 buffer of a weight (an initializer, `stored_f16`), made once per graph.
+    fn weight16(&mut self, c: &Compiled, i: usize) -> Result<Arc<wgpu::Buffer>> {
+        let k = &c.plan.constants[i];
+        let name = k.initializer.clone().unwrap_or_else(|| format!("constant {i}"));
+        if let Some(b) = self.weights16.get(&name) {
+            return Ok(b.clone());
+        }
+        let TensorData::F32(v) = k.tensor.data() else {
+            return Err(Error::tensor(name, "only f32 weights are kept in f16"));
+        };
+        let mut bytes = Vec::with_capacity(v.len() * 2);
+        for &x in v.iter() {
+            let h = f16::from_f32(x);
+            if h.is_infinite() && x.is_finite() {
+                return Err(Error::tensor(
+                    name,
+                    format!("holds {x}, outside the f16 range (|x| <= 65504): run it at f32"),
+                ));
+            }
+            bytes.extend_from_slice(&h.to_bits().to_le_bytes());
+        }
+        // Queue writes go in whole words.
+        bytes.resize(bytes.len().next_multiple_of(4), 0);
+        self.check_size(&name, bytes.len() as u64)?;
+        let b = Arc::new(self.gpu.buffer(&name, bytes.len() as u64, STORAGE)?);
+        self.gpu.queue.write_buffer(&b, 0, &bytes);
+        self.weights16.insert(name, b.clone());
         Ok(b)
     }
 
@@ -476,20 +571,24 @@ impl Session {
         (ty.numel() as u64 * 4).max(4)
     }
 
-    /// Lowers steps `range` of `c.plan`, gives their values buffers, and prepares their dispatches.
+    /// Lowers steps `range` of `c.plan`, gives their values buffers (of `bytes[v]` where given, else
+    /// the value's size), and prepares their dispatches; returns the buffer of their parameters.
     fn append(
         &mut self,
         c: &mut Compiled,
         range: Range<usize>,
         lifetimes: Option<&Lifetimes>,
         groups: &Groups,
-    ) -> Result<()> {
+        bytes: Option<&[u64]>,
+    ) -> Result<Arc<wgpu::Buffer>> {
         let nvalues = c.plan.values.len();
         c.values.resize(nvalues, None);
+        c.steps.resize_with(c.plan.steps.len(), || None);
+        let size_of = |plan: &Plan, v: usize| bytes.map_or_else(|| Self::value_bytes(&plan.values[v]), |b| b[v]);
         // Graph inputs: buffers of their own.
         for (name, v) in c.plan.inputs.clone() {
             if c.values[v].is_none() {
-                let bytes = Self::value_bytes(&c.plan.values[v]);
+                let bytes = size_of(&c.plan, v);
                 self.check_size(&name, bytes)?;
                 c.values[v] = Some(Arc::new(self.gpu.buffer(&name, bytes, STORAGE)?));
             }
@@ -510,7 +609,7 @@ impl Session {
                 kernels_of.push((s, Arc::new(Kernels::default())));
                 continue;
             }
-            let io = step_io(&c.plan, s, &step);
+            let io = step_io(&c.plan, s, &step, self.weights_f16);
             let k = match groups.members.get(&s) {
                 Some(members) => Arc::new(fused_kernels(&c.plan, members, &io)?),
                 None => self.memo_kernels(&io)?,
@@ -531,7 +630,7 @@ impl Session {
                 let buffer = match buffer {
                     Some(b) => b,
                     None => {
-                        let bytes = Self::value_bytes(&c.plan.values[v]);
+                        let bytes = size_of(&c.plan, v);
                         self.check_size(&format!("{} output {j}", step.node), bytes)?;
                         let b = take_or_make(&self.gpu, &mut pool, bytes, &step.node)?;
                         let output = c.plan.outputs.iter().any(|(_, o)| *o == Operand::Value(v));
@@ -592,8 +691,9 @@ impl Session {
             return Err(Error::runtime(format!("preparing {}", self.path().display()), e));
         }
         self.gpu.queue.write_buffer(&params, 0, bytemuck::cast_slice(&words));
-        c._held.push(Arc::new(params));
-        Ok(())
+        let params = Arc::new(params);
+        c._held.push(params.clone());
+        Ok(params)
     }
 
     /// Each cache tensor (batch, heads, length, head_dim) with `front` zero rows added before the
@@ -677,7 +777,7 @@ impl Session {
         &mut self,
         c: &mut Compiled,
         s: usize,
-        k: &Kernels,
+        k: &Arc<Kernels>,
         params: &wgpu::Buffer,
         slot: &mut u64,
         words: &mut Vec<u32>,
@@ -687,16 +787,17 @@ impl Session {
         for (j, &bytes) in k.scratch.iter().enumerate() {
             scratch.push(Arc::new(self.gpu.buffer(
                 &format!("{} scratch {j}", step.node),
-                bytes,
+                reuse::spare(bytes),
                 STORAGE,
             )?));
         }
         let mut tables = Vec::new();
         for (j, t) in k.tables.iter().enumerate() {
-            let b = Arc::new(
-                self.gpu
-                    .buffer(&format!("{} table {j}", step.node), (t.len() * 4) as u64, STORAGE)?,
-            );
+            let b = Arc::new(self.gpu.buffer(
+                &format!("{} table {j}", step.node),
+                reuse::spare((t.len() * 4) as u64),
+                STORAGE,
+            )?);
             self.gpu.queue.write_buffer(&b, 0, bytemuck::cast_slice(t));
             tables.push(b);
         }
@@ -712,6 +813,9 @@ impl Session {
                         Operand::Value(v) => c.values[v]
                             .clone()
                             .ok_or_else(|| Error::runtime(&step.node, "an input has no buffer"))?,
+                        Operand::Const(ci) if stored_f16(self.weights_f16, &c.plan, &step, i) => {
+                            self.weight16(c, ci)?
+                        }
                         Operand::Const(ci) => self.constant(c, ci)?,
                     },
                     Arg::Out(i) => c.values[step.outputs[i]]
@@ -753,8 +857,11 @@ impl Session {
                 },
             });
         }
-        c._held.extend(scratch);
-        c._held.extend(tables);
+        c.steps[s] = Some(StepDevice {
+            kernels: k.clone(),
+            scratch,
+            tables,
+        });
         Ok(())
     }
 
@@ -997,12 +1104,24 @@ impl Session {
     }
 }
 
-/// A step of `plan` as the kernels see it.
-fn step_io<'a>(plan: &'a Plan, s: usize, step: &'a hwcov_onnx::Step) -> StepIo<'a> {
+/// A step of `plan` as the kernels see it; the weights it reads in f16 (`stored_f16`) typed so.
+fn step_io<'a>(plan: &'a Plan, s: usize, step: &'a hwcov_onnx::Step, weights_f16: bool) -> StepIo<'a> {
     StepIo {
         step,
         index: s as u32,
-        ins: step.inputs.iter().map(|&o| plan.ty(o)).collect(),
+        ins: step
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(i, &o)| {
+                let ty = plan.ty(o);
+                if stored_f16(weights_f16, plan, step, i) {
+                    ValueType::new(DType::F16, ty.shape)
+                } else {
+                    ty
+                }
+            })
+            .collect(),
         outs: step.outputs.iter().map(|&v| plan.values[v].clone()).collect(),
         consts: step
             .inputs
@@ -1015,13 +1134,30 @@ fn step_io<'a>(plan: &'a Plan, s: usize, step: &'a hwcov_onnx::Step) -> StepIo<'
     }
 }
 
+/// Whether input `i` of `step` is a weight kept in f16 where the session keeps weights so: an f32
+/// initializer read as a product's B, a convolution's W or a Gather's table.
+fn stored_f16(weights_f16: bool, plan: &Plan, step: &hwcov_onnx::Step, i: usize) -> bool {
+    let Operand::Const(c) = step.inputs[i] else {
+        return false;
+    };
+    let k = &plan.constants[c];
+    weights_f16
+        && k.initializer.is_some()
+        && k.tensor.dtype() == DType::F32
+        && match step.op {
+            Op::MatMul | Op::Gemm { .. } | Op::Conv { .. } => i == 1,
+            Op::Gather { .. } => i == 0,
+            _ => false,
+        }
+}
+
 /// The one kernel of a fused group (`members` in plan order, the group's root last, `io`).
 fn fused_kernels(plan: &Plan, members: &[usize], io: &StepIo) -> Result<Kernels> {
     let mut externals: Vec<Operand> = Vec::new();
     let mut parts = Vec::new();
     for &m in members {
         let step = &plan.steps[m];
-        let mio = step_io(plan, m, step);
+        let mio = step_io(plan, m, step, false);
         let expr = map::fusable_expr(&mio)?.ok_or_else(|| mio.refuse("fusing this op"))?;
         let sources = step
             .inputs

@@ -11,7 +11,7 @@ use hwcov_onnx::ir::Op;
 use hwcov_onnx::{Operand, Plan, broadcast};
 
 /// Which steps run folded into another.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 pub struct Groups {
     /// For each step, the step whose kernel computes it (`None`: it runs as itself).
     pub absorbed_into: Vec<Option<usize>>,

@@ -168,14 +168,26 @@ impl Platform for WebGpuPlatform {
     }
 
     fn load(&self, model: &ModelFiles, opts: &LoadOptions) -> Result<Box<dyn Handler>> {
-        if opts.precision != Precision::F32 {
-            return Err(hwcov_core::Error::Unsupported {
-                platform: "webgpu".into(),
-                what: format!("precision {}", opts.precision),
-                reason: "the WebGPU kernels compute in f32".into(),
-            });
-        }
         let g = gpu::gpu()?;
+        // f16 keeps the weights in f16 (`kernels::Weights`); WGSL has no bf16.
+        let weights_f16 = match opts.precision {
+            Precision::F32 => false,
+            Precision::F16 if g.features.contains(wgpu::Features::SHADER_F16) => true,
+            Precision::F16 => {
+                return Err(hwcov_core::Error::Unsupported {
+                    platform: "webgpu".into(),
+                    what: "precision f16".into(),
+                    reason: format!("{} has no shader-f16", g.info.name),
+                });
+            }
+            Precision::BF16 => {
+                return Err(hwcov_core::Error::Unsupported {
+                    platform: "webgpu".into(),
+                    what: "precision bf16".into(),
+                    reason: "WGSL has no bf16 type".into(),
+                });
+            }
+        };
         Ok(Box::new(GraphHandler::load(model, |file| {
             if file.format != GraphFormat::Onnx {
                 return Err(hwcov_core::Error::Unsupported {
@@ -184,7 +196,9 @@ impl Platform for WebGpuPlatform {
                     reason: "WebGPU runs ONNX graphs, not OpenVINO IR".into(),
                 });
             }
-            Ok(Graph(Session::open(g.clone(), &file.path)?))
+            let mut session = Session::open(g.clone(), &file.path)?;
+            session.weights_f16 = weights_f16;
+            Ok(Graph(session))
         })?))
     }
 }

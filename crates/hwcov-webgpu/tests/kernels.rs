@@ -167,3 +167,34 @@ fn gemm_with_transposed_b_and_bias() {
         check(&format!("Gemm {m}x{k} @ ({n}x{k})^T"), &y["Y"], &want, k);
     }
 }
+
+/// A decoding loop's plans: the same graph on sizes that grow by one row a run. After the first
+/// plans, each is a cached plan patched for the new size (new parameters, the same buffers); every
+/// result must still be the product.
+#[test]
+fn plans_patched_for_growing_sizes_compute_the_product() {
+    let Some(mut s) = session("matmul") else { return };
+    let (k, n) = (24, 36);
+    let w = random(k * n, 99);
+    for m in 5..70 {
+        let a = random(m * k, m as u64);
+        let mut inputs = NamedTensors::new();
+        inputs.insert("A".into(), HostTensor::f32(vec![1, m, k], a.clone()).unwrap());
+        inputs.insert("B".into(), HostTensor::f32(vec![k, n], w.clone()).unwrap());
+        let y = s.run(&inputs).unwrap();
+        let want: Vec<f64> = (0..m * n)
+            .map(|i| {
+                (0..k)
+                    .map(|j| a[(i / n) * k + j] as f64 * w[j * n + i % n] as f64)
+                    .sum()
+            })
+            .collect();
+        check(&format!("MatMul 1x{m}x{k} @ {k}x{n}"), &y["Y"], &want, k);
+    }
+    assert!(
+        s.plans_patched >= 40,
+        "{} of 65 plans patched ({} compiled)",
+        s.plans_patched,
+        s.plans_compiled
+    );
+}

@@ -5,7 +5,7 @@
 use hwcov_core::Result;
 use hwcov_onnx::ir::Op;
 
-use super::{Arg, ENTRY_1D, Kernels, Scalar, StepIo, binding, dispatch_1d, prelude, word};
+use super::{Arg, ENTRY_1D, Kernels, Scalar, StepIo, Weights, binding, dispatch_1d, prelude, word};
 
 /// Up to three spatial values, padded in front with `fill`.
 fn three(v: &[usize], fill: usize) -> [usize; 3] {
@@ -82,7 +82,8 @@ pub fn conv(io: &StepIo) -> Result<Kernels> {
     else {
         return Err(io.refuse("this op"));
     };
-    for i in 0..io.ins.len() {
+    let wt = Weights::of(io, 1)?;
+    for i in (0..io.ins.len()).filter(|&i| i != 1) {
         if io.scalar_in(i)? != Scalar::F32 {
             return Err(io.refuse(format!("a convolution of {}", io.ins[i].dtype)));
         }
@@ -95,9 +96,13 @@ pub fn conv(io: &StepIo) -> Result<Kernels> {
     let mut params = window_params(x, out, &w[2..], strides, pads, dilations);
     // 21 Cout, 22 (output channels, as DECODE reads them), 23 group.
     params.extend([word(out[1]), word(out[1]), word(*group)]);
-    let mut s = prelude();
+    let mut s = wt.enable();
+    s.push_str(&prelude());
     s.push_str(&binding(1, "x", Scalar::F32, false));
-    s.push_str(&binding(2, "w", Scalar::F32, false));
+    s.push_str(&format!(
+        "@group(0) @binding(2) var<storage, read> w: array<{}>;\n",
+        wt.wgsl()
+    ));
     let mut args = vec![Arg::In(0), Arg::In(1)];
     if has_bias {
         s.push_str(&binding(3, "b", Scalar::F32, false));
@@ -119,7 +124,9 @@ pub fn conv(io: &StepIo) -> Result<Kernels> {
         "    var acc = 0.0;\n"
     });
     s.push_str("    for (var ci = 0u; ci < cg; ci = ci + 1u) {\n        let xb = (on * p(2u) + g * cg + ci) * ins;\n        let wb = (oc * cg + ci) * ks;\n");
-    s.push_str(&window_loop("                acc = fma(x[xb + at], w[wb + kk], acc);"));
+    s.push_str(&window_loop(
+        "                acc = fma(x[xb + at], f32(w[wb + kk]), acc);",
+    ));
     s.push_str("    }\n    out0[i] = acc;\n}\n");
     Ok(Kernels {
         dispatches: vec![dispatch_1d(s, args, io.outs[0].numel(), params)],

@@ -9,7 +9,8 @@ use hwcov_onnx::ir::{Op, ScatterReduction};
 
 use super::map::{Layout, Operand, flit, map};
 use super::{
-    Arg, Dispatch, ENTRY_1D, Kernels, MAX_RANK, Scalar, StepIo, binding, dispatch_1d, prelude, status_binding, word,
+    Arg, Dispatch, ENTRY_1D, Kernels, MAX_RANK, Scalar, StepIo, Weights, binding, dispatch_1d, prelude, status_binding,
+    word,
 };
 
 /// WGSL: `idx` made non-negative against `n`, or the step's number in the status word.
@@ -24,15 +25,32 @@ fn with_step(src: String, io: &StepIo) -> String {
 }
 
 pub fn gather(io: &StepIo) -> Result<Kernels> {
-    let s = io.scalar_in(0)?;
+    // An embedding table kept in f16 (`Weights`) gathers into f32 rows.
+    let table = Weights::of(io, 0)
+        .ok()
+        .filter(|w| *w == Weights::F16 && matches!(io.step.op, Op::Gather { .. }));
+    let s = if table.is_some() { Scalar::F32 } else { io.scalar_in(0)? };
     let si = io.scalar_in(1)?;
     if si != Scalar::I32 {
         return Err(io.refuse(format!("indices of {}", io.ins[1].dtype)));
     }
     let data = &io.ins[0].shape;
     let idx = &io.ins[1].shape;
-    let mut src = prelude();
-    src.push_str(&binding(1, "data", s, false));
+    let mut src = String::new();
+    match table {
+        Some(w) => {
+            src.push_str(&w.enable());
+            src.push_str(&prelude());
+            src.push_str(&format!(
+                "@group(0) @binding(1) var<storage, read> data: array<{}>;\n",
+                w.wgsl()
+            ));
+        }
+        None => {
+            src.push_str(&prelude());
+            src.push_str(&binding(1, "data", s, false));
+        }
+    }
     src.push_str(&binding(2, "indices", Scalar::I32, false));
     src.push_str(&binding(3, "out0", io.scalar_out(0)?, true));
     src.push_str(&status_binding(4));
@@ -47,7 +65,11 @@ pub fn gather(io: &StepIo) -> Result<Kernels> {
                 "    let r = i % p(1u);\n    let j = (i / p(1u)) % p(2u);\n    let o = i / (p(1u) * p(2u));\n",
             );
             src.push_str(&checked("indices[j]", "p(3u)"));
-            src.push_str("    out0[i] = data[(o * p(3u) + u32(ix)) * p(1u) + r];\n}\n");
+            let read = "data[(o * p(3u) + u32(ix)) * p(1u) + r]";
+            src.push_str(&match table {
+                Some(_) => format!("    out0[i] = f32({read});\n}}\n"),
+                None => format!("    out0[i] = {read};\n}}\n"),
+            });
         }
         Op::GatherElements { axis } => {
             let rank = idx.len();

@@ -25,7 +25,7 @@
 use hwcov_core::Result;
 use hwcov_onnx::ir::Op;
 
-use super::{Arg, Dispatch, Kernels, Scalar, StepIo, binding, dispatch_1d, fword, prelude, strides, word};
+use super::{Arg, Dispatch, Kernels, Scalar, StepIo, Weights, binding, dispatch_1d, fword, prelude, strides, word};
 
 /// The most batch axes a product indexes.
 const MAX_BATCH: usize = 6;
@@ -109,14 +109,18 @@ fn store_quad(output: Output, v: &str, gr: &str, gc: &str) -> String {
 const LANES: [&str; 4] = ["x", "y", "z", "w"];
 
 /// The `tiled` kernel with `tile` x `tile` tiles (64 or 128); `b_transposed` reads B as (N, K) rows.
-fn source_tiled(tile: usize, b_transposed: bool, output: Output) -> String {
+fn source_tiled(tile: usize, b_transposed: bool, output: Output, b: Weights) -> String {
     let t4 = tile / 4;
     // Blocks of 4 x 4 per thread along each side, and vec4 loads per thread per operand and slice.
     let blocks = tile / 64;
     let loads = tile * DEPTH / 4 / 256;
-    let mut s = prelude();
+    let mut s = b.enable();
+    s.push_str(&prelude());
     s.push_str("@group(0) @binding(1) var<storage, read> A: array<vec4<f32>>;\n");
-    s.push_str("@group(0) @binding(2) var<storage, read> B: array<vec4<f32>>;\n");
+    s.push_str(&format!(
+        "@group(0) @binding(2) var<storage, read> B: array<vec4<{}>>;\n",
+        b.wgsl()
+    ));
     output_bindings(&mut s, output);
     // As holds the slice of A transposed: As[k * T/4 + m / 4][m % 4]; Bs holds B's rows:
     // Bs[k * T/4 + n / 4][n % 4].
@@ -151,11 +155,11 @@ fn source_tiled(tile: usize, b_transposed: bool, output: Output) -> String {
         ));
         if b_transposed {
             load.push_str(&format!(
-                "            let n = col0 + e / 4u;\n            rb{l} = vec4<f32>(0.0);\n            if (n < N && k < kEnd) {{ rb{l} = B[(offB + n * K + k) / 4u]; }}\n        }}\n"
+                "            let n = col0 + e / 4u;\n            rb{l} = vec4<f32>(0.0);\n            if (n < N && k < kEnd) {{ rb{l} = vec4<f32>(B[(offB + n * K + k) / 4u]); }}\n        }}\n"
             ));
         } else {
             load.push_str(&format!(
-                "            let kb = k0 + e / {t4}u;\n            let n = col0 + (e % {t4}u) * 4u;\n            rb{l} = vec4<f32>(0.0);\n            if (kb < kEnd && n < N) {{ rb{l} = B[(offB + kb * N + n) / 4u]; }}\n        }}\n"
+                "            let kb = k0 + e / {t4}u;\n            let n = col0 + (e % {t4}u) * 4u;\n            rb{l} = vec4<f32>(0.0);\n            if (kb < kEnd && n < N) {{ rb{l} = vec4<f32>(B[(offB + kb * N + n) / 4u]); }}\n        }}\n"
             ));
         }
     }
@@ -222,10 +226,14 @@ fn source_tiled(tile: usize, b_transposed: bool, output: Output) -> String {
 }
 
 /// The `rows` kernel for `m` (at most `ROWS`) rows of A.
-fn source_rows(m: usize, output: Output) -> String {
-    let mut s = prelude();
+fn source_rows(m: usize, output: Output, b: Weights) -> String {
+    let mut s = b.enable();
+    s.push_str(&prelude());
     s.push_str(&binding(1, "A", Scalar::F32, false));
-    s.push_str("@group(0) @binding(2) var<storage, read> B: array<vec4<f32>>;\n");
+    s.push_str(&format!(
+        "@group(0) @binding(2) var<storage, read> B: array<vec4<{}>>;\n",
+        b.wgsl()
+    ));
     output_bindings(&mut s, output);
     s.push_str(&format!(
         "var<workgroup> red: array<vec4<f32>, {}>;\n\n\
@@ -241,7 +249,7 @@ fn source_rows(m: usize, output: Output) -> String {
         s.push_str(&format!("    var acc{r} = vec4<f32>(0.0);\n"));
     }
     s.push_str(
-        "    if (col < N) {\n        for (var k = kBegin + slice; k < kEnd; k = k + 16u) {\n            let b = B[(offB + k * N + col) / 4u];\n",
+        "    if (col < N) {\n        for (var k = kBegin + slice; k < kEnd; k = k + 16u) {\n            let b = vec4<f32>(B[(offB + k * N + col) / 4u]);\n",
     );
     for r in 0..m {
         s.push_str(&format!(
@@ -310,10 +318,14 @@ fn split_k(groups: usize, k: usize, min_depth: usize) -> (usize, usize) {
 }
 
 /// The `any` kernel.
-fn source_any(has_c: bool) -> String {
-    let mut s = prelude();
+fn source_any(has_c: bool, b: Weights) -> String {
+    let mut s = b.enable();
+    s.push_str(&prelude());
     s.push_str(&binding(1, "A", Scalar::F32, false));
-    s.push_str(&binding(2, "B", Scalar::F32, false));
+    s.push_str(&format!(
+        "@group(0) @binding(2) var<storage, read> B: array<{}>;\n",
+        b.wgsl()
+    ));
     if has_c {
         s.push_str(&binding(3, "C", Scalar::F32, false));
         s.push_str(&binding(4, "out0", Scalar::F32, true));
@@ -360,7 +372,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             let gkb = k0 + kb;
             let gc = col0 + n;
             var w = 0.0;
-            if (gkb < K && gc < N) { w = B[offB + gkb * rsB + gc * csB]; }
+            if (gkb < K && gc < N) { w = f32(B[offB + gkb * rsB + gc * csB]); }
             Bs[kb * 64u + n] = w;
         }
         workgroupBarrier();
@@ -398,7 +410,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
 
 /// MatMul (batched, batch axes broadcast) and Gemm.
 pub fn matmul(io: &StepIo) -> Result<Kernels> {
-    if io.scalar_in(0)? != Scalar::F32 || io.scalar_in(1)? != Scalar::F32 {
+    let b = Weights::of(io, 1)?;
+    if io.scalar_in(0)? != Scalar::F32 {
         return Err(io.refuse(format!("a product of {} tensors", io.ins[0].dtype)));
     }
     let out = &io.outs[0].shape;
@@ -505,7 +518,7 @@ pub fn matmul(io: &StepIo) -> Result<Kernels> {
         let columns = n.div_ceil(ROWS_COLUMNS);
         let (splits, depth) = split_k(columns * batch, k, 8 * DEPTH);
         let out = if splits > 1 { Output::Partial } else { final_out };
-        ([columns, 1], splits, depth, source_rows(m, out))
+        ([columns, 1], splits, depth, source_rows(m, out, b))
     } else if vec4s && (b_rows || b_transposed) {
         let tiles = |t: usize| m.div_ceil(t) * n.div_ceil(t) * batch;
         let tile = if m >= 128 && n >= 128 && tiles(128) >= FILL {
@@ -519,10 +532,10 @@ pub fn matmul(io: &StepIo) -> Result<Kernels> {
             [n.div_ceil(tile), m.div_ceil(tile)],
             splits,
             depth,
-            source_tiled(tile, b_transposed, out),
+            source_tiled(tile, b_transposed, out, b),
         )
     } else {
-        ([n.div_ceil(TILE), m.div_ceil(TILE)], 1, k.max(1), source_any(has_c))
+        ([n.div_ceil(TILE), m.div_ceil(TILE)], 1, k.max(1), source_any(has_c, b))
     };
     params.extend([word(splits), word(depth), word(batch)]);
     let groups = [groups_xy[0].max(1), groups_xy[1].max(1), batch * splits];

@@ -51,6 +51,41 @@ pub fn scalar(dtype: DType) -> Option<Scalar> {
     }
 }
 
+/// How a weight operand (a product's B, a convolution's W, an embedding table) is stored. At f16
+/// the session keeps these initializers in f16 (`Session::weights_f16`, where the adapter has
+/// shader-f16); the kernels widen each load to f32, and activations and sums stay f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Weights {
+    F32,
+    F16,
+}
+
+impl Weights {
+    /// How input `i` of the step is stored; refused unless f32 or f16.
+    pub fn of(io: &StepIo, i: usize) -> Result<Weights> {
+        match io.ins[i].dtype {
+            DType::F16 => Ok(Weights::F16),
+            DType::F32 => Ok(Weights::F32),
+            d => Err(io.refuse(format!("a weight of {d}"))),
+        }
+    }
+
+    pub fn wgsl(self) -> &'static str {
+        match self {
+            Weights::F32 => "f32",
+            Weights::F16 => "f16",
+        }
+    }
+
+    /// The directive a shader reading f16 starts with.
+    pub fn enable(self) -> String {
+        match self {
+            Weights::F32 => String::new(),
+            Weights::F16 => "enable f16;\n".to_string(),
+        }
+    }
+}
+
 /// A buffer a dispatch binds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arg {
