@@ -54,6 +54,11 @@ pub trait GraphSession: Send {
     /// back (a prefill's are sequence x vocabulary per row).
     fn last_positions(&mut self, name: &str, t: Self::Resident) -> Result<HostTensor>;
 
+    /// Says that the run after the coming one takes the coming one's inputs with each (input,
+    /// axis) of `growth` one longer (a decoding step's cache): a runtime may ready that run while
+    /// the device works on the coming one. Only a hint: the inputs given to that run decide.
+    fn expect_growth(&mut self, _growth: &[(String, usize)]) {}
+
     /// Device kernels dispatched since the graph was opened, where the runtime counts them.
     fn dispatches(&self) -> Option<u64> {
         None
@@ -306,6 +311,25 @@ fn pasts_of<R>(kept: BTreeMap<String, R>, into: &mut BTreeMap<String, R>) {
             into.insert(format!("{PAST}{rest}"), v);
         }
     }
+}
+
+/// What grows from one decoding step to the next without buckets: each cache the step appends to
+/// (a past whose present the graph outputs) along its length, and the attention mask by a column.
+fn growth<G: GraphSession, R>(g: &G, state: &State<R>) -> Vec<(String, usize)> {
+    let outputs = g.output_names();
+    let mut grows: Vec<(String, usize)> = state
+        .pasts
+        .keys()
+        .filter(|p| {
+            p.strip_prefix(PAST)
+                .is_some_and(|rest| outputs.iter().any(|o| o.strip_prefix(PRESENT) == Some(rest)))
+        })
+        .map(|p| (p.clone(), 2))
+        .collect();
+    if state.inputs.contains_key("attention_mask") {
+        grows.push(("attention_mask".into(), 1));
+    }
+    grows
 }
 
 fn is_present(name: &str) -> bool {
@@ -598,6 +622,10 @@ impl<Graph: GraphSession> GraphHandler<Graph> {
                     }
                     inputs.insert("attention_mask".into(), grown.clone());
                     state.inputs.insert("attention_mask".into(), grown);
+                }
+                if !bucketed || self.decoding == Decoding::Seq2SeqCache {
+                    let grows = growth(&*g, state);
+                    g.expect_growth(&grows);
                 }
                 // One position a row: its logits are all there is to read, in the run's own read
                 // back rather than a second one.

@@ -62,9 +62,43 @@ struct Compiled {
     /// The parameters of every dispatch, `prepared[i]`'s in block i, where the plan was compiled
     /// whole (not step by step): a plan with this buffer can be patched for other sizes.
     params: Option<Arc<wgpu::Buffer>>,
+    /// Each step's node and op, for the status word's errors.
+    nodes: Arc<Vec<(String, String)>>,
     /// Keeps the parameter blocks the bind groups point at.
     _held: Vec<Arc<wgpu::Buffer>>,
     status: Arc<wgpu::Buffer>,
+}
+
+/// A run's outputs on their way back (`Session::collect_start`).
+struct Collecting {
+    read: crate::gpu::PendingRead,
+    /// Outputs already on the host (constants), and those kept on the device.
+    host: NamedTensors,
+    kept: BTreeMap<String, DeviceTensor>,
+    /// The outputs being read back after the status word, with their types.
+    pending: Vec<(String, ValueType)>,
+    nodes: Arc<Vec<(String, String)>>,
+}
+
+/// Each step's node and op.
+fn nodes_of(plan: &Plan) -> Arc<Vec<(String, String)>> {
+    Arc::new(plan.steps.iter().map(|s| (s.node.clone(), s.onnx_op.clone())).collect())
+}
+
+/// `types` with each (input, axis) of `growth` one longer.
+fn grown(types: &[(String, ValueType)], growth: &[(String, usize)]) -> Vec<(String, ValueType)> {
+    types
+        .iter()
+        .map(|(n, t)| {
+            let mut t = t.clone();
+            for (_, axis) in growth.iter().filter(|(g, _)| g == n) {
+                if let Some(d) = t.shape.get_mut(*axis) {
+                    *d += 1;
+                }
+            }
+            (n.clone(), t)
+        })
+        .collect()
 }
 
 /// A compiled plan and what it holds for: the input types, and the values of the inputs that
@@ -99,6 +133,8 @@ pub struct Session {
     pub last_dispatches: usize,
     /// Dispatches since the session opened.
     pub total_dispatches: u64,
+    /// What the caller expects of the next run (`expect_growth`).
+    growth: Option<Vec<(String, usize)>>,
     /// Plans compiled, and plans made by patching a cached one (`reuse`), since the session opened.
     pub plans_compiled: u64,
     pub plans_patched: u64,
@@ -252,6 +288,7 @@ impl Session {
             pool: Vec::new(),
             last_dispatches: 0,
             total_dispatches: 0,
+            growth: None,
             plans_compiled: 0,
             plans_patched: 0,
         })
@@ -305,85 +342,131 @@ impl Session {
                 Feed::Device(_) => None,
             })
             .collect();
-        let key: Vec<ValueType> = types.iter().map(|(_, t)| t.clone()).collect();
-        let same_values = |vals: &[(String, HostTensor)]| vals.iter().all(|(n, v)| values.get(n) == Some(v));
-        let compiled = match self.cache.iter().position(|c| c.types == key && same_values(&c.values)) {
-            Some(i) => {
-                let entry = self.cache.remove(i);
-                self.cache.insert(0, entry);
-                Some(self.cache[0].compiled.clone())
-            }
-            None => None,
-        };
         let profile = std::env::var_os("HWCOV_WEBGPU_PROFILE").is_some();
-        let t0 = std::time::Instant::now();
         let mut timings = String::new();
-        let compiled = match compiled {
+        let compiled = match self.cached(&types, &values) {
             Some(c) => c,
-            None => {
-                let program = self.program.clone();
-                let mut spec = program.specializer_with_values(&types, &values).map_err(as_webgpu)?;
-                match spec.advance().map_err(as_webgpu)? {
-                    Progress::Done => {
-                        let plan = spec.finish();
-                        let t1 = std::time::Instant::now();
-                        let used: Vec<(String, HostTensor)> = plan
-                            .shape_inputs
-                            .iter()
-                            .filter_map(|n| values.get(n).map(|v| (n.clone(), v.clone())))
-                            .collect();
-                        let (c, how) = match self.patched(&plan)? {
-                            Some(c) => {
-                                self.plans_patched += 1;
-                                (c, "patch")
-                            }
-                            None => {
-                                self.plans_compiled += 1;
-                                let previous = self
-                                    .cache
-                                    .first()
-                                    .filter(|e| reuse::same_structure(&e.compiled.plan, &plan))
-                                    .map(|e| e.compiled.plan.values.clone());
-                                (self.compile(plan, true, previous.as_deref())?, "compile")
-                            }
-                        };
-                        let c = Arc::new(c);
-                        timings = format!(
-                            "specialize {:.2} ms, {how} {:.2} ms, ",
-                            (t1 - t0).as_secs_f64() * 1e3,
-                            t1.elapsed().as_secs_f64() * 1e3
-                        );
-                        self.cache.insert(
-                            0,
-                            CachedPlan {
-                                types: key,
-                                values: used,
-                                compiled: c.clone(),
-                            },
-                        );
-                        self.cache.truncate(CACHED_PLANS);
-                        c
-                    }
-                    Progress::NeedsCount { step } => return self.run_stepwise(spec, step, &feeds, keep),
+            None => match self.make_plan(&types, &values, &mut timings)? {
+                Some(c) => c,
+                None => {
+                    // The plan pauses on NonZero: run it part by part.
+                    let program = self.program.clone();
+                    let mut spec = program.specializer_with_values(&types, &values).map_err(as_webgpu)?;
+                    return match spec.advance().map_err(as_webgpu)? {
+                        Progress::NeedsCount { step } => self.run_stepwise(spec, step, &feeds, keep),
+                        Progress::Done => Err(Error::runtime(
+                            format!("specializing {}", self.path().display()),
+                            "a plan that paused on NonZero did not pause again",
+                        )),
+                    };
                 }
-            }
+            },
         };
         let t2 = std::time::Instant::now();
-        self.execute(&compiled, &feeds, 0..compiled.prepared.len())?;
+        let dispatches = compiled.prepared.len();
+        self.execute(&compiled, &feeds, 0..dispatches)?;
         let t3 = std::time::Instant::now();
-        let out = self.collect(&compiled, keep)?;
+        let collecting = self.collect_start(&compiled, keep)?;
+        drop(compiled);
+        // While the device runs: the plan of the run the caller expects next (`expect_growth`),
+        // so that it finds it ready. A plan that fails here fails again, with its error, when
+        // that run comes.
+        let mut ahead = String::new();
+        if let Some(growth) = self.growth.take() {
+            let t = std::time::Instant::now();
+            let next = grown(&types, &growth);
+            if self.cached(&next, &values).is_none() {
+                let _ = self.make_plan(&next, &values, &mut String::new());
+            }
+            ahead = format!(", next plan {:.2} ms of that", t.elapsed().as_secs_f64() * 1e3);
+        }
+        let out = self.collect_finish(collecting)?;
         if profile {
             // What a run spends where, for tuning: on the host (specializing and compiling a
             // plan not seen before, recording and submitting), and waiting for the device.
             eprintln!(
-                "webgpu {}: {timings}record+submit {:.2} ms, wait+read {:.2} ms, {} dispatches",
+                "webgpu {}: {timings}record+submit {:.2} ms, wait+read {:.2} ms{ahead}, {dispatches} dispatches",
                 self.path().display(),
                 (t3 - t2).as_secs_f64() * 1e3,
                 t3.elapsed().as_secs_f64() * 1e3,
-                compiled.prepared.len()
             );
         }
         Ok(out)
+    }
+
+    /// Says that the next run takes the inputs of the coming one with the given (input, axis)
+    /// one longer (a decoding step's self-attention cache and mask): the coming run readies that
+    /// plan while the device works.
+    pub fn expect_growth(&mut self, growth: &[(String, usize)]) {
+        self.growth = Some(growth.to_vec());
+    }
+
+    /// The compiled plan for these input types and values, where one is cached (made the most
+    /// recent).
+    fn cached(&mut self, types: &[(String, ValueType)], values: &NamedTensors) -> Option<Arc<Compiled>> {
+        let i = self.cache.iter().position(|c| {
+            c.types.len() == types.len()
+                && c.types.iter().zip(types).all(|(a, (_, b))| a == b)
+                && c.values.iter().all(|(n, v)| values.get(n) == Some(v))
+        })?;
+        let entry = self.cache.remove(i);
+        self.cache.insert(0, entry);
+        Some(self.cache[0].compiled.clone())
+    }
+
+    /// Specializes the graph for these inputs and compiles the plan (or patches a cached one),
+    /// into the cache; `None` where the plan pauses on NonZero (run step by step, not cached).
+    /// `timings` gets what it took.
+    fn make_plan(
+        &mut self,
+        types: &[(String, ValueType)],
+        values: &NamedTensors,
+        timings: &mut String,
+    ) -> Result<Option<Arc<Compiled>>> {
+        let t0 = std::time::Instant::now();
+        let program = self.program.clone();
+        let mut spec = program.specializer_with_values(types, values).map_err(as_webgpu)?;
+        if let Progress::NeedsCount { .. } = spec.advance().map_err(as_webgpu)? {
+            return Ok(None);
+        }
+        let plan = spec.finish();
+        let t1 = std::time::Instant::now();
+        let used: Vec<(String, HostTensor)> = plan
+            .shape_inputs
+            .iter()
+            .filter_map(|n| values.get(n).map(|v| (n.clone(), v.clone())))
+            .collect();
+        let (c, how) = match self.patched(&plan)? {
+            Some(c) => {
+                self.plans_patched += 1;
+                (c, "patch")
+            }
+            None => {
+                self.plans_compiled += 1;
+                let previous = self
+                    .cache
+                    .first()
+                    .filter(|e| reuse::same_structure(&e.compiled.plan, &plan))
+                    .map(|e| e.compiled.plan.values.clone());
+                (self.compile(plan, true, previous.as_deref())?, "compile")
+            }
+        };
+        let c = Arc::new(c);
+        *timings = format!(
+            "specialize {:.2} ms, {how} {:.2} ms, ",
+            (t1 - t0).as_secs_f64() * 1e3,
+            t1.elapsed().as_secs_f64() * 1e3
+        );
+        self.cache.insert(
+            0,
+            CachedPlan {
+                types: types.iter().map(|(_, t)| t.clone()).collect(),
+                values: used,
+                compiled: c.clone(),
+            },
+        );
+        self.cache.truncate(CACHED_PLANS);
+        Ok(Some(c))
     }
 
     /// Runs a plan that pauses on NonZero: each part as soon as it is known.
@@ -403,6 +486,7 @@ impl Session {
             steps: Vec::new(),
             groups: Groups::default(),
             params: None,
+            nodes: Arc::new(Vec::new()),
             _held: Vec::new(),
             status: Arc::new(self.gpu.buffer("status", 4, STORAGE)?),
         };
@@ -449,6 +533,7 @@ impl Session {
             ));
         }
         c.plan = plan;
+        c.nodes = nodes_of(&c.plan);
         self.collect(&c, keep)
     }
 
@@ -472,6 +557,7 @@ impl Session {
             steps: Vec::new(),
             groups: Groups::default(),
             params: None,
+            nodes: Arc::new(Vec::new()),
             _held: Vec::new(),
             status: Arc::new(self.gpu.buffer("status", 4, STORAGE)?),
             plan,
@@ -480,6 +566,7 @@ impl Session {
         let params = self.append(&mut c, 0..n, lifetimes.as_ref(), &groups, Some(&bytes))?;
         c.params = Some(params);
         c.groups = groups;
+        c.nodes = nodes_of(&c.plan);
         Ok(c)
     }
 
@@ -941,9 +1028,15 @@ impl Session {
         c: &Compiled,
         keep: &dyn Fn(&str) -> bool,
     ) -> Result<(NamedTensors, BTreeMap<String, DeviceTensor>)> {
+        let collecting = self.collect_start(c, keep)?;
+        self.collect_finish(collecting)
+    }
+
+    /// `collect`'s first half: the copies recorded and submitted, nothing waited for.
+    fn collect_start(&self, c: &Compiled, keep: &dyn Fn(&str) -> bool) -> Result<Collecting> {
         let mut enc = self.gpu.device.create_command_encoder(&Default::default());
         let mut kept = BTreeMap::new();
-        let mut reads: Vec<(Arc<wgpu::Buffer>, u64)> = vec![(c.status.clone(), 4)];
+        let mut reads: Vec<(Arc<wgpu::Buffer>, u64, u64)> = vec![(c.status.clone(), 0, 4)];
         let mut host = NamedTensors::new();
         let mut pending = Vec::new();
         for (name, o) in &c.plan.outputs {
@@ -985,24 +1078,43 @@ impl Session {
                             },
                         );
                     } else {
-                        reads.push((b, Self::value_bytes(&ty)));
+                        reads.push((b, 0, Self::value_bytes(&ty)));
                         pending.push((name.clone(), ty));
                     }
                 }
             }
         }
         self.gpu.queue.submit([enc.finish()]);
-        let mut bytes = self.gpu.read_many(&reads)?.into_iter();
+        Ok(Collecting {
+            read: self.gpu.start_read(&reads)?,
+            host,
+            kept,
+            pending,
+            nodes: c.nodes.clone(),
+        })
+    }
+
+    /// `collect`'s second half: waits for the device, checks the status word, and converts.
+    fn collect_finish(&self, c: Collecting) -> Result<(NamedTensors, BTreeMap<String, DeviceTensor>)> {
+        let Collecting {
+            read,
+            mut host,
+            kept,
+            pending,
+            nodes,
+        } = c;
+        let mut bytes = read.finish(&self.gpu)?.into_iter();
         let status = bytes.next().unwrap_or_default();
         let code = u32::from_le_bytes([status[0], status[1], status[2], status[3]]);
         if code != 0 {
-            let step = &c.plan.steps[(code - 1) as usize];
+            let (node, op) = nodes
+                .get((code - 1) as usize)
+                .cloned()
+                .unwrap_or_else(|| (format!("step {code}"), "?".into()));
             return Err(Error::tensor(
-                step.node.clone(),
+                node.clone(),
                 format!(
-                    "an index of {} ({}) is out of range for the tensor it indexes, in {}",
-                    step.node,
-                    step.onnx_op,
+                    "an index of {node} ({op}) is out of range for the tensor it indexes, in {}",
                     self.path().display()
                 ),
             ));

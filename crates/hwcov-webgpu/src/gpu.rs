@@ -231,6 +231,12 @@ impl Gpu {
     /// Copies byte ranges (buffer, offset, length; offsets multiples of 4) back to the host, as
     /// `read_many` does.
     pub fn read_ranges(&self, parts: &[(std::sync::Arc<wgpu::Buffer>, u64, u64)]) -> Result<Vec<Vec<u8>>> {
+        self.start_read(parts)?.finish(self)
+    }
+
+    /// Submits the copies of a read back (as `read_ranges`) without waiting for them: the host
+    /// can do other work while the device finishes; `PendingRead::finish` waits and reads.
+    pub fn start_read(&self, parts: &[(std::sync::Arc<wgpu::Buffer>, u64, u64)]) -> Result<PendingRead> {
         let sizes: Vec<u64> = parts.iter().map(|(_, _, n)| (*n).max(4).next_multiple_of(4)).collect();
         let total: u64 = sizes.iter().sum();
         let staging = self.buffer(
@@ -249,21 +255,42 @@ impl Gpu {
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
             let _ = tx.send(r);
         });
-        self.wait()?;
-        rx.recv()
+        Ok(PendingRead {
+            staging,
+            rx,
+            parts: parts.iter().map(|(_, _, want)| *want).zip(sizes).collect(),
+        })
+    }
+}
+
+/// A read back submitted and not yet waited for (`Gpu::start_read`).
+pub struct PendingRead {
+    staging: wgpu::Buffer,
+    rx: std::sync::mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>,
+    /// Bytes wanted and bytes copied of each part.
+    parts: Vec<(u64, u64)>,
+}
+
+impl PendingRead {
+    /// Waits for the copies and returns each part's bytes.
+    pub fn finish(self, gpu: &Gpu) -> Result<Vec<Vec<u8>>> {
+        gpu.wait()?;
+        self.rx
+            .recv()
             .map_err(|e| Error::runtime("reading back", e))?
             .map_err(|e| Error::runtime("reading back", e))?;
-        let view = staging
+        let view = self
+            .staging
             .get_mapped_range(..)
             .map_err(|e| Error::runtime("reading back", e))?;
-        let mut out = Vec::with_capacity(parts.len());
+        let mut out = Vec::with_capacity(self.parts.len());
         let mut at = 0usize;
-        for ((_, _, want), &n) in parts.iter().zip(&sizes) {
-            out.push(view[at..at + *want as usize].to_vec());
+        for &(want, n) in &self.parts {
+            out.push(view[at..at + want as usize].to_vec());
             at += n as usize;
         }
         drop(view);
-        staging.unmap();
+        self.staging.unmap();
         Ok(out)
     }
 }

@@ -266,6 +266,10 @@ impl GraphSession for Graph {
         self.0.read_last_positions(name, &t)
     }
 
+    fn expect_growth(&mut self, growth: &[(String, usize)]) {
+        self.0.expect_growth(growth);
+    }
+
     fn dispatches(&self) -> Option<u64> {
         Some(self.0.total_dispatches)
     }

@@ -37,15 +37,24 @@ fn sessions(fixture: &str) -> Option<(hwcov_webgpu::Session, hwcov_webgpu::Sessi
 /// Runs both sessions; every output of the f16 one differs from the f32 one's, by at most
 /// `rel` of the output's largest value.
 fn compare(fixture: &str, inputs: &NamedTensors, rel: f64) {
-    let Some((mut a, mut b)) = sessions(fixture) else { return };
+    let Some((mut a, mut b)) = sessions(fixture) else {
+        return;
+    };
     let want = a.run(inputs).expect("f32 run");
     let got = b.run(inputs).expect("f16-weights run");
     for (name, w) in &want {
         let (w, g) = (w.to_f64_vec(), got[name].to_f64_vec());
         let scale = w.iter().fold(1e-30f64, |m, x| m.max(x.abs()));
         let err = w.iter().zip(&g).fold(0f64, |m, (x, y)| m.max((x - y).abs()));
-        assert!(err > 0.0, "{fixture} {name}: the same as at f32; the f16 weights were not read");
-        assert!(err / scale < rel, "{fixture} {name}: {:.3e} of its largest value", err / scale);
+        assert!(
+            err > 0.0,
+            "{fixture} {name}: the same as at f32; the f16 weights were not read"
+        );
+        assert!(
+            err / scale < rel,
+            "{fixture} {name}: {:.3e} of its largest value",
+            err / scale
+        );
     }
 }
 
@@ -55,8 +64,14 @@ fn bert_with_f16_weights_stays_near_f32() {
     let ids: Vec<i64> = (0..b * l).map(|i| (i * 37 % 128) as i64).collect();
     let mut inputs = NamedTensors::new();
     inputs.insert("input_ids".into(), HostTensor::i64(vec![b, l], ids).unwrap());
-    inputs.insert("attention_mask".into(), HostTensor::i64(vec![b, l], vec![1; b * l]).unwrap());
-    inputs.insert("token_type_ids".into(), HostTensor::i64(vec![b, l], vec![0; b * l]).unwrap());
+    inputs.insert(
+        "attention_mask".into(),
+        HostTensor::i64(vec![b, l], vec![1; b * l]).unwrap(),
+    );
+    inputs.insert(
+        "token_type_ids".into(),
+        HostTensor::i64(vec![b, l], vec![0; b * l]).unwrap(),
+    );
     compare("bert", &inputs, 5e-3);
 }
 
@@ -65,6 +80,9 @@ fn vit_with_f16_weights_stays_near_f32() {
     let n = 2 * 3 * 30 * 30;
     let pixels: Vec<f32> = (0..n).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect();
     let mut inputs = NamedTensors::new();
-    inputs.insert("pixel_values".into(), HostTensor::f32(vec![2, 3, 30, 30], pixels).unwrap());
+    inputs.insert(
+        "pixel_values".into(),
+        HostTensor::f32(vec![2, 3, 30, 30], pixels).unwrap(),
+    );
     compare("vit", &inputs, 5e-3);
 }
