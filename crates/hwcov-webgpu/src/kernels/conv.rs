@@ -1,11 +1,22 @@
-//! Conv (1-D to 3-D, groups, strides, dilations, pads) and MaxPool/AveragePool: one thread per
-//! output element walks its window. Spatial axes are padded to three in front (size 1), so one
-//! shader serves 1-D, 2-D and 3-D.
+//! Conv (1-D to 3-D, groups, strides, dilations, pads) and MaxPool/AveragePool. Spatial axes are
+//! padded to three in front (size 1), so one shader serves 1-D, 2-D and 3-D.
+//!
+//! A convolution of one group is a product: its input unfolded into columns (a row per batch item
+//! and output position, a column per input channel and tap, zero where the tap falls in the
+//! padding), times the weights as (output channels, channels x taps), through the tiled product
+//! kernels; a last dispatch puts the product's (position, channel) rows in the output's (channel,
+//! position) order and adds the bias. Grouped convolutions, and those whose columns would pass
+//! `MAX_COLUMNS`, run the direct kernel: one thread per output element walks its window. Pooling
+//! is the direct walk.
 
 use hwcov_core::Result;
 use hwcov_onnx::ir::Op;
 
+use super::matmul::{Operands, Product, product};
 use super::{Arg, ENTRY_1D, Kernels, Scalar, StepIo, Weights, binding, dispatch_1d, prelude, word};
+
+/// The largest column matrix (bytes) a convolution is unfolded into; past it, the direct kernel.
+const MAX_COLUMNS: usize = 128 << 20;
 
 /// Up to three spatial values, padded in front with `fill`.
 fn three(v: &[usize], fill: usize) -> [usize; 3] {
@@ -94,6 +105,13 @@ pub fn conv(io: &StepIo) -> Result<Kernels> {
     }
     let has_bias = io.ins.len() > 2;
     let mut params = window_params(x, out, &w[2..], strides, pads, dilations);
+    let taps: usize = w[2..].iter().product();
+    let positions: usize = out[2..].iter().product();
+    let (rows, depth) = (x[0] * positions, w[1] * taps);
+    if *group == 1 && rows * depth * 4 <= MAX_COLUMNS {
+        params.extend([word(depth), word(taps)]);
+        return conv_as_product(io, params, rows, depth, out[1], positions, wt);
+    }
     // 21 Cout, 22 (output channels, as DECODE reads them), 23 group.
     params.extend([word(out[1]), word(out[1]), word(*group)]);
     let mut s = wt.enable();
@@ -130,6 +148,111 @@ pub fn conv(io: &StepIo) -> Result<Kernels> {
     s.push_str("    }\n    out0[i] = acc;\n}\n");
     Ok(Kernels {
         dispatches: vec![dispatch_1d(s, args, io.outs[0].numel(), params)],
+        ..Default::default()
+    })
+}
+
+/// A convolution of one group as unfold, product and reorder (the module's comment). `params` are
+/// the window's, then 21 columns (channels x taps) and 22 taps.
+fn conv_as_product(
+    io: &StepIo,
+    params: Vec<u32>,
+    rows: usize,
+    depth: usize,
+    channels: usize,
+    positions: usize,
+    wt: Weights,
+) -> Result<Kernels> {
+    let mut unfold = prelude();
+    unfold.push_str(&binding(1, "x", Scalar::F32, false));
+    unfold.push_str(&binding(2, "cols", Scalar::F32, true));
+    unfold.push_str(ENTRY_1D);
+    unfold.push_str(
+        "    let col = i % p(21u);
+    let row = i / p(21u);
+    let ci = col / p(22u);
+    let kk = col % p(22u);
+    let kx = kk % p(11u);
+    let ky = (kk / p(11u)) % p(10u);
+    let kz = kk / (p(11u) * p(10u));
+    let positions = p(6u) * p(7u) * p(8u);
+    let s = row % positions;
+    let on = row / positions;
+    let ox = s % p(8u);
+    let oy = (s / p(8u)) % p(7u);
+    let oz = s / (p(8u) * p(7u));
+    let iz = i32(oz * p(12u) + kz * p(18u)) - i32(p(15u));
+    let iy = i32(oy * p(13u) + ky * p(19u)) - i32(p(16u));
+    let ix = i32(ox * p(14u) + kx * p(20u)) - i32(p(17u));
+    var v = 0.0;
+    if (iz >= 0 && iz < i32(p(3u)) && iy >= 0 && iy < i32(p(4u)) && ix >= 0 && ix < i32(p(5u))) {
+        v = x[(on * p(2u) + ci) * p(3u) * p(4u) * p(5u) + (u32(iz) * p(4u) + u32(iy)) * p(5u) + u32(ix)];
+    }
+    cols[i] = v;
+}
+",
+    );
+    // Columns (rows, depth) times the weights (channels, depth) read transposed.
+    let p = Product {
+        m: rows,
+        n: channels,
+        k: depth,
+        batch_shape: Vec::new(),
+        a_batch_strides: Vec::new(),
+        b_batch_strides: Vec::new(),
+        rs_a: depth,
+        cs_a: 1,
+        rs_b: 1,
+        cs_b: depth,
+        alpha: 1.0,
+        beta: 0.0,
+        c_strides: None,
+        b: wt,
+    };
+    let operands = Operands {
+        a: Arg::Scratch(0),
+        b: Arg::In(1),
+        c: None,
+        out: Arg::Scratch(1),
+        partials: 2,
+    };
+    let (products, partials) = product(io, &p, &operands)?;
+    let has_bias = io.ins.len() > 2;
+    let mut reorder = prelude();
+    reorder.push_str(&binding(1, "prod", Scalar::F32, false));
+    let mut args = vec![Arg::Scratch(1)];
+    if has_bias {
+        reorder.push_str(&binding(2, "b", Scalar::F32, false));
+        args.push(Arg::In(2));
+    }
+    reorder.push_str(&binding(args.len() + 1, "out0", Scalar::F32, true));
+    args.push(Arg::Out(0));
+    reorder.push_str(ENTRY_1D);
+    reorder.push_str(
+        "    let s = i % p(1u);\n    let co = (i / p(1u)) % p(2u);\n    let on = i / (p(1u) * p(2u));\n    var v = prod[(on * p(1u) + s) * p(2u) + co];\n",
+    );
+    if has_bias {
+        reorder.push_str("    v = v + b[co];\n");
+    }
+    reorder.push_str("    out0[i] = v;\n}\n");
+    let mut dispatches = vec![dispatch_1d(
+        unfold,
+        vec![Arg::In(0), Arg::Scratch(0)],
+        rows * depth,
+        params,
+    )];
+    dispatches.extend(products);
+    dispatches.push(dispatch_1d(
+        reorder,
+        args,
+        io.outs[0].numel(),
+        vec![word(positions), word(channels)],
+    ));
+    let mut scratch = vec![(rows * depth * 4) as u64, (rows * channels * 4) as u64];
+    scratch.extend(partials);
+    Ok(Kernels {
+        dispatches,
+        scratch,
         ..Default::default()
     })
 }

@@ -274,7 +274,8 @@ fn source_rows(m: usize, output: Output, b: Weights) -> String {
 /// The dispatch that adds the splits' partial sums (scratch 0) and applies the epilogue.
 /// `params` (after the count of output vec4s, which this prepends): 1 M, 2 N, 3 splits,
 /// 4 elements per split, 5 alpha, 6 beta, 7 rsC, 8 csC.
-fn sum_splits(has_c: bool, per_split: usize, params: Vec<u32>) -> Dispatch {
+fn sum_splits(args: &Operands, per_split: usize, params: Vec<u32>) -> Dispatch {
+    let has_c = args.c.is_some();
     let mut s = prelude();
     s.push_str("@group(0) @binding(1) var<storage, read> part: array<vec4<f32>>;\n");
     let out_binding = if has_c {
@@ -296,12 +297,10 @@ fn sum_splits(has_c: bool, per_split: usize, params: Vec<u32>) -> Dispatch {
         );
     }
     s.push_str("    out0[i] = v;\n}\n");
-    let mut args = vec![Arg::Scratch(0)];
-    if has_c {
-        args.push(Arg::In(2));
-    }
-    args.push(Arg::Out(0));
-    dispatch_1d(s, args, per_split / 4, params)
+    let mut bound = vec![Arg::Scratch(args.partials)];
+    bound.extend(args.c);
+    bound.push(args.out);
+    dispatch_1d(s, bound, per_split / 4, params)
 }
 
 /// How many pieces to split K into so that `groups` workgroups become about `FILL`, each piece at
@@ -431,7 +430,6 @@ pub fn matmul(io: &StepIo) -> Result<Kernels> {
     if batch_shape.len() > MAX_BATCH {
         return Err(io.refuse(format!("products with more than {MAX_BATCH} batch axes")));
     }
-    let batch: usize = batch_shape.iter().product();
     // Strides of each operand's batch axes broadcast to the output's.
     let batch_strides = |shape: &[usize]| -> Vec<u32> {
         if batch_shape.is_empty() {
@@ -469,24 +467,6 @@ pub fn matmul(io: &StepIo) -> Result<Kernels> {
         }
         _ => return Err(io.refuse("this op")),
     };
-    let pad6 = |v: Vec<u32>| -> Vec<u32> {
-        let mut v = v;
-        v.resize(MAX_BATCH, 0);
-        v
-    };
-    let mut params = vec![word(m), word(n), word(k), word(batch_shape.len())];
-    params.extend(pad6(batch_shape.iter().map(|&d| word(d)).collect()));
-    params.extend(pad6(batch_strides(sa)));
-    params.extend(pad6(batch_strides(sb)));
-    params.extend(pad6(vec![]));
-    params.extend([
-        word(rs_a),
-        word(cs_a),
-        word(rs_b),
-        word(cs_b),
-        fword(alpha),
-        fword(beta),
-    ]);
     // C broadcasts to (M, N): its strides along them (a Gemm's C has no batch axes).
     let c_strides = if has_c {
         if io.scalar_in(2)? != Scalar::F32 {
@@ -501,12 +481,111 @@ pub fn matmul(io: &StepIo) -> Result<Kernels> {
             let a = sc.len() - axis_from_end;
             if sc[a] == 1 { 0 } else { word(own[a]) }
         };
-        [at(2), at(1)]
+        Some([at(2), at(1)])
     } else {
-        [0, 0]
+        None
     };
+    let p = Product {
+        m,
+        n,
+        k,
+        batch_shape: batch_shape.to_vec(),
+        a_batch_strides: batch_strides(sa),
+        b_batch_strides: batch_strides(sb),
+        rs_a,
+        cs_a,
+        rs_b,
+        cs_b,
+        alpha,
+        beta,
+        c_strides,
+        b,
+    };
+    let args = Operands {
+        a: Arg::In(0),
+        b: Arg::In(1),
+        c: has_c.then_some(Arg::In(2)),
+        out: Arg::Out(0),
+        partials: 0,
+    };
+    let (dispatches, partials) = product(io, &p, &args)?;
+    Ok(Kernels {
+        dispatches,
+        scratch: partials.into_iter().collect(),
+        ..Default::default()
+    })
+}
+
+/// A product as the kernels take it: out = alpha * A B (+ beta * C), A (M, K) and B (K, N) read
+/// through their strides (rs: between rows, cs: between columns), over `batch_shape` with the
+/// operands' batch axes broadcast by stride 0; C broadcast to (M, N) by its two strides.
+pub struct Product {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub batch_shape: Vec<usize>,
+    pub a_batch_strides: Vec<u32>,
+    pub b_batch_strides: Vec<u32>,
+    pub rs_a: usize,
+    pub cs_a: usize,
+    pub rs_b: usize,
+    pub cs_b: usize,
+    pub alpha: f32,
+    pub beta: f32,
+    pub c_strides: Option<[u32; 2]>,
+    /// How B is stored.
+    pub b: Weights,
+}
+
+/// The buffers a product binds: A, B, C where it has one, the output, and the scratch buffer its
+/// K splits add up in (an index into the step's scratch).
+pub struct Operands {
+    pub a: Arg,
+    pub b: Arg,
+    pub c: Option<Arg>,
+    pub out: Arg,
+    pub partials: usize,
+}
+
+/// The dispatches of a product (`io` names the step in errors), and the bytes of the scratch
+/// buffer its K splits need, where K is split.
+pub fn product(io: &StepIo, p: &Product, args: &Operands) -> Result<(Vec<Dispatch>, Option<u64>)> {
+    let Product {
+        m,
+        n,
+        k,
+        rs_a,
+        cs_a,
+        rs_b,
+        cs_b,
+        alpha,
+        beta,
+        b,
+        ..
+    } = *p;
+    let batch_shape = &p.batch_shape;
+    let has_c = p.c_strides.is_some();
+    let c_strides = p.c_strides.unwrap_or([0, 0]);
+    let pad6 = |v: Vec<u32>| -> Vec<u32> {
+        let mut v = v;
+        v.resize(MAX_BATCH, 0);
+        v
+    };
+    let mut params = vec![word(m), word(n), word(k), word(batch_shape.len())];
+    params.extend(pad6(batch_shape.iter().map(|&d| word(d)).collect()));
+    params.extend(pad6(p.a_batch_strides.clone()));
+    params.extend(pad6(p.b_batch_strides.clone()));
+    params.extend(pad6(vec![]));
+    params.extend([
+        word(rs_a),
+        word(cs_a),
+        word(rs_b),
+        word(cs_b),
+        fword(alpha),
+        fword(beta),
+    ]);
     params.extend(c_strides);
-    let batch = batch.max(1);
+    let batch = batch_shape.iter().product::<usize>().max(1);
     // The vec4 kernels want rows of A and of B (or B transposed) that are whole vec4s along K,
     // and output rows of whole vec4s.
     let a_rows = cs_a == 1 && rs_a == k;
@@ -546,34 +625,32 @@ pub fn matmul(io: &StepIo) -> Result<Kernels> {
         )));
     }
     let groups = groups.map(|g| g as u32);
-    let mut args = vec![Arg::In(0), Arg::In(1)];
+    let mut bound = vec![args.a, args.b];
     if splits == 1 {
-        if has_c {
-            args.push(Arg::In(2));
-        }
-        args.push(Arg::Out(0));
-        return Ok(Kernels {
-            dispatches: vec![Dispatch {
+        bound.extend(args.c);
+        bound.push(args.out);
+        return Ok((
+            vec![Dispatch {
                 source: src,
-                args,
+                args: bound,
                 params,
                 groups,
             }],
-            ..Default::default()
-        });
+            None,
+        ));
     }
     let per_split = batch * m * n;
-    args.push(Arg::Scratch(0));
-    Ok(Kernels {
-        dispatches: vec![
+    bound.push(Arg::Scratch(args.partials));
+    Ok((
+        vec![
             Dispatch {
                 source: src,
-                args,
+                args: bound,
                 params,
                 groups,
             },
             sum_splits(
-                has_c,
+                args,
                 per_split,
                 vec![
                     word(m),
@@ -587,7 +664,6 @@ pub fn matmul(io: &StepIo) -> Result<Kernels> {
                 ],
             ),
         ],
-        scratch: vec![(splits * per_split * 4) as u64],
-        ..Default::default()
-    })
+        Some((splits * per_split * 4) as u64),
+    ))
 }
