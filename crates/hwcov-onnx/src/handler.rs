@@ -19,6 +19,19 @@ use hwcov_core::{Decoder, Error, Handler, HostTensor, ModelFiles, NamedTensors, 
 
 use crate::{Dim, GraphFile};
 
+/// Where an output of `GraphSession::run_resident` goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// Back to the host, whole.
+    Host,
+    /// Kept where the runtime holds it, for a later run (the cache).
+    Keep,
+    /// Back to the host as each row's last position, (batch, features) of a (batch, sequence,
+    /// features) tensor (`last_positions`): the logits a decoding step needs, without reading a
+    /// prefill's sequence x vocabulary per row.
+    LastPositions,
+}
+
 /// One graph of a model folder, ready on a platform's runtime.
 pub trait GraphSession: Send {
     /// A tensor kept where the runtime holds it between runs (the KV cache): a device buffer, or
@@ -36,23 +49,19 @@ pub trait GraphSession: Send {
     /// Runs the graph on the named inputs it declares (others are ignored).
     fn run(&mut self, inputs: &NamedTensors) -> Result<NamedTensors>;
 
-    /// Runs the graph on host inputs and on tensors earlier runs kept (by input name); the outputs
-    /// `keep` names are kept where they are, the others come back to the host.
+    /// Runs the graph on host inputs and on tensors earlier runs kept (by input name); each output
+    /// goes where `fate` says: kept where it is, back to the host, or back as its rows' last
+    /// positions.
     fn run_resident(
         &mut self,
         inputs: &NamedTensors,
         resident: &BTreeMap<String, Self::Resident>,
-        keep: &dyn Fn(&str) -> bool,
+        fate: &dyn Fn(&str) -> Fate,
     ) -> Result<(NamedTensors, BTreeMap<String, Self::Resident>)>;
 
     /// Each cache tensor (batch, heads, length, head_dim) with `front` rows of zeros added before
     /// its first along the length axis, or with its first `-front` rows dropped.
     fn shift_caches(&mut self, caches: Vec<Self::Resident>, front: isize) -> Result<Vec<Self::Resident>>;
-
-    /// The last position of each row of a kept (batch, sequence, features) tensor, as (batch,
-    /// features) on the host: the logits a decoding step needs, without reading every position's
-    /// back (a prefill's are sequence x vocabulary per row).
-    fn last_positions(&mut self, name: &str, t: Self::Resident) -> Result<HostTensor>;
 
     /// Says that the run after the coming one takes the coming one's inputs with each (input,
     /// axis) of `growth` one longer (a decoding step's cache): a runtime may ready that run while
@@ -164,33 +173,30 @@ fn append_column(name: &str, t: &HostTensor, values: &[i64]) -> Result<HostTenso
     HostTensor::i64(vec![b, l + 1], grown)
 }
 
-/// The logits of each row's last position, (batch, vocab), from (batch, sequence, vocab).
+/// The logits of each row's last position, (batch, vocab): as a decoding run returned them
+/// (`decoding_fate`), or from the whole (batch, sequence, vocab).
 fn last_logits(out: &NamedTensors) -> Result<HostTensor> {
     let logits = out
-        .get("logits")
-        .ok_or_else(|| Error::tensor("logits", "the graph produced no logits"))?;
-    last_positions(LOGITS, logits)
-}
-
-/// The logits of a run that kept them where the runtime holds them (`keep_logits`), else from its
-/// host outputs.
-fn logits_of<G: GraphSession>(
-    g: &mut G,
-    out: &NamedTensors,
-    kept: &mut BTreeMap<String, G::Resident>,
-) -> Result<HostTensor> {
-    match kept.remove(LOGITS) {
-        Some(t) => g.last_positions(LOGITS, t),
-        None => last_logits(out),
+        .get(LOGITS)
+        .ok_or_else(|| Error::tensor(LOGITS, "the graph produced no logits"))?;
+    match logits.shape().len() {
+        2 => Ok(logits.clone()),
+        _ => last_positions(LOGITS, logits),
     }
 }
 
 const LOGITS: &str = "logits";
 
-/// What a decoding run keeps where the runtime holds it: the cache, and the logits (of which only
-/// the last position is read back).
-fn keep_logits(name: &str) -> bool {
-    is_present(name) || name == LOGITS
+/// Where a decoding run's outputs go: the cache stays with the runtime; of the logits only each
+/// row's last position comes back.
+fn decoding_fate(name: &str) -> Fate {
+    if is_present(name) {
+        Fate::Keep
+    } else if name == LOGITS {
+        Fate::LastPositions
+    } else {
+        Fate::Host
+    }
 }
 
 /// The element ranges of each row's last position in a (batch, sequence, features) tensor of
@@ -542,8 +548,8 @@ impl<Graph: GraphSession> GraphHandler<Graph> {
                     inputs.insert("position_ids".into(), positions_from_mask(&mask, l)?);
                 }
                 empty_pasts(g, &mut inputs, b)?;
-                let (out, mut kept) = g.run_resident(&inputs, &BTreeMap::new(), &keep_logits)?;
-                let logits = logits_of(g, &out, &mut kept)?;
+                let (out, kept) = g.run_resident(&inputs, &BTreeMap::new(), &decoding_fate)?;
+                let logits = last_logits(&out)?;
                 let mut state = State::new(NamedTensors::new());
                 state.inputs.insert("attention_mask".into(), mask);
                 pasts_of(kept, &mut state.pasts);
@@ -561,8 +567,8 @@ impl<Graph: GraphSession> GraphHandler<Graph> {
                     .decoder
                     .as_mut()
                     .ok_or_else(|| Error::runtime("decoding", "no decoder graph"))?;
-                let (out, mut kept) = decoder.run_resident(&inputs, &BTreeMap::new(), &keep_logits)?;
-                let logits = logits_of(decoder, &out, &mut kept)?;
+                let (out, kept) = decoder.run_resident(&inputs, &BTreeMap::new(), &decoding_fate)?;
+                let logits = last_logits(&out)?;
                 let mut state = State::new(NamedTensors::new());
                 if let Some(m) = inputs.get("encoder_attention_mask") {
                     state.inputs.insert("encoder_attention_mask".into(), m.clone());
@@ -627,10 +633,8 @@ impl<Graph: GraphSession> GraphHandler<Graph> {
                     let grows = growth(&*g, state);
                     g.expect_growth(&grows);
                 }
-                // One position a row: its logits are all there is to read, in the run's own read
-                // back rather than a second one.
-                let (out, mut kept) = g.run_resident(&inputs, &state.pasts, &is_present)?;
-                let logits = logits_of(g, &out, &mut kept)?;
+                let (out, kept) = g.run_resident(&inputs, &state.pasts, &decoding_fate)?;
+                let logits = last_logits(&out)?;
                 pasts_of(kept, &mut state.pasts);
                 if self.decoding == Decoding::DecoderCache {
                     fit_cache(g, state, bucketed)?;

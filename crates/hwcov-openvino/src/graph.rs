@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use hwcov_core::{Error, HostTensor, LoadOptions, NamedTensors, Precision, Result, TensorData};
-use hwcov_onnx::handler::GraphSession;
+use hwcov_onnx::handler::{Fate, GraphSession};
 use hwcov_onnx::{GraphFile, GraphFormat};
 use openvino::{Core, DeviceType, ElementType, RwPropertyKey, Shape, Tensor};
 
@@ -122,20 +122,31 @@ impl GraphSession for Graph {
         &mut self,
         inputs: &NamedTensors,
         resident: &std::collections::BTreeMap<String, HostTensor>,
-        keep: &dyn Fn(&str) -> bool,
+        fate: &dyn Fn(&str) -> Fate,
     ) -> Result<(NamedTensors, std::collections::BTreeMap<String, HostTensor>)> {
         let mut all = inputs.clone();
         all.extend(resident.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let (kept, host): (NamedTensors, NamedTensors) = self.run(&all)?.into_iter().partition(|(k, _)| keep(k));
-        Ok((host, kept.into_iter().collect()))
+        let mut host = NamedTensors::new();
+        let mut kept = std::collections::BTreeMap::new();
+        for (name, t) in self.run(&all)? {
+            match fate(&name) {
+                Fate::Host => {
+                    host.insert(name, t);
+                }
+                Fate::Keep => {
+                    kept.insert(name, t);
+                }
+                Fate::LastPositions => {
+                    let last = hwcov_onnx::handler::last_positions(&name, &t)?;
+                    host.insert(name, last);
+                }
+            }
+        }
+        Ok((host, kept))
     }
 
     fn shift_caches(&mut self, caches: Vec<HostTensor>, front: isize) -> Result<Vec<HostTensor>> {
         caches.iter().map(|t| shift_rows(t, front)).collect()
-    }
-
-    fn last_positions(&mut self, name: &str, t: HostTensor) -> Result<HostTensor> {
-        hwcov_onnx::handler::last_positions(name, &t)
     }
 
     fn path(&self) -> &Path {

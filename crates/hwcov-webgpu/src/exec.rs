@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use half::{bf16, f16};
 use hwcov_core::{DType, Error, HostTensor, NamedTensors, Result, TensorData};
+use hwcov_onnx::handler::Fate;
 use hwcov_onnx::ir::{Op, ValueType};
 use hwcov_onnx::{Operand, Plan, Program, Progress};
 
@@ -75,8 +76,9 @@ struct Collecting {
     /// Outputs already on the host (constants), and those kept on the device.
     host: NamedTensors,
     kept: BTreeMap<String, DeviceTensor>,
-    /// The outputs being read back after the status word, with their types.
-    pending: Vec<(String, ValueType)>,
+    /// The outputs being read back after the status word: name, type, and how many of the read's
+    /// parts make it.
+    pending: Vec<(String, ValueType, usize)>,
     nodes: Arc<Vec<(String, String)>>,
 }
 
@@ -301,17 +303,17 @@ impl Session {
     /// Runs the graph on its declared inputs (taken from `given` by name, converted to the
     /// declared element type).
     pub fn run(&mut self, given: &NamedTensors) -> Result<NamedTensors> {
-        Ok(self.run_resident(given, &BTreeMap::new(), &|_| false)?.0)
+        Ok(self.run_resident(given, &BTreeMap::new(), &|_| Fate::Host)?.0)
     }
 
     /// Runs the graph on inputs from the host (`given`) and inputs left on the device by earlier
-    /// runs (`resident`, by name); the outputs `keep` names stay on the device, the others come
-    /// back to the host.
+    /// runs (`resident`, by name); each output stays on the device or comes back to the host (whole,
+    /// or each row's last position) as `fate` says.
     pub fn run_resident(
         &mut self,
         given: &NamedTensors,
         resident: &BTreeMap<String, DeviceTensor>,
-        keep: &dyn Fn(&str) -> bool,
+        fate: &dyn Fn(&str) -> Fate,
     ) -> Result<(NamedTensors, BTreeMap<String, DeviceTensor>)> {
         let mut feeds = Vec::new();
         for (name, dtype) in self.program.input_types()? {
@@ -353,7 +355,7 @@ impl Session {
                     let program = self.program.clone();
                     let mut spec = program.specializer_with_values(&types, &values).map_err(as_webgpu)?;
                     return match spec.advance().map_err(as_webgpu)? {
-                        Progress::NeedsCount { step } => self.run_stepwise(spec, step, &feeds, keep),
+                        Progress::NeedsCount { step } => self.run_stepwise(spec, step, &feeds, fate),
                         Progress::Done => Err(Error::runtime(
                             format!("specializing {}", self.path().display()),
                             "a plan that paused on NonZero did not pause again",
@@ -366,7 +368,7 @@ impl Session {
         let dispatches = compiled.prepared.len();
         self.execute(&compiled, &feeds, 0..dispatches)?;
         let t3 = std::time::Instant::now();
-        let collecting = self.collect_start(&compiled, keep)?;
+        let collecting = self.collect_start(&compiled, fate)?;
         drop(compiled);
         // While the device runs: the plan of the run the caller expects next (`expect_growth`),
         // so that it finds it ready. A plan that fails here fails again, with its error, when
@@ -475,7 +477,7 @@ impl Session {
         mut spec: hwcov_onnx::Specializer<'_>,
         first_pause: usize,
         feeds: &[(String, Feed)],
-        keep: &dyn Fn(&str) -> bool,
+        fate: &dyn Fn(&str) -> Fate,
     ) -> Result<(NamedTensors, BTreeMap<String, DeviceTensor>)> {
         // The plan grows; values get buffers as they appear, none shared.
         let mut c = Compiled {
@@ -534,7 +536,7 @@ impl Session {
         }
         c.plan = plan;
         c.nodes = nodes_of(&c.plan);
-        self.collect(&c, keep)
+        self.collect(&c, fate)
     }
 
     /// Compiles a whole plan; `reuse` lets values whose lifetimes do not overlap share buffers.
@@ -818,26 +820,6 @@ impl Session {
         Ok(out)
     }
 
-    /// Each row's last position of a kept (batch, sequence, features) f32 tensor, read back as
-    /// (batch, features): one copy a row, not the whole tensor.
-    pub fn read_last_positions(&self, name: &str, t: &DeviceTensor) -> Result<HostTensor> {
-        let (rows, shape) = hwcov_onnx::handler::last_position_ranges(name, &t.ty.shape)?;
-        if t.ty.dtype != DType::F32 {
-            return Err(Error::tensor(name, format!("is {}; f32 is needed", t.ty.dtype)));
-        }
-        let parts: Vec<_> = rows
-            .into_iter()
-            .map(|r| (t.buffer.clone(), r.start as u64 * 4, r.len() as u64 * 4))
-            .collect();
-        let values: Vec<f32> = self
-            .gpu
-            .read_ranges(&parts)?
-            .iter()
-            .flat_map(|p| p.chunks_exact(4).map(|w| f32::from_le_bytes([w[0], w[1], w[2], w[3]])))
-            .collect();
-        HostTensor::f32(shape, values)
-    }
-
     /// The kernels of a step, from the memo where the same op met the same types before.
     fn memo_kernels(&mut self, io: &StepIo) -> Result<Arc<Kernels>> {
         // Constants change a kernel only through a scalar (Pow's exponent): larger ones are left
@@ -1026,60 +1008,78 @@ impl Session {
     fn collect(
         &self,
         c: &Compiled,
-        keep: &dyn Fn(&str) -> bool,
+        fate: &dyn Fn(&str) -> Fate,
     ) -> Result<(NamedTensors, BTreeMap<String, DeviceTensor>)> {
-        let collecting = self.collect_start(c, keep)?;
+        let collecting = self.collect_start(c, fate)?;
         self.collect_finish(collecting)
     }
 
     /// `collect`'s first half: the copies recorded and submitted, nothing waited for.
-    fn collect_start(&self, c: &Compiled, keep: &dyn Fn(&str) -> bool) -> Result<Collecting> {
+    fn collect_start(&self, c: &Compiled, fate: &dyn Fn(&str) -> Fate) -> Result<Collecting> {
         let mut enc = self.gpu.device.create_command_encoder(&Default::default());
         let mut kept = BTreeMap::new();
         let mut reads: Vec<(Arc<wgpu::Buffer>, u64, u64)> = vec![(c.status.clone(), 0, 4)];
         let mut host = NamedTensors::new();
         let mut pending = Vec::new();
         for (name, o) in &c.plan.outputs {
-            match *o {
-                Operand::Const(i) => {
-                    let t = (*c.plan.constants[i].tensor).clone();
-                    if keep(name) {
-                        let bytes = device_bytes(name, &t)?;
-                        let b = self.gpu.buffer(name, bytes.len() as u64, STORAGE)?;
-                        self.gpu.queue.write_buffer(&b, 0, &bytes);
-                        let ty = ValueType::new(t.dtype(), t.shape().to_vec());
-                        kept.insert(
-                            name.clone(),
-                            DeviceTensor {
-                                buffer: Arc::new(b),
-                                ty,
-                            },
-                        );
-                    } else {
-                        host.insert(name.clone(), t);
-                    }
+            match (*o, fate(name)) {
+                (Operand::Const(i), Fate::Keep) => {
+                    let t = &c.plan.constants[i].tensor;
+                    let bytes = device_bytes(name, t)?;
+                    let b = self.gpu.buffer(name, bytes.len() as u64, STORAGE)?;
+                    self.gpu.queue.write_buffer(&b, 0, &bytes);
+                    let ty = ValueType::new(t.dtype(), t.shape().to_vec());
+                    kept.insert(
+                        name.clone(),
+                        DeviceTensor {
+                            buffer: Arc::new(b),
+                            ty,
+                        },
+                    );
                 }
-                Operand::Value(v) => {
+                (Operand::Const(i), Fate::Host) => {
+                    host.insert(name.clone(), (*c.plan.constants[i].tensor).clone());
+                }
+                (Operand::Const(i), Fate::LastPositions) => {
+                    let last = hwcov_onnx::handler::last_positions(name, &c.plan.constants[i].tensor)?;
+                    host.insert(name.clone(), last);
+                }
+                (Operand::Value(v), fate) => {
                     let ty = c.plan.values[v].clone();
                     let b = c.values[v]
                         .clone()
                         .ok_or_else(|| Error::tensor(name.clone(), "no buffer holds this output"))?;
-                    if keep(name) {
-                        let bytes = ty.numel() as u64 * 4;
-                        let own = self.gpu.buffer(name, bytes, STORAGE)?;
-                        if bytes > 0 {
-                            enc.copy_buffer_to_buffer(&b, 0, &own, 0, bytes);
+                    match fate {
+                        Fate::Keep => {
+                            let bytes = ty.numel() as u64 * 4;
+                            let own = self.gpu.buffer(name, bytes, STORAGE)?;
+                            if bytes > 0 {
+                                enc.copy_buffer_to_buffer(&b, 0, &own, 0, bytes);
+                            }
+                            kept.insert(
+                                name.clone(),
+                                DeviceTensor {
+                                    buffer: Arc::new(own),
+                                    ty,
+                                },
+                            );
                         }
-                        kept.insert(
-                            name.clone(),
-                            DeviceTensor {
-                                buffer: Arc::new(own),
-                                ty,
-                            },
-                        );
-                    } else {
-                        reads.push((b, 0, Self::value_bytes(&ty)));
-                        pending.push((name.clone(), ty));
+                        Fate::Host => {
+                            reads.push((b, 0, Self::value_bytes(&ty)));
+                            pending.push((name.clone(), ty, 1));
+                        }
+                        Fate::LastPositions => {
+                            // One copy a row, of its last position only.
+                            let (rows, shape) = hwcov_onnx::handler::last_position_ranges(name, &ty.shape)?;
+                            if ty.dtype != DType::F32 {
+                                return Err(Error::tensor(name.clone(), format!("is {}; f32 is needed", ty.dtype)));
+                            }
+                            let parts = rows.len();
+                            for r in rows {
+                                reads.push((b.clone(), r.start as u64 * 4, r.len() as u64 * 4));
+                            }
+                            pending.push((name.clone(), ValueType::new(DType::F32, shape), parts));
+                        }
                     }
                 }
             }
@@ -1119,7 +1119,8 @@ impl Session {
                 ),
             ));
         }
-        for ((name, ty), b) in pending.into_iter().zip(bytes) {
+        for (name, ty, parts) in pending {
+            let b: Vec<u8> = bytes.by_ref().take(parts).flatten().collect();
             let t = from_device(&name, &ty, &b)?;
             host.insert(name, t);
         }

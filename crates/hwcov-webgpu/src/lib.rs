@@ -253,17 +253,13 @@ impl GraphSession for Graph {
         &mut self,
         inputs: &NamedTensors,
         resident: &std::collections::BTreeMap<String, exec::DeviceTensor>,
-        keep: &dyn Fn(&str) -> bool,
+        fate: &dyn Fn(&str) -> hwcov_onnx::handler::Fate,
     ) -> Result<(NamedTensors, std::collections::BTreeMap<String, exec::DeviceTensor>)> {
-        self.0.run_resident(inputs, resident, keep)
+        self.0.run_resident(inputs, resident, fate)
     }
 
     fn shift_caches(&mut self, caches: Vec<exec::DeviceTensor>, front: isize) -> Result<Vec<exec::DeviceTensor>> {
         self.0.shift_caches(caches, front)
-    }
-
-    fn last_positions(&mut self, name: &str, t: exec::DeviceTensor) -> Result<hwcov_core::HostTensor> {
-        self.0.read_last_positions(name, &t)
     }
 
     fn expect_growth(&mut self, growth: &[(String, usize)]) {
