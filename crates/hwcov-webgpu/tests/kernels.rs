@@ -74,6 +74,11 @@ fn matmul_over_shapes() {
         (3, 2, 512, 64),
         // 128-tiles (enough of them to fill a large GPU), K not a multiple of the slice depth.
         (1, 1400, 20, 1540),
+        // The rows kernel where N is not a whole number of vec4s (a vocabulary of 51,865).
+        (1, 1, 64, 51),
+        (1, 3, 40, 130),
+        (2, 2, 33, 7),
+        (1, 4, 96, 1001),
     ]
     .iter()
     .enumerate()

@@ -7,11 +7,12 @@
 //!   GPU idle, a 64 x 64 tile (each thread one 4 x 4 block). A and B pass through workgroup memory
 //!   16 deep along K; the next slice is read from memory into registers while the current one is
 //!   multiplied.
-//! - `rows`, for products of at most 4 rows (a decoding step) with B in rows of whole vec4s: a
-//!   workgroup takes 64 columns, its 256 threads 16 column vec4s by 16 slices of K, each thread
-//!   reading B once and keeping every row's sums; the slices add up in workgroup memory. Reading B
-//!   once is what such a product costs; the tiled kernel would spend its arithmetic on rows that
-//!   are not there.
+//! - `rows`, for products of at most 4 rows (a decoding step) with B in rows: a workgroup takes 64
+//!   columns, its 256 threads 16 groups of 4 columns by 16 slices of K, each thread reading B once
+//!   and keeping every row's sums; the slices add up in workgroup memory. Reading B once is what
+//!   such a product costs; the tiled kernel would spend its arithmetic on rows that are not there.
+//!   Where N is not a whole number of vec4s (Whisper's vocabulary of 51,865), B and the output go
+//!   column by column rather than as vec4s.
 //! - `any`, for the rest: 64 x 64 tiles, each thread 4 x 4 elements spaced 16 apart, every operand
 //!   read through strides (so a transposed one costs no copy), 16 deep along K.
 //!
@@ -225,16 +226,31 @@ fn source_tiled(tile: usize, b_transposed: bool, output: Output, b: Weights) -> 
     s
 }
 
-/// The `rows` kernel for `m` (at most `ROWS`) rows of A.
-fn source_rows(m: usize, output: Output, b: Weights) -> String {
+/// The `rows` kernel for `m` (at most `ROWS`) rows of A. `aligned`: N is a whole number of vec4s,
+/// so B's rows and the output's are read and written as vec4s; otherwise (a vocabulary of 51,865)
+/// each thread's four columns are read and written one by one, the last ones past N skipped, and
+/// K is not split.
+fn source_rows(m: usize, output: Output, b: Weights, aligned: bool) -> String {
     let mut s = b.enable();
     s.push_str(&prelude());
     s.push_str(&binding(1, "A", Scalar::F32, false));
+    let lanes = if aligned {
+        format!("vec4<{}>", b.wgsl())
+    } else {
+        b.wgsl().to_string()
+    };
     s.push_str(&format!(
-        "@group(0) @binding(2) var<storage, read> B: array<vec4<{}>>;\n",
-        b.wgsl()
+        "@group(0) @binding(2) var<storage, read> B: array<{lanes}>;\n"
     ));
-    output_bindings(&mut s, output);
+    if aligned {
+        output_bindings(&mut s, output);
+    } else {
+        let has_c = matches!(output, Output::Final { has_c: true });
+        if has_c {
+            s.push_str(&binding(3, "C", Scalar::F32, false));
+        }
+        s.push_str(&binding(if has_c { 4 } else { 3 }, "out0", Scalar::F32, true));
+    }
     s.push_str(&format!(
         "var<workgroup> red: array<vec4<f32>, {}>;\n\n\
          @compute @workgroup_size(256, 1, 1)\n\
@@ -248,9 +264,14 @@ fn source_rows(m: usize, output: Output, b: Weights) -> String {
     for r in 0..m {
         s.push_str(&format!("    var acc{r} = vec4<f32>(0.0);\n"));
     }
-    s.push_str(
-        "    if (col < N) {\n        for (var k = kBegin + slice; k < kEnd; k = k + 16u) {\n            let b = vec4<f32>(B[(offB + k * N + col) / 4u]);\n",
-    );
+    s.push_str("    if (col < N) {\n        for (var k = kBegin + slice; k < kEnd; k = k + 16u) {\n");
+    if aligned {
+        s.push_str("            let b = vec4<f32>(B[(offB + k * N + col) / 4u]);\n");
+    } else {
+        s.push_str(
+            "            let at = offB + k * N + col;\n            var b = vec4<f32>(f32(B[at]), 0.0, 0.0, 0.0);\n            if (col + 1u < N) { b.y = f32(B[at + 1u]); }\n            if (col + 2u < N) { b.z = f32(B[at + 2u]); }\n            if (col + 3u < N) { b.w = f32(B[at + 3u]); }\n",
+        );
+    }
     for r in 0..m {
         s.push_str(&format!(
             "            acc{r} = fma(vec4<f32>(A[offA + {r}u * p(28u) + k * p(29u)]), b, acc{r});\n"
@@ -262,12 +283,31 @@ fn source_rows(m: usize, output: Output, b: Weights) -> String {
     }
     s.push_str("    workgroupBarrier();\n    if (slice == 0u && col < N) {\n");
     for r in 0..m {
-        s.push_str(&format!(
-            "        {{\n            var sum = vec4<f32>(0.0);\n            for (var t = 0u; t < 16u; t = t + 1u) {{ sum = sum + red[(t * 16u + quad) * {m}u + {r}u]; }}\n            let gr = {r}u;\n{}        }}\n",
+        let store = if aligned {
             store_quad(output, "sum", "gr", "col")
+        } else {
+            store_lanes(output, "sum", "gr", "col")
+        };
+        s.push_str(&format!(
+            "        {{\n            var sum = vec4<f32>(0.0);\n            for (var t = 0u; t < 16u; t = t + 1u) {{ sum = sum + red[(t * 16u + quad) * {m}u + {r}u]; }}\n            let gr = {r}u;\n{store}        }}\n"
         ));
     }
     s.push_str("    }\n}\n");
+    s
+}
+
+/// WGSL storing the vec4 `v` of row `gr` into columns `gc..gc + 4` one by one, those past N
+/// skipped (a final output of scalars; C read the same way).
+fn store_lanes(output: Output, v: &str, gr: &str, gc: &str) -> String {
+    let mut s = format!("var v = pf(32u) * {v};\nlet o = bz * M * N + {gr} * N + {gc};\n");
+    let has_c = matches!(output, Output::Final { has_c: true });
+    for (j, lane) in LANES.iter().enumerate() {
+        let mut value = format!("v.{lane}");
+        if has_c {
+            value = format!("{value} + pf(33u) * C[offC + {gr} * p(34u) + ({gc} + {j}u) * p(35u)]");
+        }
+        s.push_str(&format!("if ({gc} + {j}u < N) {{ out0[o + {j}u] = {value}; }}\n"));
+    }
     s
 }
 
@@ -593,11 +633,16 @@ pub fn product(io: &StepIo, p: &Product, args: &Operands) -> Result<(Vec<Dispatc
     let b_transposed = rs_b == 1 && cs_b == k;
     let vec4s = a_rows && k.is_multiple_of(4) && n.is_multiple_of(4);
     let final_out = Output::Final { has_c };
-    let (groups_xy, splits, depth, src) = if m <= ROWS && b_rows && n.is_multiple_of(4) {
+    let (groups_xy, splits, depth, src) = if m <= ROWS && b_rows {
         let columns = n.div_ceil(ROWS_COLUMNS);
-        let (splits, depth) = split_k(columns * batch, k, 8 * DEPTH);
+        let aligned = n.is_multiple_of(4);
+        let (splits, depth) = if aligned {
+            split_k(columns * batch, k, 8 * DEPTH)
+        } else {
+            (1, k.max(1))
+        };
         let out = if splits > 1 { Output::Partial } else { final_out };
-        ([columns, 1], splits, depth, source_rows(m, out, b))
+        ([columns, 1], splits, depth, source_rows(m, out, b, aligned))
     } else if vec4s && (b_rows || b_transposed) {
         let tiles = |t: usize| m.div_ceil(t) * n.div_ceil(t) * batch;
         let tile = if m >= 128 && n >= 128 && tiles(128) >= FILL {
