@@ -343,21 +343,6 @@ fn sum_splits(args: &Operands, per_split: usize, params: Vec<u32>) -> Dispatch {
     dispatch_1d(s, bound, per_split / 4, params)
 }
 
-/// What a dispatch costs a large GPU besides its work, in microseconds: a Whisper-tiny decoding
-/// step's products, 384 x 384 and smaller, took 10-11 us each on an H100 whatever their size.
-const DISPATCH_US: f64 = 8.0;
-/// Bytes one multiprocessor reads a microsecond while all read (an H100: 3.35 TB/s over 132).
-const SM_BYTES_PER_US: f64 = 25_000.0;
-
-/// Whether a matrix-vector product reading `bytes` of B over `groups` workgroups gains by splitting
-/// K in `splits`: more multiprocessors reading must save more than the dispatch that adds the
-/// splits costs. A decoding step's small products (Whisper-tiny's) do not; Qwen2's 4864 x 896
-/// down projection, 14 workgroups unsplit, does.
-fn worth_splitting(bytes: usize, groups: usize, splits: usize) -> bool {
-    let time = |workgroups: usize| bytes as f64 / (workgroups.clamp(1, FILL) as f64 * SM_BYTES_PER_US);
-    splits > 1 && time(groups) > time(groups * splits) + DISPATCH_US
-}
-
 /// How many pieces to split K into so that `groups` workgroups become about `FILL`, each piece at
 /// least `min_depth` deep; and the depth of each (a multiple of `DEPTH`).
 fn split_k(groups: usize, k: usize, min_depth: usize) -> (usize, usize) {
@@ -651,11 +636,10 @@ pub fn product(io: &StepIo, p: &Product, args: &Operands) -> Result<(Vec<Dispatc
     let (groups_xy, splits, depth, src) = if m <= ROWS && b_rows {
         let columns = n.div_ceil(ROWS_COLUMNS);
         let aligned = n.is_multiple_of(4);
-        let (splits, depth) = match split_k(columns * batch, k, 8 * DEPTH) {
-            (splits, depth) if aligned && worth_splitting(k * n * batch * b.bytes(), columns * batch, splits) => {
-                (splits, depth)
-            }
-            _ => (1, k.max(1)),
+        let (splits, depth) = if aligned {
+            split_k(columns * batch, k, 8 * DEPTH)
+        } else {
+            (1, k.max(1))
         };
         let out = if splits > 1 { Output::Partial } else { final_out };
         ([columns, 1], splits, depth, source_rows(m, out, b, aligned))

@@ -77,14 +77,6 @@ impl Weights {
         }
     }
 
-    /// Bytes an element takes.
-    pub fn bytes(self) -> usize {
-        match self {
-            Weights::F32 => 4,
-            Weights::F16 => 2,
-        }
-    }
-
     /// The directive a shader reading f16 starts with.
     pub fn enable(self) -> String {
         match self {
