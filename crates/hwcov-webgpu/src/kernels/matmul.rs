@@ -38,6 +38,8 @@ const DEPTH: usize = 16;
 /// The most rows of the `rows` kernel, and the columns one of its workgroups takes.
 const ROWS: usize = 4;
 const ROWS_COLUMNS: usize = 64;
+/// K rows the `rows` kernel's threads load at once (each thread steps through K by 16).
+const UNROLL: usize = 4;
 /// Workgroups a product should give to fill a large GPU (an H100 has 132 multiprocessors); fewer,
 /// and K is split.
 const FILL: usize = 128;
@@ -264,18 +266,36 @@ fn source_rows(m: usize, output: Output, b: Weights, aligned: bool) -> String {
     for r in 0..m {
         s.push_str(&format!("    var acc{r} = vec4<f32>(0.0);\n"));
     }
-    s.push_str("    if (col < N) {\n        for (var k = kBegin + slice; k < kEnd; k = k + 16u) {\n");
-    if aligned {
-        s.push_str("            let b = vec4<f32>(B[(offB + k * N + col) / 4u]);\n");
-    } else {
-        s.push_str(
-            "            let at = offB + k * N + col;\n            var b = vec4<f32>(f32(B[at]), 0.0, 0.0, 0.0);\n            if (col + 1u < N) { b.y = f32(B[at + 1u]); }\n            if (col + 2u < N) { b.z = f32(B[at + 2u]); }\n            if (col + 3u < N) { b.w = f32(B[at + 3u]); }\n",
-        );
-    }
-    for r in 0..m {
+    // Four of the thread's K rows a pass, their loads issued before any is used: a pass with one
+    // load waits a memory latency for it. The sums take the rows in the same order either way.
+    s.push_str(&format!(
+        "    if (col < N) {{\n        for (var k0 = kBegin + slice; k0 < kEnd; k0 = k0 + {}u) {{\n",
+        16 * UNROLL
+    ));
+    for u in 0..UNROLL {
         s.push_str(&format!(
-            "            acc{r} = fma(vec4<f32>(A[offA + {r}u * p(28u) + k * p(29u)]), b, acc{r});\n"
+            "            let k{u} = k0 + {o}u;\n            var b{u} = vec4<f32>(0.0);\n            if (k{u} < kEnd) {{\n",
+            o = 16 * u
         ));
+        if aligned {
+            s.push_str(&format!(
+                "                b{u} = vec4<f32>(B[(offB + k{u} * N + col) / 4u]);\n"
+            ));
+        } else {
+            s.push_str(&format!(
+                "                let at = offB + k{u} * N + col;\n                b{u}.x = f32(B[at]);\n                if (col + 1u < N) {{ b{u}.y = f32(B[at + 1u]); }}\n                if (col + 2u < N) {{ b{u}.z = f32(B[at + 2u]); }}\n                if (col + 3u < N) {{ b{u}.w = f32(B[at + 3u]); }}\n"
+            ));
+        }
+        s.push_str("            }\n");
+    }
+    for u in 0..UNROLL {
+        s.push_str(&format!("            if (k{u} < kEnd) {{\n"));
+        for r in 0..m {
+            s.push_str(&format!(
+                "                acc{r} = fma(vec4<f32>(A[offA + {r}u * p(28u) + k{u} * p(29u)]), b{u}, acc{r});\n"
+            ));
+        }
+        s.push_str("            }\n");
     }
     s.push_str("        }\n    }\n");
     for r in 0..m {
