@@ -2,6 +2,8 @@
 //! `wide` for products of whole vec4 rows of 64 or more, `rows` for 4 rows or fewer), tile edges,
 //! broadcast batch axes and Gemm's transposed B, on random inputs, against products computed in
 //! f64 on the host.
+//! The last two tests run the same graph on growing sizes, as a decoding loop does: plans patched
+//! from cached ones, and plans readied during the run before, must compute the same products.
 
 use std::path::{Path, PathBuf};
 
@@ -202,4 +204,33 @@ fn plans_patched_for_growing_sizes_compute_the_product() {
         s.plans_patched,
         s.plans_compiled
     );
+}
+
+/// A decoding loop that says what its next run will be (`expect_growth`): each run finds its plan
+/// made during the run before, and makes only the next one; the products stay right.
+#[test]
+fn the_expected_next_plan_is_made_during_the_run_before() {
+    let Some(mut s) = session("matmul") else { return };
+    let (k, n) = (24, 36);
+    let w = random(k * n, 7);
+    for m in 5..20 {
+        s.expect_growth(&[("A".to_string(), 1)]);
+        let before = s.plans_compiled + s.plans_patched;
+        let a = random(m * k, 100 + m as u64);
+        let mut inputs = NamedTensors::new();
+        inputs.insert("A".into(), HostTensor::f32(vec![1, m, k], a.clone()).unwrap());
+        inputs.insert("B".into(), HostTensor::f32(vec![k, n], w.clone()).unwrap());
+        let y = s.run(&inputs).unwrap();
+        let want: Vec<f64> = (0..m * n)
+            .map(|i| {
+                (0..k)
+                    .map(|j| a[(i / n) * k + j] as f64 * w[j * n + i % n] as f64)
+                    .sum()
+            })
+            .collect();
+        check(&format!("MatMul 1x{m}x{k} @ {k}x{n}"), &y["Y"], &want, k);
+        let made = s.plans_compiled + s.plans_patched - before;
+        let expected = if m == 5 { 2 } else { 1 };
+        assert_eq!(made, expected, "plans made during the run of {m} rows");
+    }
 }
