@@ -1,7 +1,8 @@
-//! The matrix-product kernels over many shapes: all three (`any` for small or unaligned products,
-//! `wide` for products of whole vec4 rows of 64 or more, `rows` for 4 rows or fewer), tile edges,
-//! broadcast batch axes and Gemm's transposed B, on random inputs, against products computed in
-//! f64 on the host.
+//! The matrix-product kernels over many shapes: all three (`any` for strided or unaligned products,
+//! `tiled` for products of whole vec4 rows, `rows` for 4 rows or fewer, N whole vec4s or not), tile
+//! edges, split K, broadcast batch axes and Gemm's transposed B, on random inputs, against products
+//! computed in f64 on the host.
+//!
 //! The last two tests run the same graph on growing sizes, as a decoding loop does: plans patched
 //! from cached ones, and plans readied during the run before, must compute the same products.
 
