@@ -31,7 +31,11 @@ pub fn build(id: PlatformId) -> Build {
         PlatformId::Webgpu => Build::Compiled(Box::new(hwcov_webgpu::WebGpuPlatform)),
         #[cfg(not(feature = "webgpu"))]
         PlatformId::Webgpu => Build::NotCompiled { feature: "webgpu" },
-        PlatformId::Mps | PlatformId::Rocm | PlatformId::Webnn => Build::NoCrate,
+        #[cfg(feature = "mps")]
+        PlatformId::Mps => Build::Compiled(Box::new(hwcov_metal::MetalPlatform)),
+        #[cfg(not(feature = "mps"))]
+        PlatformId::Mps => Build::NotCompiled { feature: "mps" },
+        PlatformId::Rocm | PlatformId::Webnn => Build::NoCrate,
     }
 }
 

@@ -41,6 +41,12 @@ fn bert_on_openvino() {
     check("bert", PlatformId::Openvino);
 }
 
+#[cfg(feature = "mps")]
+#[test]
+fn bert_on_mps() {
+    check("bert", PlatformId::Mps);
+}
+
 #[cfg(feature = "webgpu")]
 #[test]
 fn bert_on_webgpu() {
@@ -63,6 +69,12 @@ fn t5_on_cuda() {
 #[test]
 fn t5_on_openvino() {
     check("t5", PlatformId::Openvino);
+}
+
+#[cfg(feature = "mps")]
+#[test]
+fn t5_on_mps() {
+    check("t5", PlatformId::Mps);
 }
 
 #[cfg(feature = "webgpu")]
@@ -89,6 +101,12 @@ fn opt_on_openvino() {
     check("opt", PlatformId::Openvino);
 }
 
+#[cfg(feature = "mps")]
+#[test]
+fn opt_on_mps() {
+    check("opt", PlatformId::Mps);
+}
+
 #[cfg(feature = "webgpu")]
 #[test]
 fn opt_on_webgpu() {
@@ -111,6 +129,12 @@ fn llama_on_cuda() {
 #[test]
 fn llama_on_openvino() {
     check("llama", PlatformId::Openvino);
+}
+
+#[cfg(feature = "mps")]
+#[test]
+fn llama_on_mps() {
+    check("llama", PlatformId::Mps);
 }
 
 #[cfg(feature = "webgpu")]
@@ -137,6 +161,12 @@ fn clip_on_openvino() {
     check("clip", PlatformId::Openvino);
 }
 
+#[cfg(feature = "mps")]
+#[test]
+fn clip_on_mps() {
+    check("clip", PlatformId::Mps);
+}
+
 #[cfg(feature = "webgpu")]
 #[test]
 fn clip_on_webgpu() {
@@ -159,6 +189,12 @@ fn vit_on_cuda() {
 #[test]
 fn vit_on_openvino() {
     check("vit", PlatformId::Openvino);
+}
+
+#[cfg(feature = "mps")]
+#[test]
+fn vit_on_mps() {
+    check("vit", PlatformId::Mps);
 }
 
 #[cfg(feature = "webgpu")]
@@ -185,6 +221,12 @@ fn clap_on_openvino() {
     check("clap", PlatformId::Openvino);
 }
 
+#[cfg(feature = "mps")]
+#[test]
+fn clap_on_mps() {
+    check("clap", PlatformId::Mps);
+}
+
 #[cfg(feature = "webgpu")]
 #[test]
 fn clap_on_webgpu() {
@@ -207,6 +249,12 @@ fn whisper_on_cuda() {
 #[test]
 fn whisper_on_openvino() {
     check("whisper", PlatformId::Openvino);
+}
+
+#[cfg(feature = "mps")]
+#[test]
+fn whisper_on_mps() {
+    check("whisper", PlatformId::Mps);
 }
 
 #[cfg(feature = "webgpu")]
@@ -233,6 +281,12 @@ fn wav2vec2_on_openvino() {
     check("wav2vec2", PlatformId::Openvino);
 }
 
+#[cfg(feature = "mps")]
+#[test]
+fn wav2vec2_on_mps() {
+    check("wav2vec2", PlatformId::Mps);
+}
+
 #[cfg(feature = "webgpu")]
 #[test]
 fn wav2vec2_on_webgpu() {
@@ -255,6 +309,12 @@ fn llava_on_cuda() {
 #[test]
 fn llava_on_openvino() {
     check("llava", PlatformId::Openvino);
+}
+
+#[cfg(feature = "mps")]
+#[test]
+fn llava_on_mps() {
+    check("llava", PlatformId::Mps);
 }
 
 #[cfg(feature = "webgpu")]
@@ -281,6 +341,12 @@ fn llava_next_on_openvino() {
     check("llava-next", PlatformId::Openvino);
 }
 
+#[cfg(feature = "mps")]
+#[test]
+fn llava_next_on_mps() {
+    check("llava-next", PlatformId::Mps);
+}
+
 #[cfg(feature = "webgpu")]
 #[test]
 fn llava_next_on_webgpu() {
@@ -303,6 +369,12 @@ fn qwen2_on_cuda() {
 #[test]
 fn qwen2_on_openvino() {
     check("qwen2", PlatformId::Openvino);
+}
+
+#[cfg(feature = "mps")]
+#[test]
+fn qwen2_on_mps() {
+    check("qwen2", PlatformId::Mps);
 }
 
 #[cfg(feature = "webgpu")]
@@ -329,6 +401,12 @@ fn qwen3_on_openvino() {
     check("qwen3", PlatformId::Openvino);
 }
 
+#[cfg(feature = "mps")]
+#[test]
+fn qwen3_on_mps() {
+    check("qwen3", PlatformId::Mps);
+}
+
 #[cfg(feature = "webgpu")]
 #[test]
 fn qwen3_on_webgpu() {
@@ -353,6 +431,12 @@ fn detr_on_openvino() {
     check("detr", PlatformId::Openvino);
 }
 
+#[cfg(feature = "mps")]
+#[test]
+fn detr_on_mps() {
+    check("detr", PlatformId::Mps);
+}
+
 #[cfg(feature = "webgpu")]
 #[test]
 fn detr_on_webgpu() {
@@ -375,6 +459,12 @@ fn xclip_on_cuda() {
 #[test]
 fn xclip_on_openvino() {
     check("xclip", PlatformId::Openvino);
+}
+
+#[cfg(feature = "mps")]
+#[test]
+fn xclip_on_mps() {
+    check("xclip", PlatformId::Mps);
 }
 
 #[cfg(feature = "webgpu")]
