@@ -176,6 +176,24 @@ fn gemm_with_transposed_b_and_bias() {
     }
 }
 
+/// Runs the `matmul` graph on `m` random rows of width k (from `seed`) times `w` (k x n) and checks
+/// the product.
+fn product_of_rows(s: &mut hwcov_webgpu::Session, m: usize, w: &[f32], (k, n): (usize, usize), seed: u64) {
+    let a = random(m * k, seed);
+    let mut inputs = NamedTensors::new();
+    inputs.insert("A".into(), HostTensor::f32(vec![1, m, k], a.clone()).unwrap());
+    inputs.insert("B".into(), HostTensor::f32(vec![k, n], w.to_vec()).unwrap());
+    let y = s.run(&inputs).unwrap();
+    let want: Vec<f64> = (0..m * n)
+        .map(|i| {
+            (0..k)
+                .map(|j| a[(i / n) * k + j] as f64 * w[j * n + i % n] as f64)
+                .sum()
+        })
+        .collect();
+    check(&format!("MatMul 1x{m}x{k} @ {k}x{n}"), &y["Y"], &want, k);
+}
+
 /// A decoding loop's plans: the same graph on sizes that grow by one row a run. After the first
 /// plans, each is a cached plan patched for the new size (new parameters, the same buffers); every
 /// result must still be the product.
@@ -185,19 +203,7 @@ fn plans_patched_for_growing_sizes_compute_the_product() {
     let (k, n) = (24, 36);
     let w = random(k * n, 99);
     for m in 5..70 {
-        let a = random(m * k, m as u64);
-        let mut inputs = NamedTensors::new();
-        inputs.insert("A".into(), HostTensor::f32(vec![1, m, k], a.clone()).unwrap());
-        inputs.insert("B".into(), HostTensor::f32(vec![k, n], w.clone()).unwrap());
-        let y = s.run(&inputs).unwrap();
-        let want: Vec<f64> = (0..m * n)
-            .map(|i| {
-                (0..k)
-                    .map(|j| a[(i / n) * k + j] as f64 * w[j * n + i % n] as f64)
-                    .sum()
-            })
-            .collect();
-        check(&format!("MatMul 1x{m}x{k} @ {k}x{n}"), &y["Y"], &want, k);
+        product_of_rows(&mut s, m, &w, (k, n), m as u64);
     }
     assert!(
         s.plans_patched >= 40,
@@ -217,19 +223,7 @@ fn the_expected_next_plan_is_made_during_the_run_before() {
     for m in 5..20 {
         s.expect_growth(&[("A".to_string(), 1)]);
         let before = s.plans_compiled + s.plans_patched;
-        let a = random(m * k, 100 + m as u64);
-        let mut inputs = NamedTensors::new();
-        inputs.insert("A".into(), HostTensor::f32(vec![1, m, k], a.clone()).unwrap());
-        inputs.insert("B".into(), HostTensor::f32(vec![k, n], w.clone()).unwrap());
-        let y = s.run(&inputs).unwrap();
-        let want: Vec<f64> = (0..m * n)
-            .map(|i| {
-                (0..k)
-                    .map(|j| a[(i / n) * k + j] as f64 * w[j * n + i % n] as f64)
-                    .sum()
-            })
-            .collect();
-        check(&format!("MatMul 1x{m}x{k} @ {k}x{n}"), &y["Y"], &want, k);
+        product_of_rows(&mut s, m, &w, (k, n), 100 + m as u64);
         let made = s.plans_compiled + s.plans_patched - before;
         let expected = if m == 5 { 2 } else { 1 };
         assert_eq!(made, expected, "plans made during the run of {m} rows");
