@@ -348,21 +348,16 @@ impl Session {
         let mut timings = String::new();
         let compiled = match self.cached(&types, &values) {
             Some(c) => c,
-            None => match self.make_plan(&types, &values, &mut timings)? {
-                Some(c) => c,
-                None => {
-                    // The plan pauses on NonZero: run it part by part.
-                    let program = self.program.clone();
-                    let mut spec = program.specializer_with_values(&types, &values).map_err(as_webgpu)?;
-                    return match spec.advance().map_err(as_webgpu)? {
-                        Progress::NeedsCount { step } => self.run_stepwise(spec, step, &feeds, fate),
-                        Progress::Done => Err(Error::runtime(
-                            format!("specializing {}", self.path().display()),
-                            "a plan that paused on NonZero did not pause again",
-                        )),
-                    };
+            None => {
+                let t0 = std::time::Instant::now();
+                let program = self.program.clone();
+                let mut spec = program.specializer_with_values(&types, &values).map_err(as_webgpu)?;
+                match spec.advance().map_err(as_webgpu)? {
+                    Progress::Done => self.cache_plan(spec.finish(), &types, &values, t0, &mut timings)?,
+                    // The plan pauses on NonZero: run it part by part, not cached.
+                    Progress::NeedsCount { step } => return self.run_stepwise(spec, step, &feeds, fate),
                 }
-            },
+            }
         };
         let t2 = std::time::Instant::now();
         let dispatches = compiled.prepared.len();
@@ -378,7 +373,12 @@ impl Session {
             let t = std::time::Instant::now();
             let next = grown(&types, &growth);
             if self.cached(&next, &values).is_none() {
-                let _ = self.make_plan(&next, &values, &mut String::new());
+                let program = self.program.clone();
+                if let Ok(mut spec) = program.specializer_with_values(&next, &values)
+                    && let Ok(Progress::Done) = spec.advance()
+                {
+                    let _ = self.cache_plan(spec.finish(), &next, &values, t, &mut String::new());
+                }
             }
             ahead = format!(", next plan {:.2} ms of that", t.elapsed().as_secs_f64() * 1e3);
         }
@@ -416,22 +416,16 @@ impl Session {
         Some(self.cache[0].compiled.clone())
     }
 
-    /// Specializes the graph for these inputs and compiles the plan (or patches a cached one),
-    /// into the cache; `None` where the plan pauses on NonZero (run step by step, not cached).
-    /// `timings` gets what it took.
-    fn make_plan(
+    /// Compiles `plan`, specialized for these inputs since `t0` (or patches a cached plan for it),
+    /// into the cache. `timings` gets what it took.
+    fn cache_plan(
         &mut self,
+        plan: Plan,
         types: &[(String, ValueType)],
         values: &NamedTensors,
+        t0: std::time::Instant,
         timings: &mut String,
-    ) -> Result<Option<Arc<Compiled>>> {
-        let t0 = std::time::Instant::now();
-        let program = self.program.clone();
-        let mut spec = program.specializer_with_values(types, values).map_err(as_webgpu)?;
-        if let Progress::NeedsCount { .. } = spec.advance().map_err(as_webgpu)? {
-            return Ok(None);
-        }
-        let plan = spec.finish();
+    ) -> Result<Arc<Compiled>> {
         let t1 = std::time::Instant::now();
         let used: Vec<(String, HostTensor)> = plan
             .shape_inputs
@@ -450,7 +444,7 @@ impl Session {
                     .first()
                     .filter(|e| reuse::same_structure(&e.compiled.plan, &plan))
                     .map(|e| e.compiled.plan.values.clone());
-                (self.compile(plan, true, previous.as_deref())?, "compile")
+                (self.compile(plan, previous.as_deref())?, "compile")
             }
         };
         let c = Arc::new(c);
@@ -468,7 +462,7 @@ impl Session {
             },
         );
         self.cache.truncate(CACHED_PLANS);
-        Ok(Some(c))
+        Ok(c)
     }
 
     /// Runs a plan that pauses on NonZero: each part as soon as it is known.
@@ -539,16 +533,12 @@ impl Session {
         self.collect(&c, fate)
     }
 
-    /// Compiles a whole plan; `reuse` lets values whose lifetimes do not overlap share buffers.
-    /// `previous`: the value types of the last plan, where it had the same structure (values that
-    /// grew since get room to grow further: `reuse::capacity`).
-    fn compile(&mut self, plan: Plan, reuse: bool, previous: Option<&[ValueType]>) -> Result<Compiled> {
+    /// Compiles a whole plan: elementwise chains fused, values whose lifetimes do not overlap
+    /// sharing buffers. `previous`: the value types of the last plan, where it had the same
+    /// structure (values that grew since get room to grow further: `reuse::capacity`).
+    fn compile(&mut self, plan: Plan, previous: Option<&[ValueType]>) -> Result<Compiled> {
         let n = plan.steps.len();
-        let groups = if reuse {
-            fuse::groups(&plan, self.max_fused_inputs())
-        } else {
-            Groups::none(n)
-        };
+        let groups = fuse::groups(&plan, self.max_fused_inputs());
         let bytes: Vec<u64> = (0..plan.values.len())
             .map(|v| reuse::capacity(&plan.values, previous, v))
             .collect();
@@ -564,8 +554,8 @@ impl Session {
             status: Arc::new(self.gpu.buffer("status", 4, STORAGE)?),
             plan,
         };
-        let lifetimes = reuse.then(|| lifetimes(&c.plan, &groups));
-        let params = self.append(&mut c, 0..n, lifetimes.as_ref(), &groups, Some(&bytes))?;
+        let lifetimes = lifetimes(&c.plan, &groups);
+        let params = self.append(&mut c, 0..n, Some(&lifetimes), &groups, Some(&bytes))?;
         c.params = Some(params);
         c.groups = groups;
         c.nodes = nodes_of(&c.plan);

@@ -4,7 +4,7 @@
 //! turns into an error naming the node (a kernel cannot stop the run, and must not read outside
 //! its tensor or write a wrong answer silently).
 
-use hwcov_core::Result;
+use hwcov_core::{DType, Result};
 use hwcov_onnx::ir::{Op, ScatterReduction};
 
 use super::map::{Layout, Operand, flit, map};
@@ -26,9 +26,7 @@ fn with_step(src: String, io: &StepIo) -> String {
 
 pub fn gather(io: &StepIo) -> Result<Kernels> {
     // An embedding table kept in f16 (`Weights`) gathers into f32 rows.
-    let table = Weights::of(io, 0)
-        .ok()
-        .filter(|w| *w == Weights::F16 && matches!(io.step.op, Op::Gather { .. }));
+    let table = (io.ins[0].dtype == DType::F16 && matches!(io.step.op, Op::Gather { .. })).then_some(Weights::F16);
     let s = if table.is_some() { Scalar::F32 } else { io.scalar_in(0)? };
     let si = io.scalar_in(1)?;
     if si != Scalar::I32 {
