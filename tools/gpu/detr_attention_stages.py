@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes every step of the DETR fixture's first encoder self-attention, as transformers runs it at a
-precision on the GPU, for `attention_stages` (crates/hwcov-candle/examples) to redo step by step.
+precision on the GPU, for `attention_stages` (crates/hwcov-cuda/examples) to redo step by step.
 
 A forward hook takes the inputs and output of `model.encoder.layers[0].self_attn` from transformers'
 own run of the fixture (the recipe of tools/fixtures/reduced_precision.py); the steps are then taken

@@ -5,7 +5,7 @@
 # PROFILE="bert-base:bf16:32:128 whisper-tiny:bf16:1:0:4" adds a kernel profile of those rows
 # (checkpoint:precision:batch:seq[:decode tokens], from the benchmark's checkpoints); SKIP_VERIFY=1
 # skips verification. KERNEL_TESTS=PATH runs that test executable first (the cuda_kernels tests of
-# hwcov-candle, built with `cargo test --release -p hwcov-candle --features cuda --target-dir target/cuda
+# hwcov-cuda, built with `cargo test --release -p hwcov-cuda --features cuda --target-dir target/cuda
 # --test cuda_kernels --no-run`).
 # Usage: tools/gpu/h100_session.sh OUT_DIR HWCOV_BINARY
 set -u

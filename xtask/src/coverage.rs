@@ -14,6 +14,10 @@ pub fn run(root: &Path) -> Result<()> {
     if let Err(e) = crate::setup::setup_openvino(root) {
         eprintln!("warning: OpenVINO could not be set up ({e:#}); its cells will say why");
     }
+    // The rocm platform cannot run here (no AMD GPU); ONNX Runtime's CPU build lets it say exactly why.
+    if let Err(e) = crate::setup::setup_rocm(root) {
+        eprintln!("warning: ONNX Runtime could not be set up ({e:#}); the rocm cells will say why");
+    }
     if let Err(e) = crate::setup::setup_webgpu(root) {
         eprintln!("warning: WebGPU could not be set up ({e:#}); its cells will say why");
     }

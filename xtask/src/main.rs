@@ -10,8 +10,8 @@
 //! - `setup` / `build` install a platform's toolchain or runtime into `.hwcov/` and build for it.
 
 mod coverage;
-mod generate;
 mod matrix;
+mod matrix_tests;
 mod node_tests;
 mod render;
 mod setup;
@@ -36,7 +36,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let root = workspace_root();
     let result = match args.first().map(String::as_str) {
-        Some("gen") => generate::run(&root),
+        Some("gen") => matrix_tests::run(&root),
         Some("validate") => validate::run(&root),
         Some("coverage") => coverage::run(&root),
         Some("setup") => setup::setup(&root, &args[1..]),

@@ -21,24 +21,58 @@ const CUDA_WHEELS: [&str; 8] = [
 /// The OpenVINO runtime as a pip wheel (no torch needed); its libraries land in openvino/libs.
 const OPENVINO_WHEEL: &str = "openvino==2026.4.1";
 
-/// Installs the OpenVINO runtime into .hwcov/openvino, where hwcov-openvino finds it.
-pub fn setup_openvino(root: &Path) -> Result<()> {
-    let target = root.join(".hwcov/openvino");
-    let libs = target.join("openvino/libs");
-    let installed = std::fs::read_dir(&libs)
+/// A runtime's pip wheel installed with `--target` into `.hwcov/<install>`, unless the library
+/// `<libs>/<prefix>*` is already there; returns the folder of the library.
+fn pip_runtime(root: &Path, install: &str, libs: &str, prefix: &str, wheel: &str, what: &str) -> Result<PathBuf> {
+    let target = root.join(".hwcov").join(install);
+    let dir = target.join(libs);
+    let installed = std::fs::read_dir(&dir)
         .map(|d| {
             d.filter_map(|e| e.ok())
-                .any(|e| e.file_name().to_string_lossy().starts_with("libopenvino_c.so"))
+                .any(|e| e.file_name().to_string_lossy().starts_with(prefix))
         })
         .unwrap_or(false);
     if !installed {
-        println!("installing the OpenVINO runtime ({OPENVINO_WHEEL}, about 60 MB) into .hwcov/openvino");
+        println!("installing {what} ({wheel}) into .hwcov/{install}");
         run(Command::new("python3")
             .args(["-m", "pip", "install", "--quiet", "--no-deps", "--target"])
             .arg(&target)
-            .arg(OPENVINO_WHEEL))?;
+            .arg(wheel))?;
     }
-    println!("OpenVINO runtime ready in {}", libs.display());
+    Ok(dir)
+}
+
+/// Installs the OpenVINO runtime (about 60 MB) into .hwcov/openvino, where hwcov-openvino finds it.
+pub fn setup_openvino(root: &Path) -> Result<()> {
+    let dir = pip_runtime(
+        root,
+        "openvino",
+        "openvino/libs",
+        "libopenvino_c.so",
+        OPENVINO_WHEEL,
+        "the OpenVINO runtime",
+    )?;
+    println!("OpenVINO runtime ready in {}", dir.display());
+    Ok(())
+}
+
+/// ONNX Runtime's CPU build as a pip wheel: the runtime the rocm platform's session code is tested on
+/// here (an AMD host uses AMD's onnxruntime-migraphx build instead: docs/platforms/rocm.md).
+const ONNXRUNTIME_WHEEL: &str = "onnxruntime==1.31.1";
+
+/// Installs ONNX Runtime's CPU build (about 20 MB) into .hwcov/onnxruntime, where hwcov-rocm finds it.
+pub fn setup_rocm(root: &Path) -> Result<()> {
+    let what = "ONNX Runtime's CPU build";
+    let dir = pip_runtime(
+        root,
+        "onnxruntime",
+        "onnxruntime/capi",
+        "libonnxruntime.so",
+        ONNXRUNTIME_WHEEL,
+        what,
+    )?;
+    println!("ONNX Runtime (CPU build) ready in {}", dir.display());
+    println!("the rocm platform itself needs an AMD GPU and AMD's onnxruntime-migraphx build (docs/platforms/rocm.md)");
     Ok(())
 }
 
@@ -318,7 +352,7 @@ pub fn setup_node_tests(root: &Path) -> Result<PathBuf> {
 fn platform_arg(args: &[String]) -> Result<&str> {
     match args {
         [flag, p] if flag == "--platform" => Ok(p.as_str()),
-        _ => bail!("usage: cargo xtask setup|build --platform <cpu|cuda|openvino|webgpu>"),
+        _ => bail!("usage: cargo xtask setup|build --platform <cpu|cuda|openvino|rocm|webgpu>"),
     }
 }
 
@@ -326,12 +360,13 @@ pub fn setup(root: &Path, args: &[String]) -> Result<()> {
     match platform_arg(args)? {
         "cuda" => setup_cuda(root).map(|_| ()),
         "openvino" => setup_openvino(root),
+        "rocm" => setup_rocm(root),
         "webgpu" => setup_webgpu(root),
         "cpu" => {
             println!("the CPU platform needs nothing beyond the Rust toolchain");
             Ok(())
         }
-        other => bail!("no setup for platform `{other}` (cpu, cuda, openvino, webgpu)"),
+        other => bail!("no setup for platform `{other}` (cpu, cuda, openvino, rocm, webgpu)"),
     }
 }
 
@@ -351,6 +386,7 @@ pub const LOCAL_PLATFORMS: &str = "cpu,openvino,webgpu";
 /// instead of skipping.
 pub fn test(root: &Path, args: &[String]) -> Result<()> {
     setup_openvino(root)?;
+    setup_rocm(root)?;
     setup_webgpu(root)?;
     setup_node_tests(root)?;
     run(Command::new("cargo")

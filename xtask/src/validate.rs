@@ -7,8 +7,8 @@ use anyhow::{Result, bail};
 use hwcov::spec::{Category, ModelSpec, load_models};
 use hwcov::{IoFile, ModelFiles, PlatformId};
 
-use crate::generate::{MATRIX_TESTS, expected_matrix_tests};
-use crate::matrix::{COVERAGE_MD, COVERAGE_SVG, Matrix};
+use crate::matrix::{COVERAGE_JSON, COVERAGE_MD, COVERAGE_SVG, Matrix, RUNS_DIR};
+use crate::matrix_tests::{MATRIX_TESTS, expected_matrix_tests};
 use crate::render;
 
 /// The cells whose measured status contradicts their expectation.
@@ -160,6 +160,39 @@ fn measurement_index_problems(root: &Path) -> Vec<String> {
     out
 }
 
+/// What in a committed coverage file would tie it to one machine or one moment: an absolute path of
+/// the machine that ran it, or a device string with the memory free at the time.
+fn machine_specific(text: &str) -> Option<&'static str> {
+    const ABSOLUTE: [&str; 5] = ["\"/home/", "\"/root/", "\"/tmp/", "\"/work/", "\"/Users/"];
+    if ABSOLUTE.iter().any(|p| text.contains(p)) {
+        return Some("an absolute path of the machine that ran it");
+    }
+    if text.contains("GiB free") {
+        return Some("the memory free at the time of the run (a device string)");
+    }
+    None
+}
+
+/// The generated coverage files and the runs merged into them, checked by [`machine_specific`].
+fn machine_specific_problems(root: &Path) -> Vec<String> {
+    let mut files: Vec<String> = [COVERAGE_MD, COVERAGE_JSON].iter().map(|f| f.to_string()).collect();
+    if let Ok(entries) = std::fs::read_dir(root.join(RUNS_DIR)) {
+        let mut runs: Vec<String> = entries
+            .flatten()
+            .map(|e| format!("{RUNS_DIR}/{}", e.file_name().to_string_lossy()))
+            .collect();
+        runs.sort();
+        files.extend(runs);
+    }
+    files
+        .into_iter()
+        .filter_map(|f| {
+            let text = std::fs::read_to_string(root.join(&f)).ok()?;
+            machine_specific(&text).map(|what| format!("{f} holds {what}"))
+        })
+        .collect()
+}
+
 pub fn run(root: &Path) -> Result<()> {
     let specs = load_models(&root.join("models.toml"))?;
     let mut problems = Vec::new();
@@ -218,6 +251,7 @@ pub fn run(root: &Path) -> Result<()> {
         }
     }
     problems.extend(measurement_index_problems(root));
+    problems.extend(machine_specific_problems(root));
     for p in &problems {
         eprintln!("- {p}");
     }
@@ -229,4 +263,22 @@ pub fn run(root: &Path) -> Result<()> {
         specs.len()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn machine_paths_and_free_memory_are_found() {
+        assert_eq!(machine_specific(r#"{"model_dir": "./fixtures/bert"}"#), None);
+        assert!(machine_specific(r#"{"model_dir": "/work/main/fixtures/bert"}"#).is_some());
+        assert!(machine_specific(r#"{"io": "/tmp/x/io.safetensors"}"#).is_some());
+        let device = r#""device": "NVIDIA H100 80GB HBM3 (cuda:0, sm_90, cuDNN 9.19.0, 78.6 of 79.2 GiB free)""#;
+        assert!(machine_specific(device).is_some());
+        assert_eq!(
+            machine_specific(r#""device": "NVIDIA H100 (cuda:0, sm_90, 79.2 GiB)""#),
+            None
+        );
+    }
 }

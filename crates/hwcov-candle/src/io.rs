@@ -3,6 +3,8 @@
 use candle_core::{DType, Device, Tensor};
 use hwcov_core::{Error, HostTensor, NamedTensors, Result, TensorData};
 
+use crate::kernels;
+
 /// Wraps a candle error raised while running a model.
 pub fn run_error(context: &str) -> impl Fn(candle_core::Error) -> Error + '_ {
     move |e| out_of_memory(context, &e).unwrap_or_else(|| Error::runtime(context, first_line(&e)))
@@ -96,11 +98,15 @@ impl<'a> Inputs<'a> {
                 format!("dtype {} where a float tensor is needed", t.dtype()),
             ));
         }
-        let tensor = match (t.data(), self.device) {
-            #[cfg(feature = "cuda")]
-            (hwcov_core::TensorData::F32(v), Device::Cuda(dev)) => crate::host_copy::from_host_f32(v, t.shape(), dev),
-            // The common case, without a detour through f64.
-            (hwcov_core::TensorData::F32(v), _) => Tensor::from_slice(v, t.shape(), self.device),
+        let tensor = match t.data() {
+            // The common case, without a detour through f64; the device's provider may copy faster.
+            hwcov_core::TensorData::F32(v) => {
+                match kernels::of(self.device).copy_from_host(v, t.shape(), self.device) {
+                    Ok(Some(x)) => Ok(x),
+                    Ok(None) => Tensor::from_slice(v, t.shape(), self.device),
+                    Err(e) => Err(e),
+                }
+            }
             _ => {
                 let values: Vec<f32> = t.to_f64_vec().into_iter().map(|v| v as f32).collect();
                 Tensor::from_vec(values, t.shape(), self.device)
@@ -149,8 +155,10 @@ pub fn check_same_shape(a: (&str, &Tensor), b: (&str, &Tensor)) -> Result<()> {
 pub fn to_host(name: &str, t: &Tensor) -> Result<HostTensor> {
     let shape = t.dims().to_vec();
     let flat = t.flatten_all().map_err(run_error(name))?;
-    #[cfg(feature = "cuda")]
-    if let Some(values) = crate::host_copy::to_host_f32(&flat).map_err(run_error(name))? {
+    if let Some(values) = kernels::of(flat.device())
+        .copy_to_host(&flat)
+        .map_err(run_error(name))?
+    {
         return HostTensor::new(shape, TensorData::F32(values)).map_err(|e| Error::tensor(name, e));
     }
     let data = match t.dtype() {

@@ -5,13 +5,14 @@
 //! - [`adapters`]: one per model family, between named tensors and the model's forward().
 //! - [`handler`]: the `Handler`, which picks the adapter of the model's class.
 //! - [`weights`], [`config`]: reading a `save_pretrained` folder.
+//! - [`nn`]: the layers; [`kernels`]: the seam where a platform crate gives them its device's kernels.
 
 pub mod activation;
 pub mod adapters;
 pub mod config;
 pub mod handler;
-pub mod host_copy;
 pub mod io;
+pub mod kernels;
 pub mod models;
 pub mod nn;
 pub mod weights;

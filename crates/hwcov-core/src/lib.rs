@@ -8,11 +8,13 @@
 //! - [`spec`]: the schema of `models.toml`.
 //! - [`report`]: statuses and results.
 //! - [`error`]: one error type that names the file, field or tensor at fault.
+//! - [`library`]: finding a runtime library loaded at run time.
 
 pub mod anyres;
 pub mod class;
 pub mod compare;
 pub mod error;
+pub mod library;
 pub mod platform;
 pub mod report;
 pub mod spec;

@@ -1,10 +1,21 @@
-//! hwcov-cuda: the CUDA platform, candle's CUDA device running the models of hwcov-candle.
+//! hwcov-cuda: the CUDA platform, candle's CUDA device running the models of hwcov-candle, with
+//! hwcov's own CUDA kernels ([`kernels`]) installed behind hwcov-candle's kernel seam.
 //!
 //! Built without the `cuda` feature (as CI builds it) the crate compiles and reports that the build
 //! has no CUDA kernels. Built with it, the binary links the CUDA 13 libraries and the driver
 //! (docs/platforms/cuda.md says what the target machine needs).
 
 use hwcov_core::{Availability, Handler, LoadOptions, ModelClass, ModelFiles, Platform, PlatformId, Result, Support};
+
+pub mod host_copy;
+#[cfg(feature = "cuda")]
+pub mod kernels;
+
+/// Opens GPU `index` with hwcov's CUDA kernels installed for candle's CUDA devices; returns the device
+/// and a description ("NVIDIA H100 80GB HBM3 (cuda:0, sm_90, cuDNN 9.19.0, 79.2 GiB)").
+pub fn open(index: usize) -> Result<(candle_core::Device, String)> {
+    gpu::open(index)
+}
 
 pub struct CudaPlatform;
 
@@ -79,8 +90,9 @@ mod gpu {
         }
     }
 
-    /// Opens GPU `index`; returns the device and a description ("NVIDIA H100 80GB HBM3 (cuda:0, sm_90,
-    /// cuDNN 9.19.0, 79.1 of 79.2 GiB free)").
+    /// Opens GPU `index` and installs hwcov's kernels for CUDA devices; returns the device and a
+    /// description ("NVIDIA H100 80GB HBM3 (cuda:0, sm_90, cuDNN 9.19.0, 79.2 GiB)"). The description
+    /// holds nothing that changes from run to run (the coverage files keep it).
     pub fn open(index: usize) -> Result<(Device, String)> {
         let device = std::panic::catch_unwind(|| Device::new_cuda(index))
             .map_err(|_| unavailable(format!("the CUDA runtime failed while opening cuda:{index}")))?
@@ -107,11 +119,13 @@ mod gpu {
         }
         let gib = |b: usize| b as f64 / (1u64 << 30) as f64;
         let memory = match ctx.mem_get_info() {
-            Ok((free, total)) => format!(", {:.1} of {:.1} GiB free", gib(free), gib(total)),
+            Ok((_, total)) => format!(", {:.1} GiB", gib(total)),
             Err(_) => String::new(),
         };
+        // The first provider installed stays: this one, on every open after the first.
+        hwcov_candle::kernels::install(hwcov_candle::kernels::Backend::Cuda, &crate::kernels::CudaKernels);
         // Convolutions run through cuDNN, opened at run time: say whether it is there.
-        let cudnn = match hwcov_candle::nn::cudnn_version() {
+        let cudnn = match crate::kernels::cudnn_version() {
             Ok(v) => format!("cuDNN {}.{}.{}", v / 10000, v / 100 % 100, v % 100),
             Err(_) => "no cuDNN, so no convolution models".to_string(),
         };

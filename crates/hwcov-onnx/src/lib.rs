@@ -9,6 +9,7 @@
 
 pub mod eval;
 pub mod handler;
+pub mod host_session;
 pub mod ir;
 mod lower;
 pub mod model;

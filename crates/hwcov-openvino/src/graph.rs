@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use hwcov_core::{Error, HostTensor, LoadOptions, NamedTensors, Precision, Result, TensorData};
 use hwcov_onnx::handler::{Fate, GraphSession};
+use hwcov_onnx::host_session;
 use hwcov_onnx::{GraphFile, GraphFormat};
 use openvino::{Core, DeviceType, ElementType, RwPropertyKey, Shape, Tensor};
 
@@ -124,29 +125,11 @@ impl GraphSession for Graph {
         resident: &std::collections::BTreeMap<String, HostTensor>,
         fate: &dyn Fn(&str) -> Fate,
     ) -> Result<(NamedTensors, std::collections::BTreeMap<String, HostTensor>)> {
-        let mut all = inputs.clone();
-        all.extend(resident.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let mut host = NamedTensors::new();
-        let mut kept = std::collections::BTreeMap::new();
-        for (name, t) in self.run(&all)? {
-            match fate(&name) {
-                Fate::Host => {
-                    host.insert(name, t);
-                }
-                Fate::Keep => {
-                    kept.insert(name, t);
-                }
-                Fate::LastPositions => {
-                    let last = hwcov_onnx::handler::last_positions(&name, &t)?;
-                    host.insert(name, last);
-                }
-            }
-        }
-        Ok((host, kept))
+        host_session::run_resident(|all| self.run(all), inputs, resident, fate)
     }
 
     fn shift_caches(&mut self, caches: Vec<HostTensor>, front: isize) -> Result<Vec<HostTensor>> {
-        caches.iter().map(|t| shift_rows(t, front)).collect()
+        host_session::shift_caches(caches, front)
     }
 
     fn path(&self) -> &Path {
@@ -192,30 +175,6 @@ impl GraphSession for Graph {
         }
         Ok(out)
     }
-}
-
-/// A (batch, heads, length, head_dim) tensor with `front` zero rows added before the first along
-/// the length axis, or its first `-front` rows dropped.
-fn shift_rows(t: &HostTensor, front: isize) -> Result<HostTensor> {
-    let [b, h, l, e] = t.shape()[..] else {
-        return Err(Error::runtime(
-            "shifting the cache",
-            format!("a cache tensor of shape {:?}", t.shape()),
-        ));
-    };
-    let v = t.to_f64_vec();
-    let new_l = (l as isize + front).max(0) as usize;
-    let mut out = Vec::with_capacity(b * h * new_l * e);
-    for p in 0..b * h {
-        let plane = &v[p * l * e..(p + 1) * l * e];
-        if front >= 0 {
-            out.extend(std::iter::repeat_n(0f32, front as usize * e));
-            out.extend(plane.iter().map(|&x| x as f32));
-        } else {
-            out.extend(plane[(-front) as usize * e..].iter().map(|&x| x as f32));
-        }
-    }
-    HostTensor::f32(vec![b, h, new_l, e], out)
 }
 
 /// A host tensor as an OpenVINO tensor of the element type the graph expects.

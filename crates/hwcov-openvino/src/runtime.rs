@@ -2,51 +2,20 @@
 
 use std::path::{Path, PathBuf};
 
-use hwcov_core::{Error, Result};
+use hwcov_core::{Error, Result, library};
 use openvino::{Core, DeviceType, PropertyKey};
 
 const SETUP_HINT: &str = "run `cargo xtask setup --platform openvino` (installs the pip wheel openvino==2026.4.1 \
      into .hwcov/openvino), or set OPENVINO_LIB to libopenvino_c.so";
 
-/// `libopenvino_c.so*` in a folder (pip wheels ship only versioned names such as
-/// `libopenvino_c.so.2641`).
-fn c_library_in(dir: &Path) -> Option<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("libopenvino_c.so"))
-        })
-        .collect();
-    found.sort();
-    found.into_iter().next()
-}
-
 /// Where the runtime library is, or why none was found.
 pub fn find_library() -> std::result::Result<PathBuf, String> {
-    if let Ok(v) = std::env::var("OPENVINO_LIB") {
-        let p = PathBuf::from(&v);
-        if p.is_file() {
-            return Ok(p);
-        }
-        return c_library_in(&p)
-            .ok_or_else(|| format!("OPENVINO_LIB={v} is neither libopenvino_c.so nor a folder holding it"));
+    const PREFIX: &str = "libopenvino_c.so";
+    if let Some(named) = library::from_env("OPENVINO_LIB", PREFIX) {
+        return named;
     }
-    let mut starts = Vec::new();
-    if let Ok(cwd) = std::env::current_dir() {
-        starts.push(cwd);
-    }
-    if let Ok(exe) = std::env::current_exe() {
-        starts.push(exe);
-    }
-    for start in starts {
-        for dir in start.ancestors() {
-            if let Some(p) = c_library_in(&dir.join(".hwcov/openvino/openvino/libs")) {
-                return Ok(p);
-            }
-        }
+    if let Some(p) = library::local(&[".hwcov/openvino/openvino/libs"], PREFIX) {
+        return Ok(p);
     }
     openvino_sys::library::find().ok_or_else(|| format!("the OpenVINO runtime is not installed: {SETUP_HINT}"))
 }

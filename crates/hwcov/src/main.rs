@@ -10,7 +10,7 @@ use hwcov::features::ImageBackend;
 use hwcov::platforms::{self, Build};
 use hwcov::run::{RunRequest, run as run_task};
 use hwcov::tasks::embed::Pooling;
-use hwcov::tasks::generate::{ChatMode, TextGenerationSettings};
+use hwcov::tasks::text_generation::{ChatMode, TextGenerationSettings};
 use hwcov::verify::{VerifyOptions, verify};
 use hwcov::{Availability, Error, LoadOptions, PlatformId, Precision, Tolerance};
 use hwcov_preprocess::audio::{RandomCrop, file_features as audio_file_features};

@@ -35,7 +35,11 @@ pub fn build(id: PlatformId) -> Build {
         PlatformId::Mps => Build::Compiled(Box::new(hwcov_metal::MetalPlatform)),
         #[cfg(not(feature = "mps"))]
         PlatformId::Mps => Build::NotCompiled { feature: "mps" },
-        PlatformId::Rocm | PlatformId::Webnn => Build::NoCrate,
+        #[cfg(feature = "rocm")]
+        PlatformId::Rocm => Build::Compiled(Box::new(hwcov_rocm::RocmPlatform)),
+        #[cfg(not(feature = "rocm"))]
+        PlatformId::Rocm => Build::NotCompiled { feature: "rocm" },
+        PlatformId::Webnn => Build::NoCrate,
     }
 }
 

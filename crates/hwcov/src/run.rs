@@ -2,50 +2,12 @@
 //! model inputs through hwcov-preprocess, runs the Handler of the chosen platform, and post-processes
 //! the outputs; this module picks the task from the model's class.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use hwcov_core::{Error, LoadOptions, ModelClass, ModelFiles, PlatformId, Result};
 
 use crate::tasks;
-
-/// Everything a user can hand to `hwcov run`; each task reads what it needs and rejects what it
-/// cannot use.
-#[derive(Debug, Clone, Default)]
-pub struct RunRequest {
-    /// Texts: sentences to embed, prompts, or candidate labels for zero-shot tasks.
-    pub texts: Vec<String>,
-    pub image: Option<PathBuf>,
-    pub video: Option<PathBuf>,
-    pub audio: Option<PathBuf>,
-    /// How token states become one embedding (feature extraction).
-    pub pooling: tasks::embed::Pooling,
-    /// The most new tokens to generate.
-    pub max_new_tokens: Option<usize>,
-    /// Whisper: the language of the audio (code, name or token; default: the generation config's,
-    /// else detected) and the task (transcribe or translate).
-    pub language: Option<String>,
-    pub task: Option<String>,
-    /// Sampling, chat template and truncation of text generation (`max_new_tokens` above wins over
-    /// the one in here).
-    pub generation: tasks::generate::TextGenerationSettings,
-    /// How many labels image classification returns (default 5).
-    pub top_k: Option<usize>,
-    /// The score above which object detection keeps a box (default 0.5).
-    pub threshold: Option<f64>,
-    /// Zero-shot image classification's template for the candidate labels (default
-    /// "This is a photo of {}.").
-    pub hypothesis_template: Option<String>,
-    /// The image processor backend for images and videos (default: torchvision, as transformers
-    /// picks where torchvision is installed).
-    pub image_backend: Option<crate::features::ImageBackend>,
-}
-
-/// What a task returns: a human-readable rendering and the same as JSON.
-#[derive(Debug, Clone)]
-pub struct RunOutput {
-    pub text: String,
-    pub json: serde_json::Value,
-}
+pub use crate::tasks::{RunOutput, RunRequest};
 
 /// Runs the task of the model's class on `platform`.
 pub fn run(model_dir: &Path, request: &RunRequest, platform: PlatformId, opts: &LoadOptions) -> Result<RunOutput> {
@@ -72,7 +34,7 @@ pub fn run(model_dir: &Path, request: &RunRequest, platform: PlatformId, opts: &
         ModelClass::Whisper => tasks::speech_recognition_whisper::run(&files, request, platform, opts),
         ModelClass::Clap => tasks::zero_shot_audio::run(&files, request, platform, opts),
         ModelClass::T5 | ModelClass::Opt | ModelClass::Llama | ModelClass::Qwen2 | ModelClass::Qwen3 => {
-            tasks::generate::run(&files, request, platform, opts)
+            tasks::text_generation::run(&files, request, platform, opts)
         }
         ModelClass::Vit => tasks::image_classification::run(&files, request, platform, opts),
         ModelClass::Clip => tasks::zero_shot_image::run(&files, request, platform, opts),

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use hwcov::generate::StopReason;
-use hwcov::tasks::generate::{TextGenerationSettings, generate_text};
+use hwcov::tasks::text_generation::{TextGenerationSettings, generate_text};
 use hwcov::tensor::{read_safetensors, write_safetensors};
 use hwcov::{HostTensor, IoFile, LoadOptions, ModelFiles, PlatformId};
 
@@ -67,7 +67,7 @@ fn text_generation_matches_transformers() {
         let want = expected.to_i64_vec().unwrap();
         let settings = TextGenerationSettings {
             max_new_tokens: Some(total - prompt),
-            chat: hwcov::tasks::generate::ChatMode::Off,
+            chat: hwcov::tasks::text_generation::ChatMode::Off,
             ..Default::default()
         };
         let texts = meta_texts(name);

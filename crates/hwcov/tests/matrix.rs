@@ -47,6 +47,12 @@ fn bert_on_mps() {
     check("bert", PlatformId::Mps);
 }
 
+#[cfg(feature = "rocm")]
+#[test]
+fn bert_on_rocm() {
+    check("bert", PlatformId::Rocm);
+}
+
 #[cfg(feature = "webgpu")]
 #[test]
 fn bert_on_webgpu() {
@@ -75,6 +81,12 @@ fn t5_on_openvino() {
 #[test]
 fn t5_on_mps() {
     check("t5", PlatformId::Mps);
+}
+
+#[cfg(feature = "rocm")]
+#[test]
+fn t5_on_rocm() {
+    check("t5", PlatformId::Rocm);
 }
 
 #[cfg(feature = "webgpu")]
@@ -107,6 +119,12 @@ fn opt_on_mps() {
     check("opt", PlatformId::Mps);
 }
 
+#[cfg(feature = "rocm")]
+#[test]
+fn opt_on_rocm() {
+    check("opt", PlatformId::Rocm);
+}
+
 #[cfg(feature = "webgpu")]
 #[test]
 fn opt_on_webgpu() {
@@ -135,6 +153,12 @@ fn llama_on_openvino() {
 #[test]
 fn llama_on_mps() {
     check("llama", PlatformId::Mps);
+}
+
+#[cfg(feature = "rocm")]
+#[test]
+fn llama_on_rocm() {
+    check("llama", PlatformId::Rocm);
 }
 
 #[cfg(feature = "webgpu")]
@@ -167,6 +191,12 @@ fn clip_on_mps() {
     check("clip", PlatformId::Mps);
 }
 
+#[cfg(feature = "rocm")]
+#[test]
+fn clip_on_rocm() {
+    check("clip", PlatformId::Rocm);
+}
+
 #[cfg(feature = "webgpu")]
 #[test]
 fn clip_on_webgpu() {
@@ -195,6 +225,12 @@ fn vit_on_openvino() {
 #[test]
 fn vit_on_mps() {
     check("vit", PlatformId::Mps);
+}
+
+#[cfg(feature = "rocm")]
+#[test]
+fn vit_on_rocm() {
+    check("vit", PlatformId::Rocm);
 }
 
 #[cfg(feature = "webgpu")]
@@ -227,6 +263,12 @@ fn clap_on_mps() {
     check("clap", PlatformId::Mps);
 }
 
+#[cfg(feature = "rocm")]
+#[test]
+fn clap_on_rocm() {
+    check("clap", PlatformId::Rocm);
+}
+
 #[cfg(feature = "webgpu")]
 #[test]
 fn clap_on_webgpu() {
@@ -255,6 +297,12 @@ fn whisper_on_openvino() {
 #[test]
 fn whisper_on_mps() {
     check("whisper", PlatformId::Mps);
+}
+
+#[cfg(feature = "rocm")]
+#[test]
+fn whisper_on_rocm() {
+    check("whisper", PlatformId::Rocm);
 }
 
 #[cfg(feature = "webgpu")]
@@ -287,6 +335,12 @@ fn wav2vec2_on_mps() {
     check("wav2vec2", PlatformId::Mps);
 }
 
+#[cfg(feature = "rocm")]
+#[test]
+fn wav2vec2_on_rocm() {
+    check("wav2vec2", PlatformId::Rocm);
+}
+
 #[cfg(feature = "webgpu")]
 #[test]
 fn wav2vec2_on_webgpu() {
@@ -315,6 +369,12 @@ fn llava_on_openvino() {
 #[test]
 fn llava_on_mps() {
     check("llava", PlatformId::Mps);
+}
+
+#[cfg(feature = "rocm")]
+#[test]
+fn llava_on_rocm() {
+    check("llava", PlatformId::Rocm);
 }
 
 #[cfg(feature = "webgpu")]
@@ -347,6 +407,12 @@ fn llava_next_on_mps() {
     check("llava-next", PlatformId::Mps);
 }
 
+#[cfg(feature = "rocm")]
+#[test]
+fn llava_next_on_rocm() {
+    check("llava-next", PlatformId::Rocm);
+}
+
 #[cfg(feature = "webgpu")]
 #[test]
 fn llava_next_on_webgpu() {
@@ -375,6 +441,12 @@ fn qwen2_on_openvino() {
 #[test]
 fn qwen2_on_mps() {
     check("qwen2", PlatformId::Mps);
+}
+
+#[cfg(feature = "rocm")]
+#[test]
+fn qwen2_on_rocm() {
+    check("qwen2", PlatformId::Rocm);
 }
 
 #[cfg(feature = "webgpu")]
@@ -407,6 +479,12 @@ fn qwen3_on_mps() {
     check("qwen3", PlatformId::Mps);
 }
 
+#[cfg(feature = "rocm")]
+#[test]
+fn qwen3_on_rocm() {
+    check("qwen3", PlatformId::Rocm);
+}
+
 #[cfg(feature = "webgpu")]
 #[test]
 fn qwen3_on_webgpu() {
@@ -437,6 +515,12 @@ fn detr_on_mps() {
     check("detr", PlatformId::Mps);
 }
 
+#[cfg(feature = "rocm")]
+#[test]
+fn detr_on_rocm() {
+    check("detr", PlatformId::Rocm);
+}
+
 #[cfg(feature = "webgpu")]
 #[test]
 fn detr_on_webgpu() {
@@ -465,6 +549,12 @@ fn xclip_on_openvino() {
 #[test]
 fn xclip_on_mps() {
     check("xclip", PlatformId::Mps);
+}
+
+#[cfg(feature = "rocm")]
+#[test]
+fn xclip_on_rocm() {
+    check("xclip", PlatformId::Rocm);
 }
 
 #[cfg(feature = "webgpu")]

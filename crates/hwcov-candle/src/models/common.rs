@@ -38,37 +38,9 @@ pub fn split_stacked_qkv(qkv: &Tensor, heads: usize, head_dim: usize) -> Result<
 /// `eager_attention_forward`: softmax(q k^T * scaling + mask) v, the softmax in f32 as transformers
 /// does. q, k, v are (batch, heads, seq, head_dim).
 pub fn eager_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scaling: f64) -> Result<Tensor> {
-    let (k, v, mask) = pad_keys(k, v, mask, q.dim(2)?)?;
+    let (k, v, mask) = crate::nn::align_keys(k, v, mask, q.dim(2)?)?;
     let scores = crate::nn::attention_scores(q, &k)?;
     crate::nn::attention_softmax(&scores, scaling, mask.as_ref())?.matmul(&v)
-}
-
-/// On CUDA, where more than one query meets a number of keys that is not a multiple of 8: the keys
-/// and values with zero rows after them up to the next multiple, and the mask with -inf columns over
-/// those rows. A padded key's probability is exactly 0 and its value row 0, so the output is the
-/// same; but rows of scores and probabilities are then 16-byte aligned, and cuBLAS takes its
-/// tensor-core kernels for both products instead of its slow align-1 ones (ViT's 197 positions,
-/// Whisper's 1500 frames in bf16: docs/benchmarks.md). Elsewhere the inputs as they are.
-fn pad_keys(k: &Tensor, v: &Tensor, mask: Option<&Tensor>, q_len: usize) -> Result<(Tensor, Tensor, Option<Tensor>)> {
-    let pad = (8 - k.dim(2)? % 8) % 8;
-    if !k.device().is_cuda() || q_len < 2 || pad == 0 {
-        return Ok((k.clone(), v.clone(), mask.cloned()));
-    }
-    pad_keys_by(k, v, mask, pad)
-}
-
-fn pad_keys_by(k: &Tensor, v: &Tensor, mask: Option<&Tensor>, pad: usize) -> Result<(Tensor, Tensor, Option<Tensor>)> {
-    let kv_len = k.dim(2)?;
-    let k = crate::nn::pad_rows(&crate::nn::contiguous(k)?, pad)?;
-    let v = crate::nn::pad_rows(&crate::nn::contiguous(v)?, pad)?;
-    // No mask is a mask of zeros, one row for every query.
-    let mask = match mask {
-        Some(m) => m.clone(),
-        None => Tensor::zeros((1, 1, 1, kv_len), k.dtype(), k.device())?,
-    };
-    let (mb, mh, mq, _) = mask.dims4()?;
-    let masked = Tensor::full(f32::NEG_INFINITY, (mb, mh, mq, pad), mask.device())?.to_dtype(mask.dtype())?;
-    Ok((k, v, Some(Tensor::cat(&[&mask, &masked], 3)?)))
 }
 
 /// `eager_attention_forward` with grouped-query attention: q is (batch, heads, q_len, head_dim), k and
@@ -87,7 +59,7 @@ pub fn grouped_attention(
         return eager_attention(q, k, v, mask, scaling);
     }
     let (b, h, lq, d) = q.dims4()?;
-    let (k, v, mask) = pad_keys(k, v, mask, lq)?;
+    let (k, v, mask) = crate::nn::align_keys(k, v, mask, lq)?;
     let (kvh, lk) = (k.dim(1)?, k.dim(2)?);
     // Checked in the heads' shape, which the error names; the stacked product holds as many.
     crate::nn::check_elements(q.device(), "the attention scores", &[b, h, lq, lk])?;
@@ -267,7 +239,7 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
-    /// Padding the keys (as CUDA does for unaligned lengths) leaves eager attention's output as it was,
+    /// Padding the keys (as a provider with a key alignment asks for unaligned lengths) leaves eager attention's output as it was,
     /// with a mask and without one.
     #[test]
     fn padded_keys_leave_attention_unchanged() -> Result<()> {
@@ -282,7 +254,7 @@ mod tests {
         let mask = additive_padding_mask(&Tensor::from_vec(keep, (b, lk), &dev)?, DType::F32)?;
         for mask in [None, Some(&mask)] {
             let plain = eager_attention(&q, &k, &v, mask, 0.5)?;
-            let (kp, vp, mp) = pad_keys_by(&k, &v, mask, 3)?;
+            let (kp, vp, mp) = crate::nn::pad_keys(&k, &v, mask, 3)?;
             assert_eq!(kp.dims(), [b, h, lk + 3, d]);
             let scores = q.matmul(&kp.t()?)?;
             let padded = crate::nn::attention_softmax(&scores, 0.5, mp.as_ref())?.matmul(&vp)?;

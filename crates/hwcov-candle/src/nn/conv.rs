@@ -1,9 +1,12 @@
 //! `nn.Conv1d` and `nn.Conv2d`, as candle-nn's (same weight names and shapes, same configs), run as
-//! torch runs them: on CUDA through cuDNN (`cudnn`), a conv1d as a conv2d of height 1, and the bias
-//! added afterwards in its own rounding; elsewhere candle's convolution.
+//! torch runs them: the convolution by the device's kernel provider where it has one (hwcov-cuda's is
+//! cuDNN's, a conv1d as a conv2d of height 1), else by candle's, and the bias added afterwards in its
+//! own rounding.
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Conv1dConfig, Conv2dConfig, VarBuilder};
+
+use crate::kernels;
 
 /// Per axis (height, width): stride, padding, dilation, and the groups.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -16,19 +19,17 @@ pub struct Geometry {
 
 /// `F.conv2d(x, w, bias=None)` with a geometry per axis: `x` (N, C, H, W), `w` (K, C / groups, R, S).
 pub fn convolve2d(x: &Tensor, w: &Tensor, g: Geometry) -> Result<Tensor> {
-    #[cfg(feature = "cuda")]
-    if x.device().is_cuda() {
-        let ((n, _, h, width), (k, _, r, s)) = (x.dims4()?, w.dims4()?);
-        let out = |len: usize, axis: usize, kernel: usize| {
-            (len + 2 * g.padding[axis]).saturating_sub(g.dilation[axis] * kernel.saturating_sub(1) + 1) / g.stride[axis]
-                + 1
-        };
-        super::check_elements(
-            x.device(),
-            "a convolution's output",
-            &[n, k, out(h, 0, r), out(width, 1, s)],
-        )?;
-        return super::cudnn::conv2d(x, w, g);
+    let ((n, _, h, width), (k, _, r, s)) = (x.dims4()?, w.dims4()?);
+    let out = |len: usize, axis: usize, kernel: usize| {
+        (len + 2 * g.padding[axis]).saturating_sub(g.dilation[axis] * kernel.saturating_sub(1) + 1) / g.stride[axis] + 1
+    };
+    super::check_elements(
+        x.device(),
+        "a convolution's output",
+        &[n, k, out(h, 0, r), out(width, 1, s)],
+    )?;
+    if let Some(y) = kernels::of(x.device()).conv2d(x, w, g)? {
+        return Ok(y);
     }
     let square = |a: [usize; 2]| (a[0] == a[1]).then_some(a[0]);
     if let (Some(stride), Some(padding), Some(dilation)) = (square(g.stride), square(g.padding), square(g.dilation)) {
@@ -55,17 +56,10 @@ pub fn convolve2d(x: &Tensor, w: &Tensor, g: Geometry) -> Result<Tensor> {
 
 /// `F.conv1d(x, w, bias=None)`: `x` (N, C, L), `w` (K, C / groups, S).
 pub fn convolve1d(x: &Tensor, w: &Tensor, cfg: &Conv1dConfig) -> Result<Tensor> {
-    if !x.device().is_cuda() {
-        return x.conv1d(w, cfg.padding, cfg.stride, cfg.dilation, cfg.groups);
+    if let Some(y) = kernels::of(x.device()).conv1d(x, w, cfg)? {
+        return Ok(y);
     }
-    // torch's cuDNN path views a conv1d as a conv2d of height 1 (`view4d`).
-    let g = Geometry {
-        stride: [1, cfg.stride],
-        padding: [0, cfg.padding],
-        dilation: [1, cfg.dilation],
-        groups: cfg.groups,
-    };
-    convolve2d(&x.unsqueeze(2)?, &w.unsqueeze(2)?, g)?.squeeze(2)
+    x.conv1d(w, cfg.padding, cfg.stride, cfg.dilation, cfg.groups)
 }
 
 /// `y + bias` over the channel axis (1), as torch adds a convolution's bias: after the convolution.

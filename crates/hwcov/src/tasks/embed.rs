@@ -6,7 +6,7 @@ use hwcov_core::{Error, HostTensor, LoadOptions, ModelClass, ModelFiles, Platfor
 use hwcov_preprocess::text::{TextInput, TextTokenizer};
 
 use crate::platforms;
-use crate::run::{RunOutput, RunRequest};
+use crate::tasks::{RunOutput, RunRequest};
 
 /// How token states become one sentence embedding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

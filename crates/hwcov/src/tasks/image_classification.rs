@@ -4,8 +4,8 @@
 
 use hwcov_core::{Error, LoadOptions, ModelFiles, PlatformId, Result};
 
-use crate::run::{RunOutput, RunRequest};
 use crate::tasks::vision::{labels, output, reject, softmax_rows};
+use crate::tasks::{RunOutput, RunRequest};
 use crate::{features, platforms};
 
 /// The pipeline's default number of labels.

@@ -9,8 +9,8 @@ use hwcov_preprocess::llava::{LlavaKind, LlavaProcessor};
 
 use crate::generate::{GenerateOptions, GenerationConfig, StopReason, generate};
 use crate::platforms;
-use crate::run::{RunOutput, RunRequest};
-use crate::tasks::generate::{ChatMode, DEFAULT_MAX_NEW_TOKENS, check_vocabulary, prompt_limit, sampling};
+use crate::tasks::text_generation::{ChatMode, DEFAULT_MAX_NEW_TOKENS, check_vocabulary, prompt_limit, sampling};
+use crate::tasks::{RunOutput, RunRequest};
 
 /// What [`answer`] returns.
 #[derive(Debug, Clone, serde::Serialize)]

@@ -10,7 +10,7 @@ use hwcov_preprocess::audio::{RandomCrop, file_features};
 use hwcov_preprocess::ctc::CtcTokenizer;
 
 use crate::platforms;
-use crate::run::{RunOutput, RunRequest};
+use crate::tasks::{RunOutput, RunRequest};
 
 /// The transcription of one audio file, with the conversions applied to the audio.
 #[derive(Debug, Clone)]

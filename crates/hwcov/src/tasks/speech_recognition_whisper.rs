@@ -23,8 +23,8 @@ use crate::generate::GenerationConfig;
 use crate::generate::StopReason;
 use crate::generate::whisper::{self, WhisperGenerationConfig, WhisperOptions};
 use crate::platforms;
-use crate::run::{RunOutput, RunRequest};
 use crate::tasks::speech_recognition::{audio_request, output};
+use crate::tasks::{RunOutput, RunRequest};
 
 /// One window of the audio and what was heard in it.
 #[derive(Debug, Clone, serde::Serialize)]

@@ -4,8 +4,8 @@
 use hwcov_core::{Error, LoadOptions, ModelFiles, PlatformId, Result};
 use hwcov_preprocess::text::{TextInput, TextTokenizer};
 
-use crate::run::{RunOutput, RunRequest};
 use crate::tasks::vision::{output, reject, softmax_rows};
+use crate::tasks::{RunOutput, RunRequest};
 use crate::{features, platforms};
 
 pub fn run(files: &ModelFiles, request: &RunRequest, platform: PlatformId, opts: &LoadOptions) -> Result<RunOutput> {

@@ -2,7 +2,7 @@
 
 use hwcov_core::{Error, HostTensor, ModelFiles, Result};
 
-use crate::run::RunRequest;
+use crate::tasks::RunRequest;
 
 /// Rejects the inputs a task cannot use, naming them.
 pub fn reject(files: &ModelFiles, request: &RunRequest, text: bool, image: bool, video: bool) -> Result<()> {

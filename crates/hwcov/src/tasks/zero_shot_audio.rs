@@ -10,7 +10,7 @@ use hwcov_preprocess::audio::{RandomCrop, file_features};
 use hwcov_preprocess::text::{TextInput, TextTokenizer};
 
 use crate::platforms;
-use crate::run::{RunOutput, RunRequest};
+use crate::tasks::{RunOutput, RunRequest};
 
 /// The pipeline's default `hypothesis_template`.
 pub const HYPOTHESIS_TEMPLATE: &str = "This is a sound of {}.";

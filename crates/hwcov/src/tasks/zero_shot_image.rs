@@ -5,8 +5,8 @@
 use hwcov_core::{Error, LoadOptions, ModelFiles, NamedTensors, PlatformId, Result};
 use hwcov_preprocess::text::{TextInput, TextTokenizer};
 
-use crate::run::{RunOutput, RunRequest};
 use crate::tasks::vision::{output, reject, softmax_rows};
+use crate::tasks::{RunOutput, RunRequest};
 use crate::{features, platforms};
 
 /// The pipeline's default template.

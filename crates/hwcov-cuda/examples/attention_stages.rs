@@ -77,7 +77,7 @@ fn main() -> Result<()> {
         eprintln!("usage: attention_stages STEPS.safetensors");
         std::process::exit(2);
     };
-    let device = Device::new_cuda(0)?;
+    let (device, _) = hwcov_cuda::open(0).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
     let steps = Steps::load(&path, &device)?;
     println!("{path}: {:?}", steps.meta);
     let heads = steps.number("heads")? as usize;

@@ -9,7 +9,7 @@ use hwcov_preprocess::text::{ChatMessage, TextTokenizer, pad_batch};
 
 use crate::generate::{GenerateOptions, GenerationConfig, Sampling, StopReason, generate};
 use crate::platforms;
-use crate::run::{RunOutput, RunRequest};
+use crate::tasks::{RunOutput, RunRequest};
 
 /// New tokens when neither the user nor the generation config says (transformers' default
 /// `max_length` of 20 counts the prompt too; here it counts new tokens only).

@@ -1,6 +1,6 @@
-//! hwcov's CUDA paths (`nn.rs`'s kernels, `nn/cublaslt.rs`'s products, `nn/cudnn.rs`'s
-//! convolutions) against the plain candle
-//! sequence run in f32 on the CPU, at the shapes the models meet: every row length a row kernel is
+//! hwcov's CUDA kernels (`kernels/`: the NVRTC kernels, cuBLASLt's products, cuDNN's convolutions,
+//! the staged host copies), reached through hwcov-candle's layers, against the plain candle sequence
+//! run in f32 on the CPU, at the shapes the models meet: every row length a row kernel is
 //! compiled for, rows that do and do not divide into quads of four, Linear products of one and of many
 //! rows, keys padded to a multiple of 8. The fixtures' tiny models reach only the shortest rows.
 //!
@@ -14,7 +14,10 @@ use hwcov_candle::models::common::eager_attention;
 use hwcov_candle::nn;
 
 fn gpu() -> Device {
-    Device::new_cuda(0).expect("the CUDA kernel tests run on a CUDA device")
+    // Opened as the platform opens it, with hwcov's kernels installed for it.
+    hwcov_cuda::open(0)
+        .expect("the CUDA kernel tests run on a CUDA device")
+        .0
 }
 
 /// Random values on the CPU, already rounded to `dtype`, so that both sides start from the same numbers.
@@ -467,8 +470,8 @@ fn staged_host_copies_are_exact() -> Result<()> {
     for len in [16 * (1 << 20) + 3, 5 * (1 << 20) + 3, 4096] {
         let host: Vec<f32> = Tensor::randn(0f32, 1.0, len, &Device::Cpu)?.to_vec1()?;
         let second: Vec<f32> = host.iter().map(|v| v * 3.0).collect();
-        let a = hwcov_candle::host_copy::from_host_f32(&host, &[len], cuda)?;
-        let b = hwcov_candle::host_copy::from_host_f32(&second, &[len], cuda)?;
+        let a = hwcov_cuda::host_copy::from_host_f32(&host, &[len], cuda)?;
+        let b = hwcov_cuda::host_copy::from_host_f32(&second, &[len], cuda)?;
         assert_eq!(a.to_vec1::<f32>()?, host, "from_host_f32, {len} elements");
         assert_eq!(
             b.to_vec1::<f32>()?,
@@ -477,7 +480,7 @@ fn staged_host_copies_are_exact() -> Result<()> {
         );
         for dtype in [DType::F32, DType::BF16, DType::F16] {
             let t = a.to_dtype(dtype)?;
-            let staged = hwcov_candle::host_copy::to_host_f32(&t)?.expect("a float CUDA tensor");
+            let staged = hwcov_cuda::host_copy::to_host_f32(&t)?.expect("a float CUDA tensor");
             let plain = t.to_dtype(DType::F32)?.to_vec1::<f32>()?;
             assert!(
                 staged.iter().zip(&plain).all(|(s, p)| s.to_bits() == p.to_bits()) && staged.len() == plain.len(),

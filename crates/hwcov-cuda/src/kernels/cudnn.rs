@@ -20,10 +20,11 @@ use std::sync::{Mutex, OnceLock};
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{DevicePtr, DevicePtrMut, DeviceRepr};
 use candle_core::cuda_backend::{CudaDType, DeviceId};
-use candle_core::{CpuStorage, CudaDevice, CudaStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, WithDType};
+use candle_core::{CudaDevice, CudaStorage, DType, Layout, Result, Shape, Tensor, WithDType};
 
-use super::conv::Geometry;
-use super::cuda::{by_dtype, input, not_cuda};
+use hwcov_candle::nn::Geometry;
+
+use super::launch::{Kernel, OnCuda, by_dtype, input, not_cuda};
 
 /// The names tried, newest first.
 const LIBRARIES: [&str; 2] = ["libcudnn.so.9", "libcudnn.so"];
@@ -41,7 +42,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, geometry: Geometry) -> Result<Tensor> {
         w: dims4(w.dims(), "weight")?,
         geometry,
     };
-    x.apply_op2_no_bwd(&w, &key)
+    x.apply_op2_no_bwd(&w, &OnCuda(&key))
 }
 
 fn dims4(dims: &[usize], what: &str) -> Result<[c_int; 4]> {
@@ -429,16 +430,12 @@ fn convolve<T: CudaDType + DeviceRepr + WithDType>(
     ))
 }
 
-impl CustomOp2 for Conv {
+impl Kernel for Conv {
     fn name(&self) -> &'static str {
         "cudnn_conv2d"
     }
 
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
-        Err(not_cuda())
-    }
-
-    fn cuda_fwd(&self, xs: &CudaStorage, xl: &Layout, ws: &CudaStorage, wl: &Layout) -> Result<(CudaStorage, Shape)> {
+    fn run2(&self, xs: &CudaStorage, xl: &Layout, ws: &CudaStorage, wl: &Layout) -> Result<(CudaStorage, Shape)> {
         by_dtype!(xs, convolve(self, (xs, xl), (ws, wl)))
     }
 }

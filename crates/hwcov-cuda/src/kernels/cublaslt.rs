@@ -24,11 +24,9 @@ use candle_core::cuda_backend::cudarc::cublas::sys::cublasOperation_t;
 use candle_core::cuda_backend::cudarc::cublaslt::{result as lt, sys};
 use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr};
 use candle_core::cuda_backend::{CudaDType, DeviceId};
-use candle_core::{
-    CpuStorage, CudaDevice, CudaStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType,
-};
+use candle_core::{CudaDevice, CudaStorage, DType, Layout, Result, Shape, Tensor, WithDType};
 
-use super::cuda::{by_dtype, input, not_cuda};
+use super::launch::{Kernel, OnCuda, by_dtype, input, not_cuda};
 
 /// The workspace a product of `dtype` may use.
 fn workspace_bytes(dtype: DType) -> usize {
@@ -49,8 +47,8 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Opti
     };
     let x2 = x.reshape((product.m, product.k))?;
     let y = match bias {
-        Some(b) => x2.apply_op3_no_bwd(weight, b, &product)?,
-        None => x2.apply_op2_no_bwd(weight, &product)?,
+        Some(b) => x2.apply_op3_no_bwd(weight, b, &OnCuda(&product))?,
+        None => x2.apply_op2_no_bwd(weight, &OnCuda(&product))?,
     };
     let mut dims = x.dims().to_vec();
     if let Some(last) = dims.last_mut() {
@@ -341,38 +339,16 @@ fn run_by_dtype(
     Ok((by_dtype!(x.0, product(p, x, w, b))?, Shape::from((p.m, p.n))))
 }
 
-impl CustomOp2 for Product {
+impl Kernel for Product {
     fn name(&self) -> &'static str {
         "cublaslt_linear"
     }
 
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
-        Err(not_cuda())
-    }
-
-    fn cuda_fwd(&self, xs: &CudaStorage, xl: &Layout, ws: &CudaStorage, wl: &Layout) -> Result<(CudaStorage, Shape)> {
+    fn run2(&self, xs: &CudaStorage, xl: &Layout, ws: &CudaStorage, wl: &Layout) -> Result<(CudaStorage, Shape)> {
         run_by_dtype(self, (xs, xl), (ws, wl), None)
     }
-}
 
-impl CustomOp3 for Product {
-    fn name(&self) -> &'static str {
-        "cublaslt_linear"
-    }
-
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        Err(not_cuda())
-    }
-
-    fn cuda_fwd(
+    fn run3(
         &self,
         xs: &CudaStorage,
         xl: &Layout,
