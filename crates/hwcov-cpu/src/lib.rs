@@ -1,4 +1,7 @@
-//! hwcov-cpu: the CPU platform, candle's CPU device running the models of hwcov-candle.
+//! hwcov-cpu: the CPU platform, candle's CPU device running the models of hwcov-candle, with hwcov's
+//! CPU kernels ([`kernels`]) installed behind hwcov-candle's kernel seam.
+
+pub mod kernels;
 
 use candle_core::Device;
 use hwcov_core::{Availability, Handler, LoadOptions, ModelClass, ModelFiles, Platform, PlatformId, Result, Support};
@@ -19,6 +22,8 @@ impl Platform for CpuPlatform {
     }
 
     fn load(&self, model: &ModelFiles, opts: &LoadOptions) -> Result<Box<dyn Handler>> {
+        // The first provider installed stays: this one, on every load after the first.
+        hwcov_candle::kernels::install(hwcov_candle::kernels::Backend::Cpu, &kernels::CpuKernels);
         Ok(Box::new(hwcov_candle::CandleHandler::load(
             model,
             opts.precision,
