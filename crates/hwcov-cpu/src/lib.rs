@@ -24,6 +24,7 @@ impl Platform for CpuPlatform {
     fn load(&self, model: &ModelFiles, opts: &LoadOptions) -> Result<Box<dyn Handler>> {
         // The first provider installed stays: this one, on every load after the first.
         hwcov_candle::kernels::install(hwcov_candle::kernels::Backend::Cpu, &kernels::CpuKernels);
+        keep_freed_memory();
         Ok(Box::new(hwcov_candle::CandleHandler::load(
             model,
             opts.precision,
@@ -45,4 +46,17 @@ pub fn cpu_name() -> String {
         .unwrap_or_else(|| std::env::consts::ARCH.to_string());
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     format!("{model} ({threads} threads)")
+}
+
+/// Keeps up to 512 MiB of freed heap memory for the next allocations instead of giving it back to
+/// the kernel, as torch's CPU allocator keeps its blocks: every pass makes and frees the same large
+/// activations, and memory given back had to be faulted in and zeroed again on the next pass (about
+/// 10% of Whisper-tiny's encoder on 30 s: docs/benchmarks.md, CPU). glibc's `M_TOP_PAD`; elsewhere
+/// the allocator's default.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; M_TOP_PAD takes a byte count.
+    unsafe {
+        libc::mallopt(libc::M_TOP_PAD, 512 << 20);
+    }
 }
