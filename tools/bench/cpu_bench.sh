@@ -12,8 +12,11 @@ set -u
 bin=${1:?binary}; out=${2:?out}; ckpt=${3:-/tmp/hwcov-bench-checkpoints}; py=${4:-python3}
 here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$out"
-"$py" "$here/make_checkpoints.py" "$ckpt" --only bert-base,vit-base,whisper-tiny
-for c in bert-base vit-base whisper-tiny; do
+specs=${CPU_BENCH_ROWS:-"bert-base 1 128;bert-base 8 128;vit-base 1 0;vit-base 8 0;whisper-tiny 1 0"}
+# The checkpoints the rows name (CPU_BENCH_ROWS="minilm-l6 4 128" for all-MiniLM-L6-v2's size).
+checkpoints=$(tr ';' '\n' <<< "$specs" | awk '{print $1}' | sort -u)
+"$py" "$here/make_checkpoints.py" "$ckpt" --only "$(paste -sd, <<< "$checkpoints")"
+for c in $checkpoints; do
   [ -f "$ckpt/$c/model.onnx" ] || [ -f "$ckpt/$c/onnx/encoder_model.onnx" ] || "$py" "$here/export_onnx.py" "$ckpt/$c"
 done
 [ -n "${CPU_BENCH_APPEND:-}" ] || : > "$out/cpu-bench.jsonl"
@@ -24,7 +27,6 @@ try: row['result'] = json.loads(os.environ['R'])
 except Exception: row['error'] = os.environ['R'][-600:]
 print(json.dumps(row))" >> "$out/cpu-bench.jsonl"
 }
-specs=${CPU_BENCH_ROWS:-"bert-base 1 128;bert-base 8 128;vit-base 1 0;vit-base 8 0;whisper-tiny 1 0"}
 IFS=';' read -ra rows <<< "$specs"
 iters=${ITERS:-20}
 for round in $(seq 1 "${ROUNDS:-1}"); do

@@ -2,7 +2,7 @@
 """Writes random-weight checkpoints at the real sizes of the representative models, for benchmarks.
 
 The configs are those of the Hub checkpoints (transformers' defaults for BertConfig, ViTConfig and
-WhisperConfig-tiny sizes; Qwen2-0.5B and Qwen2-7B from their config.json). Weights are random: speed
+WhisperConfig-tiny sizes; all-MiniLM-L6-v2's BERT sizes; Qwen2-0.5B and Qwen2-7B from their config.json). Weights are random: speed
 does not depend on their values. Both `hwcov bench` and tools/bench/pytorch_bench.py load these folders.
 
 Usage: python3 tools/bench/make_checkpoints.py OUT_DIR [--only bert-base,vit-base,...]
@@ -17,6 +17,11 @@ import transformers
 
 CONFIGS = {
     "bert-base": lambda: (transformers.BertModel, transformers.BertConfig()),
+    # sentence-transformers/all-MiniLM-L6-v2's encoder (its config.json): the Hub's most downloaded model.
+    "minilm-l6": lambda: (
+        transformers.BertModel,
+        transformers.BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536),
+    ),
     "vit-base": lambda: (
         transformers.ViTForImageClassification,
         transformers.ViTConfig(num_labels=1000),
