@@ -142,6 +142,38 @@ pub trait Kernels: Send + Sync {
     }
 }
 
+/// How `b` repeats over `x` in `x + b` where it repeats along `x`'s leading dimensions: its trailing
+/// dimensions equal `x`'s (`inner` elements), and before them it has only ones, or the batch and
+/// then ones. That is a bias (`[out]`, `[1, 1, out]`) or an attention mask (`[batch, 1, q_len,
+/// kv_len]` on `[batch, heads, q_len, kv_len]`). Element `i` of `x` meets element
+/// `(i / group) * inner + i % inner` of `b`; returns `(group, inner)`, or `None` for any other shape.
+pub fn repeated_rows(x_dims: &[usize], b_dims: &[usize]) -> Option<(usize, usize)> {
+    let n: usize = x_dims.iter().product();
+    if b_dims.len() > x_dims.len() || n == 0 {
+        return None;
+    }
+    let matching = b_dims
+        .iter()
+        .rev()
+        .zip(x_dims.iter().rev())
+        .take_while(|(b, x)| b == x)
+        .count();
+    if matching == 0 {
+        return None;
+    }
+    let inner: usize = x_dims[x_dims.len() - matching..].iter().product();
+    let lead = &b_dims[..b_dims.len() - matching];
+    let ones = |s: &[usize]| s.iter().all(|&d| d == 1);
+    let group = if ones(lead) {
+        n
+    } else if b_dims.len() == x_dims.len() && lead[0] == x_dims[0] && ones(&lead[1..]) {
+        n / x_dims[0]
+    } else {
+        return None;
+    };
+    Some((group, inner))
+}
+
 /// The plain candle ops: the provider of a device for which none is installed.
 pub struct Plain;
 
@@ -183,4 +215,24 @@ pub fn install(backend: Backend, kernels: &'static dyn Kernels) -> bool {
 /// The provider for `device`'s tensors: the installed one, or [`Plain`].
 pub fn of(device: &Device) -> &'static dyn Kernels {
     Backend::of(device).slot().get().copied().unwrap_or(&Plain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn biases_and_masks_repeat_by_rows_and_other_shapes_do_not() {
+        // A bias over rows of 48: every row of x meets all of b.
+        assert_eq!(repeated_rows(&[2, 9, 48], &[48]), Some((2 * 9 * 48, 48)));
+        assert_eq!(repeated_rows(&[2, 9, 48], &[1, 1, 48]), Some((2 * 9 * 48, 48)));
+        // A padding mask per batch over the heads and queries.
+        assert_eq!(repeated_rows(&[2, 12, 5, 7], &[2, 1, 5, 7]), Some((12 * 5 * 7, 5 * 7)));
+        assert_eq!(repeated_rows(&[2, 12, 5, 7], &[2, 1, 1, 7]), Some((12 * 5 * 7, 7)));
+        // A mask over the queries but not the batch repeats within rows: not this pattern.
+        assert_eq!(repeated_rows(&[2, 12, 5, 7], &[1, 1, 5, 1]), None);
+        assert_eq!(repeated_rows(&[2, 12, 5, 7], &[3, 1, 5, 7]), None);
+        assert_eq!(repeated_rows(&[4], &[2, 4]), None);
+        assert_eq!(repeated_rows(&[0, 4], &[4]), None);
+    }
 }

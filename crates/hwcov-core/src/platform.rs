@@ -70,6 +70,18 @@ pub enum Availability {
     Unavailable { reason: String },
 }
 
+impl Availability {
+    /// A probe's outcome: the device it found, or why not (an `Unavailable` error's own reason,
+    /// any other error's message).
+    pub fn from_probe(found: crate::Result<String>) -> Self {
+        match found {
+            Ok(device) => Availability::Available { device },
+            Err(crate::Error::Unavailable { reason, .. }) => Availability::Unavailable { reason },
+            Err(e) => Availability::Unavailable { reason: e.to_string() },
+        }
+    }
+}
+
 /// What a platform claims for a model class. `cargo xtask validate` checks the claims against
 /// measured results.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -49,11 +49,7 @@ impl Platform for OpenVinoPlatform {
     }
 
     fn probe(&self) -> Availability {
-        match ensure_loaded().and_then(|lib| runtime::describe(&lib, 0)) {
-            Ok(device) => Availability::Available { device },
-            Err(Error::Unavailable { reason, .. }) => Availability::Unavailable { reason },
-            Err(e) => Availability::Unavailable { reason: e.to_string() },
-        }
+        Availability::from_probe(ensure_loaded().and_then(|lib| runtime::describe(&lib, 0)))
     }
 
     /// OpenVINO runs whatever graph a model folder holds; a class whose export it cannot compile

@@ -54,11 +54,7 @@ impl Platform for RocmPlatform {
     }
 
     fn probe(&self) -> Availability {
-        match device(0) {
-            Ok(device) => Availability::Available { device },
-            Err(Error::Unavailable { reason, .. }) => Availability::Unavailable { reason },
-            Err(e) => Availability::Unavailable { reason: e.to_string() },
-        }
+        Availability::from_probe(device(0))
     }
 
     /// MIGraphX runs whatever ONNX graph a folder holds; a class whose export it cannot compile

@@ -155,11 +155,7 @@ impl Platform for WebGpuPlatform {
     }
 
     fn probe(&self) -> Availability {
-        match gpu::gpu() {
-            Ok(g) => Availability::Available { device: g.describe() },
-            Err(hwcov_core::Error::Unavailable { reason, .. }) => Availability::Unavailable { reason },
-            Err(e) => Availability::Unavailable { reason: e.to_string() },
-        }
+        Availability::from_probe(gpu::gpu().map(|g| g.describe()))
     }
 
     /// Every class runs from its ONNX graph; an op without a kernel fails the cell by name.

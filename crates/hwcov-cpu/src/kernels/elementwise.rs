@@ -64,35 +64,21 @@ pub fn add(x: &Tensor, r: &Tensor) -> Result<Option<Tensor>> {
     tensor(map_indices(xv.len(), |i| xv[i] + rv[i]), x.dims()).map(Some)
 }
 
-/// `x + b` where `b` repeats along `x`'s leading dimensions: its trailing dimensions equal `x`'s,
-/// and before them it has only ones, or the batch and then ones (a bias, or an attention mask of
-/// (batch, 1, q_len, kv_len) on scores of (batch, heads, q_len, kv_len)).
+/// `x + b` for a bias or an attention mask (`hwcov_candle::kernels::repeated_rows` says which shapes).
 pub fn add_broadcast(x: &Tensor, b: &Tensor) -> Result<Option<Tensor>> {
     let (Some(xs), Some(bs)) = (F32s::of(x), F32s::of(b)) else {
         return Ok(None);
     };
-    let (xd, bd) = (x.dims(), b.dims());
-    if bd.len() > xd.len() || x.elem_count() == 0 {
-        return Ok(None);
-    }
-    let matching = bd.iter().rev().zip(xd.iter().rev()).take_while(|(b, x)| b == x).count();
-    if matching == 0 {
-        return Ok(None);
-    }
-    let inner: usize = xd[xd.len() - matching..].iter().product();
-    let lead = &bd[..bd.len() - matching];
-    let ones = |s: &[usize]| s.iter().all(|&d| d == 1);
-    let n = x.elem_count();
-    // Elements of x per repetition of b's leading (batch) entry.
-    let group = if ones(lead) {
-        n
-    } else if bd.len() == xd.len() && lead[0] == xd[0] && ones(&lead[1..]) {
-        n / xd[0]
-    } else {
+    let Some((group, inner)) = hwcov_candle::kernels::repeated_rows(x.dims(), b.dims()) else {
         return Ok(None);
     };
     let (xv, bv) = (xs.values(), bs.values());
-    tensor(map_indices(n, |i| xv[i] + bv[(i / group) * inner + i % inner]), xd).map(Some)
+    let n = x.elem_count();
+    tensor(
+        map_indices(n, |i| xv[i] + bv[(i / group) * inner + i % inner]),
+        x.dims(),
+    )
+    .map(Some)
 }
 
 /// `silu(gate) * up`, the two side by side over the last dimension of `gate_up`.

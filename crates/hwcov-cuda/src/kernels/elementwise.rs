@@ -15,35 +15,15 @@ pub struct AddBroadcast {
 }
 
 impl AddBroadcast {
-    /// A plan when `b` repeats along `x`'s leading dimensions: its trailing dimensions equal `x`'s
-    /// (`inner` elements), and before them it has only ones, or the batch and then ones. That is a
-    /// bias (`[out]`, `[1, 1, out]`) or an attention mask (`[batch, 1, q_len, kv_len]` on
-    /// `[batch, heads, q_len, kv_len]`). `None` for anything else.
+    /// A plan for a bias or an attention mask (`hwcov_candle::kernels::repeated_rows` says which
+    /// shapes); `None` for anything else.
     pub fn plan(x: &Tensor, b: &Tensor) -> Option<Self> {
-        if !fits(x) || !fits(b) || x.dtype() != b.dtype() || x.elem_count() == 0 {
+        if !fits(x) || !fits(b) || x.dtype() != b.dtype() {
             return None;
         }
-        let (xd, bd) = (x.dims(), b.dims());
-        let n = x.elem_count() as u32;
-        if bd.len() > xd.len() {
-            return None;
-        }
-        let matching = bd.iter().rev().zip(xd.iter().rev()).take_while(|(b, x)| b == x).count();
-        if matching == 0 {
-            return None;
-        }
-        let inner: usize = xd[xd.len() - matching..].iter().product();
-        let lead = &bd[..bd.len() - matching];
-        let ones = |s: &[usize]| s.iter().all(|&d| d == 1);
-        let group = if ones(lead) {
-            n
-        } else if bd.len() == xd.len() && lead[0] == xd[0] && ones(&lead[1..]) {
-            n / xd[0] as u32
-        } else {
-            return None;
-        };
+        let (group, inner) = hwcov_candle::kernels::repeated_rows(x.dims(), b.dims())?;
         Some(Self {
-            group,
+            group: group as u32,
             inner: inner as u32,
         })
     }
