@@ -349,6 +349,26 @@ pub fn setup_node_tests(root: &Path) -> Result<PathBuf> {
     Ok(out)
 }
 
+/// Python's huggingface_hub (tools/hub/requirements.txt) in .hwcov/python-hub: the peer whose cache
+/// hwcov-hub shares, run by its tests against their local Hub.
+pub fn setup_hub_peer(root: &Path) -> Result<()> {
+    let py = root.join(".hwcov/python-hub");
+    let requirements = root.join("tools/hub/requirements.txt");
+    let pin = std::fs::read_to_string(&requirements)?
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("huggingface_hub==").map(str::to_string))
+        .context("tools/hub/requirements.txt pins no huggingface_hub version")?;
+    if py.join(format!("huggingface_hub-{pin}.dist-info")).is_dir() {
+        return Ok(());
+    }
+    println!("installing huggingface_hub {pin} into .hwcov/python-hub");
+    run(Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet", "--upgrade", "--target"])
+        .arg(&py)
+        .arg("-r")
+        .arg(&requirements))
+}
+
 fn platform_arg(args: &[String]) -> Result<&str> {
     match args {
         [flag, p] if flag == "--platform" => Ok(p.as_str()),
@@ -381,7 +401,8 @@ pub fn build(root: &Path, args: &[String]) -> Result<()> {
 /// OpenVINO (a pip wheel) and WebGPU (a Vulkan driver; lavapipe where there is no GPU).
 pub const LOCAL_PLATFORMS: &str = "cpu,openvino,webgpu";
 
-/// `cargo xtask test`: installs the runtimes of the local platforms and the ONNX node tests, then
+/// `cargo xtask test`: installs the runtimes of the local platforms, the ONNX node tests and Python's
+/// huggingface_hub (the Hub cache's other user), then
 /// runs the whole test suite with those platforms required, so that a missing runtime fails
 /// instead of skipping.
 pub fn test(root: &Path, args: &[String]) -> Result<()> {
@@ -389,9 +410,11 @@ pub fn test(root: &Path, args: &[String]) -> Result<()> {
     setup_rocm(root)?;
     setup_webgpu(root)?;
     setup_node_tests(root)?;
+    setup_hub_peer(root)?;
     run(Command::new("cargo")
         .current_dir(root)
         .args(["test", "--workspace"])
         .args(args)
-        .env("HWCOV_REQUIRE_PLATFORMS", LOCAL_PLATFORMS))
+        .env("HWCOV_REQUIRE_PLATFORMS", LOCAL_PLATFORMS)
+        .env("HWCOV_REQUIRE_HUB_PEER", "1"))
 }

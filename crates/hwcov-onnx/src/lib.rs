@@ -61,17 +61,65 @@ pub struct Layout {
     pub decoder_merged: Option<GraphFile>,
 }
 
-fn onnx_file(path: PathBuf) -> Option<GraphFile> {
-    path.is_file().then_some(GraphFile {
-        path,
-        format: GraphFormat::Onnx,
-        weights: None,
-    })
+/// The ONNX graph files of each role, as `locate` looks for them: at the top of the folder, then
+/// under `onnx/` (the transformers.js layout, whose f32 graphs are these names; `model_fp16.onnx`
+/// and the other variants are not read).
+const ONNX_ROLES: [&str; 5] = [
+    "model.onnx",
+    "encoder_model.onnx",
+    "decoder_model.onnx",
+    "decoder_with_past_model.onnx",
+    "decoder_model_merged.onnx",
+];
+
+/// optimum-intel's OpenVINO IR files of the first four roles (each beside its `.bin`).
+const IR_ROLES: [&str; 4] = [
+    "openvino_model.xml",
+    "openvino_encoder_model.xml",
+    "openvino_decoder_model.xml",
+    "openvino_decoder_with_past_model.xml",
+];
+
+/// The graph of each role (model, encoder, decoder, decoder with past, merged decoder) as a path
+/// relative to the folder, given which files the folder has: ONNX first, then OpenVINO IR.
+fn role_names(has: &dyn Fn(&str) -> bool) -> (GraphFormat, [Option<String>; 5]) {
+    let onnx = ONNX_ROLES.map(|name| [name.to_string(), format!("onnx/{name}")].into_iter().find(|p| has(p)));
+    if onnx[0].is_some() || onnx[1].is_some() {
+        return (GraphFormat::Onnx, onnx);
+    }
+    let mut ir = [None, None, None, None, None];
+    for (slot, name) in ir.iter_mut().zip(IR_ROLES) {
+        *slot = has(name).then(|| name.to_string());
+    }
+    (GraphFormat::OpenVinoIr, ir)
 }
 
-fn ir_file(path: PathBuf) -> Result<Option<GraphFile>> {
-    if !path.is_file() {
+/// The graph files `locate` would read in a folder holding `files` (paths relative to it, `/`
+/// between folders), IR weights included: what a download for a graph platform fetches, before the
+/// external data the graphs name.
+pub fn graph_files(files: &[&str]) -> Vec<String> {
+    let (format, names) = role_names(&|p| files.contains(&p));
+    let mut out = Vec::new();
+    for name in names.into_iter().flatten() {
+        if format == GraphFormat::OpenVinoIr {
+            out.push(Path::new(&name).with_extension("bin").display().to_string());
+        }
+        out.push(name);
+    }
+    out
+}
+
+fn graph_file(dir: &Path, name: Option<String>, format: GraphFormat) -> Result<Option<GraphFile>> {
+    let Some(name) = name else {
         return Ok(None);
+    };
+    let path = dir.join(name);
+    if format == GraphFormat::Onnx {
+        return Ok(Some(GraphFile {
+            path,
+            format,
+            weights: None,
+        }));
     }
     let weights = path.with_extension("bin");
     if !weights.is_file() {
@@ -85,7 +133,7 @@ fn ir_file(path: PathBuf) -> Result<Option<GraphFile>> {
     }
     Ok(Some(GraphFile {
         path,
-        format: GraphFormat::OpenVinoIr,
+        format,
         weights: Some(weights),
     }))
 }
@@ -93,20 +141,14 @@ fn ir_file(path: PathBuf) -> Result<Option<GraphFile>> {
 /// Finds the graphs of a model folder: ONNX first (at the top, then under `onnx/`), then
 /// OpenVINO IR (`openvino_model.xml`, `openvino_encoder_model.xml` + `openvino_decoder_model.xml`).
 pub fn locate(dir: &Path) -> Result<Layout> {
-    let find = |name: &str| onnx_file(dir.join(name)).or_else(|| onnx_file(dir.join("onnx").join(name)));
-    let mut layout = Layout {
-        model: find("model.onnx"),
-        encoder: find("encoder_model.onnx"),
-        decoder: find("decoder_model.onnx"),
-        decoder_with_past: find("decoder_with_past_model.onnx"),
-        decoder_merged: find("decoder_model_merged.onnx"),
+    let (format, [model, encoder, decoder, decoder_with_past, decoder_merged]) = role_names(&|p| dir.join(p).is_file());
+    let layout = Layout {
+        model: graph_file(dir, model, format)?,
+        encoder: graph_file(dir, encoder, format)?,
+        decoder: graph_file(dir, decoder, format)?,
+        decoder_with_past: graph_file(dir, decoder_with_past, format)?,
+        decoder_merged: graph_file(dir, decoder_merged, format)?,
     };
-    if layout.model.is_none() && layout.encoder.is_none() {
-        layout.model = ir_file(dir.join("openvino_model.xml"))?;
-        layout.encoder = ir_file(dir.join("openvino_encoder_model.xml"))?;
-        layout.decoder = ir_file(dir.join("openvino_decoder_model.xml"))?;
-        layout.decoder_with_past = ir_file(dir.join("openvino_decoder_with_past_model.xml"))?;
-    }
     let split = layout.encoder.is_some() && (layout.decoder.is_some() || layout.decoder_merged.is_some());
     if layout.model.is_none() && !split {
         return Err(Error::io(

@@ -233,12 +233,7 @@ impl Model {
     /// A model from the bytes of an ONNX file; `path` is where it came from (external data is
     /// looked for beside it, and errors name it).
     pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Self> {
-        let parsed = proto::parse_model(&bytes).map_err(|e| {
-            Error::format(
-                path,
-                format!("not a valid ONNX model (at byte {}): {}", e.offset, e.message),
-            )
-        })?;
+        let parsed = parse(path, &bytes)?;
         let mut model = Model {
             path: path.to_path_buf(),
             ir_version: parsed.ir_version,
@@ -248,18 +243,25 @@ impl Model {
             bytes,
             external: BTreeMap::new(),
         };
-        let mut tensors = Vec::new();
-        model.graph.tensors(&mut tensors);
         let mut external = BTreeMap::new();
-        for t in tensors {
-            if let Payload::External { location, .. } = &t.payload
-                && !external.contains_key(location)
-            {
-                external.insert(location.clone(), confined(path, &t.name, location)?);
+        for (tensor, location) in external_data(&model.graph) {
+            if !external.contains_key(location) {
+                external.insert(location.to_string(), confined(path, tensor, location)?);
             }
         }
         model.external = external;
         Ok(model)
+    }
+
+    /// The external data locations an ONNX file names, as written (relative to its folder), not
+    /// yet resolved: the files a download must fetch beside it.
+    pub fn external_locations(path: &Path) -> Result<Vec<String>> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let parsed = parse(path, &bytes)?;
+        let mut locations: Vec<String> = external_data(&parsed.graph).map(|(_, l)| l.to_string()).collect();
+        locations.sort();
+        locations.dedup();
+        Ok(locations)
     }
 
     /// The opset of a domain ("" is the default domain).
@@ -364,6 +366,36 @@ fn host_tensor(
     HostTensor::new(shape, data).map_err(|e| bad(format!("element count does not match its dimensions: {e}")))
 }
 
+fn parse(path: &Path, bytes: &[u8]) -> Result<proto::ModelProto> {
+    proto::parse_model(bytes).map_err(|e| {
+        Error::format(
+            path,
+            format!("not a valid ONNX model (at byte {}): {}", e.offset, e.message),
+        )
+    })
+}
+
+/// (tensor name, location) of every tensor of `graph` whose data is external.
+fn external_data(graph: &Graph) -> impl Iterator<Item = (&str, &str)> {
+    let mut tensors = Vec::new();
+    graph.tensors(&mut tensors);
+    tensors.into_iter().filter_map(|t| match &t.payload {
+        Payload::External { location, .. } => Some((t.name.as_str(), location.as_str())),
+        _ => None,
+    })
+}
+
+/// The `blobs/` folder of the Hugging Face cache repository whose snapshot holds `dir`, if it is
+/// one: a snapshot's files are links into it (`models--org--name/snapshots/<commit>/...` ->
+/// `models--org--name/blobs/<hash>`), the cache layout that hwcov and huggingface_hub share.
+fn hub_cache_blobs(dir: &Path) -> Option<PathBuf> {
+    let snapshot = dir
+        .ancestors()
+        .find(|a| a.parent().and_then(|p| p.file_name()) == Some("snapshots".as_ref()))?;
+    let repo = snapshot.parent()?.parent()?;
+    Some(repo.join("blobs"))
+}
+
 /// The file an external data location names, refused when it leaves the folder of `model`.
 fn confined(model: &Path, tensor: &str, location: &str) -> Result<PathBuf> {
     let refuse = |why: &str| {
@@ -400,7 +432,8 @@ fn confined(model: &Path, tensor: &str, location: &str) -> Result<PathBuf> {
             ),
         )
     })?;
-    if !real.starts_with(&real_dir) {
+    let in_hub_blobs = hub_cache_blobs(&real_dir).is_some_and(|blobs| real.parent() == Some(blobs.as_path()));
+    if !real.starts_with(&real_dir) && !in_hub_blobs {
         return Err(refuse(&format!("leads to {} through a symbolic link", real.display())));
     }
     if !real.is_file() {

@@ -97,10 +97,18 @@ pub fn run_all(root: &Path, specs: &[ModelSpec]) -> CoverageRun {
 
 /// Runs the cells of `specs` on `platforms` only (a GPU host measures its GPU column).
 pub fn run_platforms(root: &Path, specs: &[ModelSpec], platforms: &[PlatformId]) -> CoverageRun {
-    let cells = specs
-        .iter()
-        .flat_map(|spec| platforms.iter().map(move |&p| run_cell(root, spec, p)))
-        .collect();
+    let total = specs.len() * platforms.len();
+    let mut cells = Vec::with_capacity(total);
+    for spec in specs {
+        for &platform in platforms {
+            // A long matrix says where it is: the cell it runs, then what it found.
+            eprint!("[{}/{total}] {} on {platform} ... ", cells.len() + 1, spec.name);
+            let started = std::time::Instant::now();
+            let cell = run_cell(root, spec, platform);
+            eprintln!("{} ({:.1} s)", cell.status, started.elapsed().as_secs_f64());
+            cells.push(cell);
+        }
+    }
     CoverageRun {
         host: host_name(),
         date: utc_now(),

@@ -14,6 +14,7 @@ pub mod bench;
 pub mod coverage;
 pub mod features;
 pub mod generate;
+pub mod hub;
 pub mod platforms;
 pub mod run;
 pub mod tasks;

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use hwcov::bench::{BenchShape, bench};
 use hwcov::coverage::run_platforms;
 use hwcov::features::ImageBackend;
+use hwcov::hub::{ModelId, Need, need_of};
 use hwcov::platforms::{self, Build};
 use hwcov::run::{RunRequest, run as run_task};
 use hwcov::tasks::embed::Pooling;
@@ -31,9 +32,8 @@ enum Command {
     /// Run a model folder on a platform with the inputs of an io file; compare every `out_*` tensor.
     /// Exit status: 0 all outputs within tolerance, 1 some are not, 2 nothing could be compared.
     Verify {
-        /// A save_pretrained folder (config.json + model.safetensors).
-        #[arg(long)]
-        model_dir: PathBuf,
+        #[command(flatten)]
+        model: ModelArg,
         /// A safetensors file of `in_<arg>` inputs and `out_<field>` reference outputs. At f16 or
         /// bf16, the fixtures' `io.f16.safetensors` / `io.bf16.safetensors` hold transformers'
         /// outputs at that precision.
@@ -62,8 +62,8 @@ enum Command {
     /// T5, OPT, LLaMA, Qwen2, Qwen3: generated text; LLaVA, LLaVA-NeXT: an answer about --image;
     /// Wav2Vec2, Whisper: speech recognition; CLAP: zero-shot audio classification).
     Run {
-        #[arg(long)]
-        model_dir: PathBuf,
+        #[command(flatten)]
+        model: ModelArg,
         /// A text: to embed, a prompt, or a candidate label (repeat for several).
         #[arg(long)]
         text: Vec<String>,
@@ -140,8 +140,8 @@ enum Command {
     /// Time forward() on synthetic inputs made from the model's config (for random-weight checkpoints
     /// at real sizes; compare with tools/bench/pytorch_bench.py in the same run).
     Bench {
-        #[arg(long)]
-        model_dir: PathBuf,
+        #[command(flatten)]
+        model: ModelArg,
         #[arg(long)]
         platform: Option<PlatformId>,
         /// f32, f16 or bf16, held exactly; default: f32 where the runtime lets itself choose (OpenVINO
@@ -170,9 +170,8 @@ enum Command {
     /// processors name them: pixel_values, pixel_mask, input_features, input_values) to a safetensors
     /// file, with the processor of the model folder (preprocessor_config.json).
     Features {
-        /// A model folder, or a folder holding only preprocessor_config.json.
-        #[arg(long)]
-        model_dir: PathBuf,
+        #[command(flatten)]
+        model: ModelArg,
         /// An image file (PNG, JPEG, GIF); repeat for a batch (padded as the processor pads).
         #[arg(long, conflicts_with_all = ["video", "audio"], required_unless_present_any = ["video", "audio"])]
         image: Vec<PathBuf>,
@@ -228,7 +227,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode, Error> {
     match cli.command {
         Command::Verify {
-            model_dir,
+            model,
             io,
             platform,
             precision,
@@ -238,6 +237,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             json,
         } => {
             let (platform, device_index) = target(platform, device)?;
+            let model_dir = model.folder(need_of(platform))?;
             let opts = VerifyOptions {
                 load: LoadOptions {
                     precision,
@@ -262,7 +262,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             })
         }
         Command::Run {
-            model_dir,
+            model,
             text,
             image,
             video,
@@ -288,6 +288,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             json,
         } => {
             let (platform, device_index) = target(platform, device)?;
+            let model_dir = model.folder(need_of(platform))?;
             let opts = LoadOptions {
                 precision,
                 device_index,
@@ -332,7 +333,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {
-            model_dir,
+            model,
             platform,
             precision,
             device,
@@ -344,6 +345,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             json,
         } => {
             let (platform, device_index) = target(platform, device)?;
+            let model_dir = model.folder(need_of(platform))?;
             // Without --precision, each runtime runs at its own default for speed (f32 on candle).
             let opts = LoadOptions {
                 precision: precision.unwrap_or_default(),
@@ -396,7 +398,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Features {
-            model_dir,
+            model,
             image,
             video,
             num_frames,
@@ -404,6 +406,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             image_backend,
             out,
         } => {
+            let model_dir = model.folder(Need::Processor)?;
             let mut notes = Vec::new();
             let tensors = if let Some(audio) = audio {
                 let (f, _) = audio_file_features(&model_dir, &audio, RandomCrop::Refuse)?;
@@ -511,6 +514,31 @@ impl std::str::FromStr for DeviceArg {
 }
 
 /// The platform and device index from `--platform` and `--device` (cpu and 0 by default).
+/// The model of a command: a local folder, or a Hub repository fetched into the Hugging Face cache.
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct ModelArg {
+    /// A save_pretrained folder (config.json + model.safetensors, or an ONNX / OpenVINO IR export
+    /// for the graph platforms).
+    #[arg(long)]
+    model_dir: Option<PathBuf>,
+    /// A Hub model, org/name[@revision]: the files the platform reads are fetched into the
+    /// Hugging Face cache and checked (HF_ENDPOINT, HF_HOME or HF_HUB_CACHE, HF_TOKEN, and
+    /// HF_HUB_OFFLINE=1 for the cache only).
+    #[arg(long, value_name = "ORG/NAME[@REVISION]")]
+    model: Option<ModelId>,
+}
+
+impl ModelArg {
+    fn folder(self, need: Need) -> Result<PathBuf, Error> {
+        match (self.model_dir, self.model) {
+            (Some(dir), _) => Ok(dir),
+            (None, Some(id)) => hwcov::hub::model_folder(&id, need),
+            (None, None) => Err(Error::Usage("give --model-dir or --model".to_string())),
+        }
+    }
+}
+
 fn target(platform: Option<PlatformId>, device: Option<DeviceArg>) -> Result<(PlatformId, usize), Error> {
     let named = device.and_then(|d| d.platform);
     let platform = match (platform, named) {
