@@ -228,6 +228,38 @@ impl TextTokenizer {
         self.inner.get_vocab_size(true)
     }
 
+    /// As [`encode`](Self::encode), each sequence cut to at most `max_length` tokens (special
+    /// tokens included) from the tokenizer's truncation side, as transformers' tokenizers do with
+    /// `truncation=True, max_length=...` (sentence-transformers' `max_seq_length`).
+    pub fn encode_truncated(&self, batch: &[TextInput], max_length: usize) -> Result<NamedTensors> {
+        self.clone_with_truncation(max_length)?.encode(batch)
+    }
+
+    fn clone_with_truncation(&self, max_length: usize) -> Result<Self> {
+        let mut inner = self.inner.clone();
+        let direction = if self.truncates_left() {
+            tokenizers::TruncationDirection::Left
+        } else {
+            tokenizers::TruncationDirection::Right
+        };
+        inner
+            .with_truncation(Some(tokenizers::TruncationParams {
+                max_length,
+                direction,
+                strategy: tokenizers::TruncationStrategy::LongestFirst,
+                stride: 0,
+            }))
+            .map_err(|e| Error::format(&self.tokenizer_path, e))?;
+        Ok(TextTokenizer {
+            inner,
+            token_type_ids: self.token_type_ids,
+            config: self.config.clone(),
+            config_path: self.config_path.clone(),
+            chat_template: self.chat_template.clone(),
+            tokenizer_path: self.tokenizer_path.clone(),
+        })
+    }
+
     /// Encodes a batch with the special tokens, padded to its longest sequence: (batch, seq) tensors
     /// named as the model's forward arguments.
     pub fn encode(&self, batch: &[TextInput]) -> Result<NamedTensors> {

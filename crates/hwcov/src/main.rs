@@ -76,9 +76,18 @@ enum Command {
         /// An audio file (WAV, FLAC, MP3).
         #[arg(long)]
         audio: Option<PathBuf>,
-        /// Embedding pooling: mean (default), cls or pooler.
-        #[arg(long, default_value = "mean")]
-        pooling: Pooling,
+        /// Embedding pooling: mean (default), cls or pooler. A sentence-transformers folder
+        /// (modules.json) pools as its 1_Pooling module says.
+        #[arg(long)]
+        pooling: Option<Pooling>,
+        /// Embeddings: also print the similarity of every pair of texts (a sentence-transformers
+        /// folder's similarity function, cosine or dot; else cosine).
+        #[arg(long)]
+        similarity: bool,
+        /// Embeddings: the sentence-transformers prompt to put before each text, by its name in
+        /// config_sentence_transformers.json (default: the folder's default prompt).
+        #[arg(long)]
+        prompt_name: Option<String>,
         /// The most new tokens to generate (default: the folder's generation config, else 20).
         #[arg(long)]
         max_new_tokens: Option<usize>,
@@ -268,6 +277,8 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             video,
             audio,
             pooling,
+            similarity,
+            prompt_name,
             max_new_tokens,
             do_sample,
             temperature,
@@ -300,6 +311,8 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                 video,
                 audio,
                 pooling,
+                similarity,
+                prompt_name,
                 max_new_tokens,
                 language,
                 task,

@@ -7,6 +7,7 @@ pub mod embed;
 pub mod image_classification;
 pub mod image_text;
 pub mod object_detection;
+pub mod sentence_transformers;
 pub mod speech_recognition;
 pub mod speech_recognition_whisper;
 pub mod text_generation;
@@ -24,8 +25,15 @@ pub struct RunRequest {
     pub image: Option<PathBuf>,
     pub video: Option<PathBuf>,
     pub audio: Option<PathBuf>,
-    /// How token states become one embedding (feature extraction).
-    pub pooling: embed::Pooling,
+    /// How token states become one embedding (feature extraction; default mean). A
+    /// sentence-transformers folder's own Pooling module decides instead.
+    pub pooling: Option<embed::Pooling>,
+    /// Feature extraction: also the similarity of every pair of texts (a sentence-transformers
+    /// folder's function, else cosine).
+    pub similarity: bool,
+    /// Feature extraction: the sentence-transformers prompt to put before each text (default: the
+    /// folder's `default_prompt_name`).
+    pub prompt_name: Option<String>,
     /// The most new tokens to generate.
     pub max_new_tokens: Option<usize>,
     /// Whisper: the language of the audio (code, name or token; default: the generation config's,
