@@ -383,7 +383,8 @@ pub fn generate(
     if opts.max_new_tokens == 0 {
         return Ok(done(sequences, new_tokens, stop));
     }
-    let max_length = prompt_len + opts.max_new_tokens;
+    // Saturating: a limit near usize::MAX means no limit, never a wrapped one.
+    let max_length = prompt_len.saturating_add(opts.max_new_tokens);
     let max_positions = decoder.max_positions();
     if let Some(max) = max_positions
         && prompt_len >= max

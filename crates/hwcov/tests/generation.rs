@@ -114,6 +114,27 @@ fn run_prints_text_and_says_when_it_hit_max_new_tokens() {
     assert_eq!(v["generations"][0]["prompt"], "summarize: the meeting was long");
 }
 
+/// A limit near u64::MAX is no limit: generation runs to EOS or the model's positions (it once
+/// wrapped around and stopped after one token).
+#[test]
+fn a_huge_max_new_tokens_does_not_wrap() {
+    let o = run(
+        &fixture("opt"),
+        &[
+            "--text",
+            "A photo of a cat",
+            "--max-new-tokens",
+            "18446744073709551615",
+            "--json",
+        ],
+    );
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let g = &v["generations"][0];
+    assert!(g["token_ids"].as_array().unwrap().len() > 1, "{g}");
+    assert_ne!(g["stopped"], "max_new_tokens", "{g}");
+}
+
 #[test]
 fn sampling_with_a_seed_is_reproducible() {
     let args = [
