@@ -33,6 +33,11 @@ fn repo_dir(home: &Path, folder: &str) -> PathBuf {
     home.join("hub").join(folder)
 }
 
+/// The error `model_folder` ends in.
+fn fails(model: &str, need: Need, s: &Settings) -> String {
+    model_folder(&id(model), need, s).unwrap_err().to_string()
+}
+
 /// Files of the folder, as repository paths, sorted.
 fn names(dir: &Path) -> Vec<String> {
     let mut out: Vec<String> = std::fs::read_dir(dir)
@@ -101,9 +106,7 @@ fn fetches_what_the_platform_reads_into_the_cache_layout_then_reuses_it() {
         folder
     );
     // The graph was never fetched: offline says which file is missing.
-    let e = model_folder(&id("test/bert"), Need::Graph, &offline)
-        .unwrap_err()
-        .to_string();
+    let e = fails("test/bert", Need::Graph, &offline);
     assert!(e.contains("HF_HUB_OFFLINE") && e.contains("no graph"), "{e}");
 }
 
@@ -154,24 +157,18 @@ fn unknown_repositories_and_revisions_are_named() {
     server.add("test/bert", RepoFiles::from_folder(&fixture("bert"), COMMIT));
     let home = tempfile::tempdir().unwrap();
     let s = settings(&server, home.path());
-    let e = model_folder(&id("test/nothing"), Need::Safetensors, &s)
-        .unwrap_err()
-        .to_string();
+    let e = fails("test/nothing", Need::Safetensors, &s);
     assert!(
         e.contains("no repository test/nothing") && e.contains("HF_TOKEN"),
         "{e}"
     );
-    let e = model_folder(&id("test/bert@v9"), Need::Safetensors, &s)
-        .unwrap_err()
-        .to_string();
+    let e = fails("test/bert@v9", Need::Safetensors, &s);
     assert!(e.contains("no revision v9"), "{e}");
     let unreachable = Settings {
         endpoint: "http://127.0.0.1:9".into(),
         ..s
     };
-    let e = model_folder(&id("test/bert"), Need::Safetensors, &unreachable)
-        .unwrap_err()
-        .to_string();
+    let e = fails("test/bert", Need::Safetensors, &unreachable);
     assert!(
         e.contains("cannot reach http://127.0.0.1:9") && e.contains("HF_HUB_OFFLINE"),
         "{e}"
@@ -186,9 +183,7 @@ fn gated_repositories_need_a_token_with_access() {
     server.add("test/gated", repo);
     let home = tempfile::tempdir().unwrap();
     let s = settings(&server, home.path());
-    let e = model_folder(&id("test/gated"), Need::Safetensors, &s)
-        .unwrap_err()
-        .to_string();
+    let e = fails("test/gated", Need::Safetensors, &s);
     assert!(
         e.contains("gated") && e.contains("HTTP 401") && e.contains("set HF_TOKEN"),
         "{e}"
@@ -197,9 +192,7 @@ fn gated_repositories_need_a_token_with_access() {
         token: Some("hf_wrong".into()),
         ..s.clone()
     };
-    let e = model_folder(&id("test/gated"), Need::Safetensors, &wrong)
-        .unwrap_err()
-        .to_string();
+    let e = fails("test/gated", Need::Safetensors, &wrong);
     assert!(e.contains("HTTP 403") && e.contains("has no access"), "{e}");
     let right = Settings {
         token: Some("hf_right".into()),
@@ -236,9 +229,7 @@ fn a_connection_that_keeps_dropping_keeps_what_arrived_for_the_next_run() {
     server.add("test/flaky", repo.clone());
     let home = tempfile::tempdir().unwrap();
     let s = settings(&server, home.path());
-    let e = model_folder(&id("test/flaky"), Need::Safetensors, &s)
-        .unwrap_err()
-        .to_string();
+    let e = fails("test/flaky", Need::Safetensors, &s);
     assert!(e.contains("broke off") && e.contains("resumes"), "{e}");
     let blobs = repo_dir(home.path(), "models--test--flaky").join("blobs");
     let kept = names(&blobs);
@@ -267,9 +258,7 @@ fn wrong_bytes_never_enter_the_cache() {
     let right = sha256(&repo.files["model.safetensors"]);
     server.add("test/corrupt", repo);
     let home = tempfile::tempdir().unwrap();
-    let e = model_folder(&id("test/corrupt"), Need::Safetensors, &settings(&server, home.path()))
-        .unwrap_err()
-        .to_string();
+    let e = fails("test/corrupt", Need::Safetensors, &settings(&server, home.path()));
     assert!(
         e.contains("model.safetensors") && e.contains(&right) && e.contains("nothing entered the cache"),
         "{e}"
@@ -289,9 +278,7 @@ fn offline_with_a_cold_cache_says_so() {
         token: None,
         offline: true,
     };
-    let e = model_folder(&id("test/bert"), Need::Safetensors, &s)
-        .unwrap_err()
-        .to_string();
+    let e = fails("test/bert", Need::Safetensors, &s);
     assert!(
         e.contains("HF_HUB_OFFLINE is set") && e.contains("run once with the network"),
         "{e}"

@@ -112,20 +112,7 @@ pub fn encode(
     platform: PlatformId,
     opts: &LoadOptions,
 ) -> Result<Vec<Vec<f32>>> {
-    let files = ModelFiles::open(&st.transformer)?;
-    if files.class != ModelClass::Bert {
-        return Err(Error::NotImplemented {
-            platform: platform.to_string(),
-            reason: format!(
-                "sentence-transformers folders around {} models are not written yet (BERT is)",
-                files.class.name()
-            ),
-        });
-    }
-    if texts.iter().any(|t| t.trim().is_empty()) {
-        return Err(Error::Usage("an empty --text has nothing to embed".to_string()));
-    }
-    let tokenizer = TextTokenizer::from_dir(&st.transformer)?;
+    let (files, tokenizer) = encoder(&st.transformer, texts, platform)?;
     let prompt = st.prompt(prompt_name)?.unwrap_or_default();
     let case = |t: String| if st.do_lower_case { t.to_lowercase() } else { t };
     let prompted: Vec<String> = texts.iter().map(|t| case(format!("{prompt}{t}"))).collect();
@@ -176,6 +163,25 @@ pub fn encode(
     st.embed(&tokens, shape, &mask, prompt_length)
 }
 
+/// The encoder of `dir` and its tokenizer, for `texts` (none empty).
+fn encoder(dir: &Path, texts: &[String], platform: PlatformId) -> Result<(ModelFiles, TextTokenizer)> {
+    let files = ModelFiles::open(dir)?;
+    if files.class != ModelClass::Bert {
+        return Err(Error::NotImplemented {
+            platform: platform.to_string(),
+            reason: format!(
+                "embeddings of {} models are not written yet (BERT's are)",
+                files.class.name()
+            ),
+        });
+    }
+    if texts.iter().any(|t| t.trim().is_empty()) {
+        return Err(Error::Usage("an empty --text has nothing to embed".to_string()));
+    }
+    let tokenizer = TextTokenizer::from_dir(dir)?;
+    Ok((files, tokenizer))
+}
+
 /// One embedding per text (feature extraction with an encoder such as BERT).
 pub fn embed(
     model_dir: &Path,
@@ -184,20 +190,7 @@ pub fn embed(
     platform: PlatformId,
     opts: &LoadOptions,
 ) -> Result<Vec<Vec<f32>>> {
-    let files = ModelFiles::open(model_dir)?;
-    if files.class != ModelClass::Bert {
-        return Err(Error::NotImplemented {
-            platform: platform.to_string(),
-            reason: format!(
-                "`hwcov run --text` on {} models is not written yet (BERT is)",
-                files.class.name()
-            ),
-        });
-    }
-    if texts.iter().any(|t| t.trim().is_empty()) {
-        return Err(Error::Usage("an empty --text has nothing to embed".to_string()));
-    }
-    let tokenizer = TextTokenizer::from_dir(model_dir)?;
+    let (files, tokenizer) = encoder(model_dir, texts, platform)?;
     let batch: Vec<TextInput> = texts.iter().map(|t| TextInput::Single(t)).collect();
     let inputs = tokenizer.encode(&batch)?;
     let mut handler = platforms::get(platform)?.load(&files, opts)?;
