@@ -364,6 +364,7 @@ impl Session {
         self.execute(&compiled, &feeds, 0..dispatches)?;
         let t3 = std::time::Instant::now();
         let collecting = self.collect_start(&compiled, fate)?;
+        let t4 = std::time::Instant::now();
         drop(compiled);
         // While the device runs: the plan of the run the caller expects next (`expect_growth`),
         // so that it finds it ready. A plan that fails here fails again, with its error, when
@@ -382,15 +383,24 @@ impl Session {
             }
             ahead = format!(", next plan {:.2} ms of that", t.elapsed().as_secs_f64() * 1e3);
         }
-        let out = self.collect_finish(collecting)?;
+        let (out, read) = self.collect_finish(collecting)?;
         if profile {
             // What a run spends where, for tuning: on the host (specializing and compiling a
-            // plan not seen before, recording and submitting), and waiting for the device.
+            // plan not seen before, recording and submitting), and waiting for the device; the
+            // wait split into recording the read back, polling the device, the mapping and the
+            // copy out.
+            let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
             eprintln!(
-                "webgpu {}: {timings}record+submit {:.2} ms, wait+read {:.2} ms{ahead}, {dispatches} dispatches",
+                "webgpu {}: {timings}record+submit {:.2} ms, wait+read {:.2} ms{ahead} (read back recorded {:.2}, \
+                 device {:.2}, mapped {:.2}, copied {:.2}, converted {:.2}), {dispatches} dispatches",
                 self.path().display(),
-                (t3 - t2).as_secs_f64() * 1e3,
-                t3.elapsed().as_secs_f64() * 1e3,
+                ms(t3 - t2),
+                ms(t3.elapsed()),
+                ms(t4 - t3),
+                read.wait,
+                read.map,
+                read.copy,
+                read.convert,
             );
         }
         Ok(out)
@@ -1001,7 +1011,7 @@ impl Session {
         fate: &dyn Fn(&str) -> Fate,
     ) -> Result<(NamedTensors, BTreeMap<String, DeviceTensor>)> {
         let collecting = self.collect_start(c, fate)?;
-        self.collect_finish(collecting)
+        Ok(self.collect_finish(collecting)?.0)
     }
 
     /// `collect`'s first half: the copies recorded and submitted, nothing waited for.
@@ -1085,7 +1095,10 @@ impl Session {
     }
 
     /// `collect`'s second half: waits for the device, checks the status word, and converts.
-    fn collect_finish(&self, c: Collecting) -> Result<(NamedTensors, BTreeMap<String, DeviceTensor>)> {
+    fn collect_finish(
+        &self,
+        c: Collecting,
+    ) -> Result<((NamedTensors, BTreeMap<String, DeviceTensor>), crate::gpu::ReadTimes)> {
         let Collecting {
             read,
             mut host,
@@ -1093,7 +1106,8 @@ impl Session {
             pending,
             nodes,
         } = c;
-        let mut bytes = read.finish(&self.gpu)?.into_iter();
+        let (bytes, mut times) = read.finish_timed(&self.gpu)?;
+        let mut bytes = bytes.into_iter();
         let status = bytes.next().unwrap_or_default();
         let code = u32::from_le_bytes([status[0], status[1], status[2], status[3]]);
         if code != 0 {
@@ -1109,12 +1123,25 @@ impl Session {
                 ),
             ));
         }
+        let t = std::time::Instant::now();
         for (name, ty, parts) in pending {
-            let b: Vec<u8> = bytes.by_ref().take(parts).flatten().collect();
+            // An output read in one part is that part; one read a row at a time (its rows' last
+            // positions) is the parts end to end. Never byte by byte: a 12 MB output took tens
+            // of ms that way.
+            let b: Vec<u8> = if parts == 1 {
+                bytes.next().unwrap_or_default()
+            } else {
+                let mut joined = Vec::new();
+                for part in bytes.by_ref().take(parts) {
+                    joined.extend_from_slice(&part);
+                }
+                joined
+            };
             let t = from_device(&name, &ty, &b)?;
             host.insert(name, t);
         }
-        Ok((host, kept))
+        times.convert = t.elapsed().as_secs_f64() * 1e3;
+        Ok(((host, kept), times))
     }
 
     /// NonZero, first half: counts the non-zero elements of the step's input.

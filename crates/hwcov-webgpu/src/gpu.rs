@@ -271,14 +271,36 @@ pub struct PendingRead {
     parts: Vec<(u64, u64)>,
 }
 
+/// Where a read back's time went, in ms: waiting for the device (`poll`), then for the mapping's
+/// callback, then copying the mapped bytes out, then (the session's part) turning them into
+/// tensors (`HWCOV_WEBGPU_PROFILE=1` prints them).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReadTimes {
+    pub wait: f64,
+    pub map: f64,
+    pub copy: f64,
+    pub convert: f64,
+}
+
 impl PendingRead {
     /// Waits for the copies and returns each part's bytes.
     pub fn finish(self, gpu: &Gpu) -> Result<Vec<Vec<u8>>> {
+        Ok(self.finish_timed(gpu)?.0)
+    }
+
+    /// As `finish`, with where the time went.
+    pub fn finish_timed(self, gpu: &Gpu) -> Result<(Vec<Vec<u8>>, ReadTimes)> {
+        let ms = |t: std::time::Instant| t.elapsed().as_secs_f64() * 1e3;
+        let t = std::time::Instant::now();
         gpu.wait()?;
+        let wait = ms(t);
+        let t = std::time::Instant::now();
         self.rx
             .recv()
             .map_err(|e| Error::runtime("reading back", e))?
             .map_err(|e| Error::runtime("reading back", e))?;
+        let map = ms(t);
+        let t = std::time::Instant::now();
         let view = self
             .staging
             .get_mapped_range(..)
@@ -291,6 +313,14 @@ impl PendingRead {
         }
         drop(view);
         self.staging.unmap();
-        Ok(out)
+        Ok((
+            out,
+            ReadTimes {
+                wait,
+                map,
+                copy: ms(t),
+                convert: 0.0,
+            },
+        ))
     }
 }
