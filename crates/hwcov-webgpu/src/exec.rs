@@ -70,6 +70,9 @@ struct Compiled {
     status: Arc<wgpu::Buffer>,
 }
 
+/// A run's outputs: those read back to the host, and those kept on the device.
+type Outputs = (NamedTensors, BTreeMap<String, DeviceTensor>);
+
 /// A run's outputs on their way back (`Session::collect_start`).
 struct Collecting {
     read: crate::gpu::PendingRead,
@@ -1098,7 +1101,7 @@ impl Session {
     fn collect_finish(
         &self,
         c: Collecting,
-    ) -> Result<((NamedTensors, BTreeMap<String, DeviceTensor>), crate::gpu::ReadTimes)> {
+    ) -> Result<(Outputs, crate::gpu::ReadTimes)> {
         let Collecting {
             read,
             mut host,
