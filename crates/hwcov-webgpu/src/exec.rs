@@ -317,7 +317,7 @@ impl Session {
         given: &NamedTensors,
         resident: &BTreeMap<String, DeviceTensor>,
         fate: &dyn Fn(&str) -> Fate,
-    ) -> Result<(NamedTensors, BTreeMap<String, DeviceTensor>)> {
+    ) -> Result<Outputs> {
         let mut feeds = Vec::new();
         for (name, dtype) in self.program.input_types()? {
             if let Some(d) = resident.get(&name) {
@@ -485,7 +485,7 @@ impl Session {
         first_pause: usize,
         feeds: &[(String, Feed)],
         fate: &dyn Fn(&str) -> Fate,
-    ) -> Result<(NamedTensors, BTreeMap<String, DeviceTensor>)> {
+    ) -> Result<Outputs> {
         // The plan grows; values get buffers as they appear, none shared.
         let mut c = Compiled {
             plan: Plan::default(),
@@ -1008,11 +1008,7 @@ impl Session {
 
     /// The run's outputs: those `keep` names copied into buffers of their own that stay on the
     /// device, the others (and the status word) read back in one copy.
-    fn collect(
-        &self,
-        c: &Compiled,
-        fate: &dyn Fn(&str) -> Fate,
-    ) -> Result<(NamedTensors, BTreeMap<String, DeviceTensor>)> {
+    fn collect(&self, c: &Compiled, fate: &dyn Fn(&str) -> Fate) -> Result<Outputs> {
         let collecting = self.collect_start(c, fate)?;
         Ok(self.collect_finish(collecting)?.0)
     }
@@ -1098,10 +1094,7 @@ impl Session {
     }
 
     /// `collect`'s second half: waits for the device, checks the status word, and converts.
-    fn collect_finish(
-        &self,
-        c: Collecting,
-    ) -> Result<(Outputs, crate::gpu::ReadTimes)> {
+    fn collect_finish(&self, c: Collecting) -> Result<(Outputs, crate::gpu::ReadTimes)> {
         let Collecting {
             read,
             mut host,
