@@ -134,8 +134,60 @@ fn config_usize(files: &ModelFiles, field: &str, default: Option<usize>) -> Resu
     }
 }
 
-/// Inputs of the right names and shapes for the class.
+/// The most input elements `hwcov bench` makes (2^32): past it a mistyped `--batch` would ask for
+/// more memory than the host has.
+const MAX_INPUT_ELEMENTS: usize = 1 << 32;
+
+/// Refuses a shape the model cannot take, by the flag at fault: no rows, no tokens, more tokens
+/// (with `decode` more after them) than the model's positions, more input elements than
+/// `MAX_INPUT_ELEMENTS`.
+pub fn check_shape(files: &ModelFiles, shape: BenchShape, decode: usize) -> Result<()> {
+    if shape.batch == 0 {
+        return Err(Error::Usage("--batch must be at least 1".to_string()));
+    }
+    let text = matches!(
+        files.class,
+        ModelClass::Llama | ModelClass::Qwen2 | ModelClass::Qwen3 | ModelClass::Opt | ModelClass::Bert
+    );
+    if text && shape.seq == 0 {
+        return Err(Error::Usage("--seq must be at least 1".to_string()));
+    }
+    if text && let Some(max) = files.config.get("max_position_embeddings").and_then(|v| v.as_u64()) {
+        let wanted = shape.seq.saturating_add(decode);
+        if wanted as u64 > max {
+            return Err(Error::Usage(format!(
+                "--seq {}{} needs {wanted} positions; the model has {max} (max_position_embeddings of {})",
+                shape.seq,
+                if decode > 0 {
+                    format!(" and --decode {decode}")
+                } else {
+                    String::new()
+                },
+                files.config_path.display()
+            )));
+        }
+    }
+    let per_row = match files.class {
+        ModelClass::Whisper => config_usize(files, "num_mel_bins", Some(80))?
+            .saturating_mul(2 * config_usize(files, "max_source_positions", Some(1500))?),
+        ModelClass::Vit => {
+            let size = config_usize(files, "image_size", Some(224))?;
+            config_usize(files, "num_channels", Some(3))?.saturating_mul(size.saturating_mul(size))
+        }
+        _ => shape.seq,
+    };
+    if shape.batch.saturating_mul(per_row) > MAX_INPUT_ELEMENTS {
+        return Err(Error::Usage(format!(
+            "--batch {} makes more than {MAX_INPUT_ELEMENTS} input elements ({per_row} a row); lower it",
+            shape.batch
+        )));
+    }
+    Ok(())
+}
+
+/// Inputs of the right names and shapes for the class (`check_shape` first).
 pub fn synthetic_inputs(files: &ModelFiles, shape: BenchShape) -> Result<NamedTensors> {
+    check_shape(files, shape, 0)?;
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut inputs = NamedTensors::new();
     match files.class {
@@ -220,6 +272,7 @@ pub fn bench(
         return Err(Error::Usage("--iters must be at least 1".to_string()));
     }
     let files = ModelFiles::open(model_dir)?;
+    check_shape(&files, shape, decode_tokens)?;
     let p = platforms::get(platform)?;
     let device = match p.probe() {
         hwcov_core::Availability::Available { device } => device,
@@ -247,7 +300,8 @@ pub fn bench(
     for _ in 0..warmup {
         once(&mut handler)?;
     }
-    let mut times = Vec::with_capacity(iterations);
+    // Bounded: the count is the user's, and reserving it all at once could fail.
+    let mut times = Vec::with_capacity(iterations.min(1 << 20));
     let dispatched_before = handler.dispatches();
     for _ in 0..iterations {
         let t = Instant::now();
@@ -269,7 +323,7 @@ pub fn bench(
         let decoder = handler
             .decoder()
             .ok_or_else(|| Error::Usage("the model has no decoder".to_string()))?;
-        let mut steps = Vec::with_capacity(decode_tokens);
+        let mut steps = Vec::with_capacity(decode_tokens.min(1 << 20));
         for _ in 0..decode_tokens {
             let next = argmax_rows(&logits);
             let t = Instant::now();

@@ -343,3 +343,41 @@ fn platforms_lists_all_seven() {
         }
     }
 }
+
+/// Counts near u64::MAX and zeros on `hwcov bench`'s command line: a clear error naming the flag,
+/// never a panic or an allocation the host cannot make.
+#[test]
+fn bench_refuses_shapes_the_model_cannot_take() {
+    let bench = |model: &str, extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_hwcov"))
+            .args([
+                "bench",
+                "--platform",
+                "cpu",
+                "--iters",
+                "1",
+                "--warmup",
+                "0",
+                "--model-dir",
+            ])
+            .arg(fixture(model))
+            .args(extra)
+            .output()
+            .unwrap();
+        Outcome {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    };
+    let huge = "18446744073709551615";
+    assert_error(&bench("bert", &["--batch", huge]), &["--batch", "input elements"]);
+    assert_error(&bench("bert", &["--batch", "0"]), &["--batch must be at least 1"]);
+    assert_error(&bench("bert", &["--seq", "0"]), &["--seq must be at least 1"]);
+    assert_error(&bench("bert", &["--seq", huge]), &["--seq", "max_position_embeddings"]);
+    assert_error(
+        &bench("qwen2", &["--seq", "8", "--decode", huge]),
+        &["--decode", "positions"],
+    );
+    assert_error(&bench("vit", &["--batch", "100000000"]), &["--batch", "input elements"]);
+}
