@@ -33,6 +33,15 @@ fn repo_dir(home: &Path, folder: &str) -> PathBuf {
     home.join("hub").join(folder)
 }
 
+/// A Hub serving fixtures/bert as test/bert, an empty cache, and the settings that reach both.
+fn bert_hub() -> (HubServer, tempfile::TempDir, Settings) {
+    let server = HubServer::start();
+    server.add("test/bert", RepoFiles::from_folder(&fixture("bert"), COMMIT));
+    let home = tempfile::tempdir().unwrap();
+    let s = settings(&server, home.path());
+    (server, home, s)
+}
+
 /// The error `model_folder` ends in.
 fn fails(model: &str, need: Need, s: &Settings) -> String {
     model_folder(&id(model), need, s).unwrap_err().to_string()
@@ -153,10 +162,7 @@ fn sharded_checkpoints_fetch_the_shards_their_index_names() {
 
 #[test]
 fn unknown_repositories_and_revisions_are_named() {
-    let server = HubServer::start();
-    server.add("test/bert", RepoFiles::from_folder(&fixture("bert"), COMMIT));
-    let home = tempfile::tempdir().unwrap();
-    let s = settings(&server, home.path());
+    let (_server, _home, s) = bert_hub();
     let e = fails("test/nothing", Need::Safetensors, &s);
     assert!(
         e.contains("no repository test/nothing") && e.contains("HF_TOKEN"),
@@ -287,10 +293,7 @@ fn offline_with_a_cold_cache_says_so() {
 
 #[test]
 fn processes_fetching_one_repository_at_once_leave_a_sound_cache() {
-    let server = HubServer::start();
-    server.add("test/bert", RepoFiles::from_folder(&fixture("bert"), COMMIT));
-    let home = tempfile::tempdir().unwrap();
-    let s = settings(&server, home.path());
+    let (_server, home, s) = bert_hub();
     let folders: Vec<PathBuf> = std::thread::scope(|scope| {
         let runs: Vec<_> = (0..4)
             .map(|_| scope.spawn(|| model_folder(&id("test/bert"), Need::Safetensors, &s).unwrap()))
