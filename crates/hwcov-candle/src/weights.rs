@@ -15,17 +15,9 @@ pub fn weight_files(files: &ModelFiles) -> Result<Vec<PathBuf>> {
     }
     let index = files.file("model.safetensors.index.json");
     if index.is_file() {
-        let json = hwcov_core::error::read_json(&index)?;
-        let map = json
-            .get("weight_map")
-            .and_then(|m| m.as_object())
-            .ok_or_else(|| Error::config(&index, "weight_map", "missing or not an object"))?;
         let mut shards: Vec<PathBuf> = Vec::new();
-        for v in map.values() {
-            let name = v
-                .as_str()
-                .ok_or_else(|| Error::config(&index, "weight_map", format!("expected file names, got {v}")))?;
-            let p = files.file(name);
+        for name in hwcov_core::tensor::shard_names(&index)? {
+            let p = files.file(&name);
             if !shards.contains(&p) {
                 if !p.is_file() {
                     return Err(Error::config(

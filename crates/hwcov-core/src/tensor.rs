@@ -203,6 +203,26 @@ fn le_chunks<T, const N: usize>(bytes: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T
 /// Tensors by name, in a stable order.
 pub type NamedTensors = BTreeMap<String, HostTensor>;
 
+/// The shard files a sharded checkpoint's index (`model.safetensors.index.json`) names in its
+/// `weight_map`, each once, in the order they first appear; as written, not checked to exist.
+pub fn shard_names(index: &Path) -> Result<Vec<String>> {
+    let json = crate::error::read_json(index)?;
+    let map = json
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| Error::config(index, "weight_map", "missing or not an object"))?;
+    let mut names: Vec<String> = Vec::new();
+    for v in map.values() {
+        let name = v
+            .as_str()
+            .ok_or_else(|| Error::config(index, "weight_map", format!("expected file names, got {v}")))?;
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_string());
+        }
+    }
+    Ok(names)
+}
+
 /// Reads every tensor of a safetensors file.
 pub fn read_safetensors(path: &Path) -> Result<NamedTensors> {
     let bytes = read_file(path)?;

@@ -10,21 +10,19 @@ use crate::{ModelId, Settings, hub_error};
 /// An agent that follows redirects (to the Hub's storage); ureq drops the token on a redirect to
 /// another host.
 pub fn agent() -> ureq::Agent {
-    ureq::AgentBuilder::new()
-        .timeout_connect(Duration::from_secs(15))
-        .timeout_read(Duration::from_secs(60))
-        .try_proxy_from_env(true)
-        .build()
+    builder().build()
 }
 
 /// An agent that returns redirects as they are: the Hub's headers of a file are on the first answer.
 pub fn head_agent() -> ureq::Agent {
+    builder().redirects(0).build()
+}
+
+fn builder() -> ureq::AgentBuilder {
     ureq::AgentBuilder::new()
         .timeout_connect(Duration::from_secs(15))
         .timeout_read(Duration::from_secs(60))
-        .redirects(0)
         .try_proxy_from_env(true)
-        .build()
 }
 
 /// What a failed request for `what` (a file, or the repository's listing) of `id` means.

@@ -109,7 +109,7 @@ pub fn model_folder(id: &ModelId, need: Need, settings: &Settings) -> Result<Pat
         listing.commit.clone(),
     ));
     let snapshot = repo_dir.join("snapshots").join(&listing.commit);
-    let transfer = transfer::Transfer::new(id, settings, &repo_dir, &snapshot)?;
+    let transfer = transfer::Transfer::new(id, settings, &repo_dir, &snapshot);
     let fetch = |set: &[String]| -> Result<()> {
         let todo: Vec<&String> = set.iter().filter(|n| !snapshot.join(n.as_str()).is_file()).collect();
         let bytes = todo.iter().map(|n| listing.size(n).unwrap_or(0)).sum();

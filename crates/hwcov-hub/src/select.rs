@@ -92,20 +92,14 @@ pub fn files(files: &[&str], need: Need) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
-/// The shards `index` (a `model.safetensors.index.json`) names, each once, in order.
+/// The shards `index` (a `model.safetensors.index.json`) names, each once, in order; each must be a
+/// safetensors file of the repository.
 pub fn shards(index: &Path) -> Result<Vec<String>, String> {
-    let text = std::fs::read_to_string(index).map_err(|e| format!("{}: {e}", index.display()))?;
-    let json: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| format!("{}: not valid JSON: {e}", index.display()))?;
-    let map = json
-        .get("weight_map")
-        .and_then(|m| m.as_object())
-        .ok_or_else(|| format!("{}: field `weight_map` is missing or not an object", index.display()))?;
     let mut out: Vec<String> = Vec::new();
-    for value in map.values() {
-        let name = value.as_str().and_then(|n| repo_path(Path::new(n))).ok_or_else(|| {
+    for n in hwcov_core::tensor::shard_names(index).map_err(|e| e.to_string())? {
+        let name = repo_path(Path::new(&n)).ok_or_else(|| {
             format!(
-                "{}: field `weight_map` names {value}, not a file of the repository",
+                "{}: field `weight_map` names {n}, not a file of the repository",
                 index.display()
             )
         })?;

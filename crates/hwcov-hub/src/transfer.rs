@@ -122,9 +122,9 @@ pub struct Transfer<'a> {
 }
 
 impl<'a> Transfer<'a> {
-    pub fn new(id: &'a ModelId, settings: &'a Settings, repo_dir: &Path, snapshot: &'a Path) -> Result<Self> {
+    pub fn new(id: &'a ModelId, settings: &'a Settings, repo_dir: &Path, snapshot: &'a Path) -> Self {
         let folder = repo_dir.file_name().map(PathBuf::from).unwrap_or_default();
-        Ok(Transfer {
+        Transfer {
             id,
             settings,
             blobs: repo_dir.join("blobs"),
@@ -132,7 +132,7 @@ impl<'a> Transfer<'a> {
             snapshot,
             agent: http::agent(),
             head_agent: http::head_agent(),
-        })
+        }
     }
 
     /// Fetches the repository file `name` from `url` (its `resolve` address) into the blobs, checked,

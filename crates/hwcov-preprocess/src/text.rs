@@ -14,6 +14,7 @@ pub enum TextInput<'a> {
     Pair(&'a str, &'a str),
 }
 
+#[derive(Clone)]
 pub struct TextTokenizer {
     inner: tokenizers::Tokenizer,
     /// Whether the model takes `token_type_ids` (tokenizer_config.json's `model_input_names`).
@@ -236,13 +237,13 @@ impl TextTokenizer {
     }
 
     fn clone_with_truncation(&self, max_length: usize) -> Result<Self> {
-        let mut inner = self.inner.clone();
+        let mut cut = self.clone();
         let direction = if self.truncates_left() {
             tokenizers::TruncationDirection::Left
         } else {
             tokenizers::TruncationDirection::Right
         };
-        inner
+        cut.inner
             .with_truncation(Some(tokenizers::TruncationParams {
                 max_length,
                 direction,
@@ -250,14 +251,7 @@ impl TextTokenizer {
                 stride: 0,
             }))
             .map_err(|e| Error::format(&self.tokenizer_path, e))?;
-        Ok(TextTokenizer {
-            inner,
-            token_type_ids: self.token_type_ids,
-            config: self.config.clone(),
-            config_path: self.config_path.clone(),
-            chat_template: self.chat_template.clone(),
-            tokenizer_path: self.tokenizer_path.clone(),
-        })
+        Ok(cut)
     }
 
     /// Encodes a batch with the special tokens, padded to its longest sequence: (batch, seq) tensors

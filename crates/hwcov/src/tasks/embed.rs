@@ -6,7 +6,7 @@ use hwcov_core::{Error, HostTensor, LoadOptions, ModelClass, ModelFiles, Platfor
 use hwcov_preprocess::text::{TextInput, TextTokenizer};
 
 use crate::platforms;
-use crate::tasks::sentence_transformers::SentenceTransformer;
+use crate::tasks::sentence_transformers::{SentenceTransformer, Similarity};
 use crate::tasks::{RunOutput, RunRequest};
 
 /// How token states become one sentence embedding.
@@ -69,7 +69,7 @@ pub fn run(files: &ModelFiles, request: &RunRequest, platform: PlatformId, opts:
                 platform,
                 opts,
             )?;
-            let s = request.similarity.then(|| cosine_similarity(&e));
+            let s = request.similarity.then(|| Similarity::Cosine.matrix(&e));
             (e, s)
         }
     };
@@ -88,18 +88,6 @@ pub fn run(files: &ModelFiles, request: &RunRequest, platform: PlatformId, opts:
         json["similarity"] = serde_json::json!(sim);
     }
     Ok(RunOutput { text, json })
-}
-
-/// The cosine similarity of every pair of embeddings.
-fn cosine_similarity(e: &[Vec<f32>]) -> Vec<Vec<f32>> {
-    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-    e.iter()
-        .map(|a| {
-            e.iter()
-                .map(|b| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>() / (norm(a) * norm(b)))
-                .collect()
-        })
-        .collect()
 }
 
 /// `SentenceTransformer.encode(texts, prompt_name=...)` of a sentence-transformers folder: each text

@@ -246,15 +246,32 @@ impl SentenceTransformer {
 
     /// The similarity of every pair of embeddings, by the folder's function.
     pub fn similarity(&self, e: &[Vec<f32>]) -> Vec<Vec<f32>> {
-        let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
-        let pair = |a: &[f32], b: &[f32]| match self.similarity {
-            Similarity::Cosine => dot(&normalize(a), &normalize(b)),
-            Similarity::Dot => dot(a, b),
+        self.similarity.matrix(e)
+    }
+}
+
+impl Similarity {
+    /// The similarity of every pair of embeddings, as sentence-transformers' `util` functions
+    /// compute it (cosine: each embedding normalized once, then dot products).
+    pub fn matrix(self, e: &[Vec<f32>]) -> Vec<Vec<f32>> {
+        let normalized: Vec<Vec<f32>>;
+        let e = if self == Similarity::Cosine {
+            normalized = e.iter().map(|v| normalize(v)).collect();
+            &normalized[..]
+        } else {
+            e
+        };
+        let pair = |a: &[f32], b: &[f32]| match self {
+            Similarity::Cosine | Similarity::Dot => dot(a, b),
             Similarity::Euclidean => -a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f32>().sqrt(),
             Similarity::Manhattan => -a.iter().zip(b).map(|(x, y)| (x - y).abs()).sum::<f32>(),
         };
         e.iter().map(|a| e.iter().map(|b| pair(a, b)).collect()).collect()
     }
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 /// The folder of a module: `path` inside `dir` (empty: `dir` itself), never outside it.
@@ -426,7 +443,7 @@ fn apply(m: &Module, v: &[f32]) -> Result<Vec<f32>> {
             (0..*outputs)
                 .map(|o| {
                     let row = &weight[o * inputs..(o + 1) * inputs];
-                    let y = row.iter().zip(v).map(|(w, x)| w * x).sum::<f32>() + bias.as_ref().map_or(0.0, |b| b[o]);
+                    let y = dot(row, v) + bias.as_ref().map_or(0.0, |b| b[o]);
                     let y = match activation {
                         Activation::Identity => y,
                         Activation::Tanh => y.tanh(),
@@ -436,9 +453,7 @@ fn apply(m: &Module, v: &[f32]) -> Result<Vec<f32>> {
                     y + match residual {
                         Residual::None => 0.0,
                         Residual::Input => v[o],
-                        Residual::Projected(r) => {
-                            r[o * inputs..(o + 1) * inputs].iter().zip(v).map(|(w, x)| w * x).sum()
-                        }
+                        Residual::Projected(r) => dot(&r[o * inputs..(o + 1) * inputs], v),
                     }
                 })
                 .collect()
