@@ -35,6 +35,9 @@ const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
 /// Plans kept compiled per graph (the most recent input shapes).
 const CACHED_PLANS: usize = 4;
 
+/// Buffers of kept outputs before released ones that fit no output are let go.
+const KEPT_BUFFERS: usize = 256;
+
 /// A dispatch ready to record.
 struct Prepared {
     pipeline: Arc<wgpu::ComputePipeline>,
@@ -73,6 +76,16 @@ struct Compiled {
 /// A run's outputs: those read back to the host, and those kept on the device.
 type Outputs = (NamedTensors, BTreeMap<String, DeviceTensor>);
 
+/// A run recorded and not yet submitted (`Session::record`): its encoder, the error scopes
+/// around it, and its timestamps where kernels are timed.
+struct Recording {
+    enc: wgpu::CommandEncoder,
+    oom: wgpu::ErrorScopeGuard,
+    invalid: wgpu::ErrorScopeGuard,
+    timed: Option<crate::profile::Pending>,
+    dispatches: usize,
+}
+
 /// A run's outputs on their way back (`Session::collect_start`).
 struct Collecting {
     read: crate::gpu::PendingRead,
@@ -83,6 +96,18 @@ struct Collecting {
     /// parts make it.
     pending: Vec<(String, ValueType, usize)>,
     nodes: Arc<Vec<(String, String)>>,
+}
+
+/// A run's read back recorded and not yet submitted: `submitted` once it is.
+struct CollectRecorded(Collecting);
+
+impl CollectRecorded {
+    /// The read back's mapping requested, after the submission that holds its copies.
+    fn submitted(self) -> Collecting {
+        let mut c = self.0;
+        c.read = c.read.submitted();
+        c
+    }
 }
 
 /// Each step's node and op.
@@ -134,6 +159,9 @@ pub struct Session {
     /// value of each (a decoding loop, which makes a plan per step, allocates nothing after the
     /// first steps).
     pool: Vec<Arc<wgpu::Buffer>>,
+    /// The buffers of outputs kept on the device (`Fate::Keep`): one the caller no longer holds
+    /// takes the next run's output, so that a decoding step's caches allocate nothing.
+    kept: Vec<Arc<wgpu::Buffer>>,
     /// Dispatches of the last run.
     pub last_dispatches: usize,
     /// Dispatches since the session opened.
@@ -291,6 +319,7 @@ impl Session {
             cache: Vec::new(),
             kernel_memo: HashMap::new(),
             pool: Vec::new(),
+            kept: Vec::new(),
             last_dispatches: 0,
             total_dispatches: 0,
             growth: None,
@@ -364,9 +393,12 @@ impl Session {
         };
         let t2 = std::time::Instant::now();
         let dispatches = compiled.prepared.len();
-        self.execute(&compiled, &feeds, 0..dispatches)?;
+        // The dispatches and the read back's copies in one submission.
+        let mut run = self.record(&compiled, &feeds, 0..dispatches)?;
+        let recorded = self.collect_start(&compiled, fate, &mut run.enc)?;
         let t3 = std::time::Instant::now();
-        let collecting = self.collect_start(&compiled, fate)?;
+        self.submit(run)?;
+        let collecting = recorded.submitted();
         let t4 = std::time::Instant::now();
         drop(compiled);
         // While the device runs: the plan of the run the caller expects next (`expect_growth`),
@@ -389,12 +421,13 @@ impl Session {
         let (out, read) = self.collect_finish(collecting)?;
         if profile {
             // What a run spends where, for tuning: on the host (specializing and compiling a
-            // plan not seen before, recording and submitting), and waiting for the device; the
-            // wait split into recording the read back, polling the device, the mapping and the
-            // copy out.
+            // plan not seen before, recording the dispatches and the read back's copies), then
+            // submitting, readying the next plan and waiting for the device; the latter split
+            // into the submission, polling the device, the mapping, the copy out and the
+            // conversion.
             let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
             eprintln!(
-                "webgpu {}: {timings}record+submit {:.2} ms, wait+read {:.2} ms{ahead} (read back recorded {:.2}, \
+                "webgpu {}: {timings}record {:.2} ms, submit+wait+read {:.2} ms{ahead} (submitted {:.2}, \
                  device {:.2}, mapped {:.2}, copied {:.2}, converted {:.2}), {dispatches} dispatches",
                 self.path().display(),
                 ms(t3 - t2),
@@ -940,7 +973,14 @@ impl Session {
     /// Feeds the inputs (host ones written, device ones copied), records dispatches `range` into
     /// one pass and submits them. The first part of a run feeds its inputs; later parts feed none.
     fn execute(&mut self, c: &Compiled, feeds: &[(String, Feed)], range: Range<usize>) -> Result<()> {
-        let scope = self.gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let run = self.record(c, feeds, range)?;
+        self.submit(run)
+    }
+
+    /// `execute`'s first half: the feeds and dispatches recorded into a command encoder (under
+    /// error scopes), nothing submitted: a run's read back joins the same submission.
+    fn record(&mut self, c: &Compiled, feeds: &[(String, Feed)], range: Range<usize>) -> Result<Recording> {
+        let oom = self.gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let invalid = self.gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let mut enc = self.gpu.device.create_command_encoder(&Default::default());
         if !feeds.is_empty() {
@@ -988,11 +1028,30 @@ impl Session {
                 None
             }
         };
+        Ok(Recording {
+            enc,
+            oom,
+            invalid,
+            timed,
+            dispatches: range.len(),
+        })
+    }
+
+    /// `execute`'s second half: submits what `record` (and any read back after it) recorded, and
+    /// turns the device's errors into errors naming the graph.
+    fn submit(&mut self, run: Recording) -> Result<()> {
+        let Recording {
+            enc,
+            oom,
+            invalid,
+            timed,
+            dispatches,
+        } = run;
         self.gpu.queue.submit([enc.finish()]);
         if let Some(e) = pollster::block_on(invalid.pop()) {
             return Err(Error::runtime(format!("running {}", self.path().display()), e));
         }
-        if let Some(e) = pollster::block_on(scope.pop()) {
+        if let Some(e) = pollster::block_on(oom.pop()) {
             return Err(Error::Runtime {
                 context: format!("running {} on {}", self.path().display(), self.gpu.info.name),
                 message: format!("the device ran out of memory: {e}"),
@@ -1001,21 +1060,28 @@ impl Session {
         if let (Some(pending), Some(k)) = (timed, &mut self.kernel_times) {
             k.collect(&self.gpu, pending)?;
         }
-        self.last_dispatches = range.len();
-        self.total_dispatches += range.len() as u64;
+        self.last_dispatches = dispatches;
+        self.total_dispatches += dispatches as u64;
         Ok(())
     }
 
     /// The run's outputs: those `keep` names copied into buffers of their own that stay on the
     /// device, the others (and the status word) read back in one copy.
-    fn collect(&self, c: &Compiled, fate: &dyn Fn(&str) -> Fate) -> Result<Outputs> {
-        let collecting = self.collect_start(c, fate)?;
-        Ok(self.collect_finish(collecting)?.0)
+    fn collect(&mut self, c: &Compiled, fate: &dyn Fn(&str) -> Fate) -> Result<Outputs> {
+        let mut enc = self.gpu.device.create_command_encoder(&Default::default());
+        let recorded = self.collect_start(c, fate, &mut enc)?;
+        self.gpu.queue.submit([enc.finish()]);
+        Ok(self.collect_finish(recorded.submitted())?.0)
     }
 
-    /// `collect`'s first half: the copies recorded and submitted, nothing waited for.
-    fn collect_start(&self, c: &Compiled, fate: &dyn Fn(&str) -> Fate) -> Result<Collecting> {
-        let mut enc = self.gpu.device.create_command_encoder(&Default::default());
+    /// `collect`'s first half: the copies recorded into `enc` (the caller submits it, then maps
+    /// the read back: `CollectRecorded::submitted`), nothing waited for.
+    fn collect_start(
+        &mut self,
+        c: &Compiled,
+        fate: &dyn Fn(&str) -> Fate,
+        enc: &mut wgpu::CommandEncoder,
+    ) -> Result<CollectRecorded> {
         let mut kept = BTreeMap::new();
         let mut reads: Vec<(Arc<wgpu::Buffer>, u64, u64)> = vec![(c.status.clone(), 0, 4)];
         let mut host = NamedTensors::new();
@@ -1051,17 +1117,11 @@ impl Session {
                     match fate {
                         Fate::Keep => {
                             let bytes = ty.numel() as u64 * 4;
-                            let own = self.gpu.buffer(name, bytes, STORAGE)?;
+                            let own = self.kept_buffer(name, bytes)?;
                             if bytes > 0 {
                                 enc.copy_buffer_to_buffer(&b, 0, &own, 0, bytes);
                             }
-                            kept.insert(
-                                name.clone(),
-                                DeviceTensor {
-                                    buffer: Arc::new(own),
-                                    ty,
-                                },
-                            );
+                            kept.insert(name.clone(), DeviceTensor { buffer: own, ty });
                         }
                         Fate::Host => {
                             reads.push((b, 0, Self::value_bytes(&ty)));
@@ -1083,14 +1143,36 @@ impl Session {
                 }
             }
         }
-        self.gpu.queue.submit([enc.finish()]);
-        Ok(Collecting {
-            read: self.gpu.start_read(&reads)?,
+        Ok(CollectRecorded(Collecting {
+            read: self.gpu.record_read(enc, &reads)?,
             host,
             kept,
             pending,
             nodes: c.nodes.clone(),
-        })
+        }))
+    }
+
+    /// A buffer of at least `bytes` for an output kept on the device: a kept buffer that nothing
+    /// outside the session holds any more, else a new one with room to grow (a decoding step's
+    /// cache is one position longer than the last).
+    fn kept_buffer(&mut self, name: &str, bytes: u64) -> Result<Arc<wgpu::Buffer>> {
+        // Work already submitted that reads a released buffer runs before the copy into it.
+        let free = |b: &Arc<wgpu::Buffer>| Arc::strong_count(b) == 1;
+        if let Some(b) = self
+            .kept
+            .iter()
+            .filter(|b| free(b) && b.size() >= bytes && b.size() <= reuse::spare(bytes).max(bytes * 2))
+            .min_by_key(|b| b.size())
+        {
+            return Ok(b.clone());
+        }
+        // Released buffers that fit nothing here go (their sizes are of an earlier shape).
+        if self.kept.len() >= KEPT_BUFFERS {
+            self.kept.retain(|b| !free(b));
+        }
+        let b = Arc::new(self.gpu.buffer(name, reuse::spare(bytes), STORAGE)?);
+        self.kept.push(b.clone());
+        Ok(b)
     }
 
     /// `collect`'s second half: waits for the device, checks the status word, and converts.

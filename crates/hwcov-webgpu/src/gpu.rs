@@ -14,7 +14,17 @@ pub struct Gpu {
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
     pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
+    /// Read-back staging buffers between read backs (`start_read`), the smallest first: making and
+    /// mapping a host-visible buffer for every run cost more than the copy through it.
+    staging: Mutex<Vec<wgpu::Buffer>>,
 }
+
+/// Staging buffers kept between read backs, and the largest one kept.
+const STAGING_KEPT: usize = 4;
+const STAGING_KEPT_BYTES: u64 = 256 << 20;
+/// The smallest staging buffer made: small read backs (a status word, a decoding step's logits)
+/// then share one.
+const STAGING_MIN: u64 = 1 << 20;
 
 static GPU: OnceLock<std::result::Result<Arc<Gpu>, String>> = OnceLock::new();
 
@@ -88,6 +98,7 @@ impl Gpu {
             limits,
             features,
             pipelines: Mutex::new(HashMap::new()),
+            staging: Mutex::new(Vec::new()),
         })
     }
 
@@ -237,38 +248,81 @@ impl Gpu {
     /// Submits the copies of a read back (as `read_ranges`) without waiting for them: the host
     /// can do other work while the device finishes; `PendingRead::finish` waits and reads.
     pub fn start_read(&self, parts: &[(std::sync::Arc<wgpu::Buffer>, u64, u64)]) -> Result<PendingRead> {
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        let read = self.record_read(&mut enc, parts)?;
+        self.queue.submit([enc.finish()]);
+        Ok(read.submitted())
+    }
+
+    /// Records the copies of a read back into `enc`; once it is submitted, `PendingRead::submitted`
+    /// asks for the mapping.
+    pub fn record_read(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        parts: &[(std::sync::Arc<wgpu::Buffer>, u64, u64)],
+    ) -> Result<PendingRead> {
         let sizes: Vec<u64> = parts.iter().map(|(_, _, n)| (*n).max(4).next_multiple_of(4)).collect();
         let total: u64 = sizes.iter().sum();
-        let staging = self.buffer(
-            "readback",
-            total,
-            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        )?;
-        let mut enc = self.device.create_command_encoder(&Default::default());
+        let staging = self.staging_buffer(total)?;
         let mut at = 0;
         for ((src, offset, _), &n) in parts.iter().zip(&sizes) {
             enc.copy_buffer_to_buffer(src, *offset, &staging, at, n);
             at += n;
         }
-        self.queue.submit([enc.finish()]);
-        let (tx, rx) = std::sync::mpsc::channel();
-        staging.map_async(wgpu::MapMode::Read, .., move |r| {
-            let _ = tx.send(r);
-        });
         Ok(PendingRead {
             staging,
-            rx,
+            rx: None,
             parts: parts.iter().map(|(_, _, want)| *want).zip(sizes).collect(),
+            total,
         })
+    }
+
+    /// A staging buffer of at least `bytes`: the smallest kept one that holds them, else a new one
+    /// with room (a power of two, so that a read back that grows step by step keeps its buffer).
+    fn staging_buffer(&self, bytes: u64) -> Result<wgpu::Buffer> {
+        {
+            let mut kept = self.staging.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(i) = kept.iter().position(|b| b.size() >= bytes) {
+                return Ok(kept.remove(i));
+            }
+        }
+        let room = bytes.next_power_of_two().max(STAGING_MIN);
+        let size = if room <= self.limits.max_buffer_size {
+            room
+        } else {
+            bytes
+        };
+        self.buffer(
+            "readback",
+            size,
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        )
+    }
+
+    /// Keeps an unmapped staging buffer for the next read back (a few, none very large).
+    fn return_staging(&self, buffer: wgpu::Buffer) {
+        if buffer.size() > STAGING_KEPT_BYTES {
+            return;
+        }
+        let mut kept = self.staging.lock().unwrap_or_else(|e| e.into_inner());
+        let at = kept.partition_point(|b| b.size() < buffer.size());
+        kept.insert(at, buffer);
+        if kept.len() > STAGING_KEPT {
+            // The smallest goes: a larger one serves its read backs too.
+            kept.remove(0);
+        }
     }
 }
 
 /// A read back submitted and not yet waited for (`Gpu::start_read`).
 pub struct PendingRead {
     staging: wgpu::Buffer,
-    rx: std::sync::mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>,
+    /// The mapping's outcome, once asked for (`submitted`).
+    rx: Option<std::sync::mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>>,
     /// Bytes wanted and bytes copied of each part.
     parts: Vec<(u64, u64)>,
+    /// Bytes copied in all: the mapped range (the staging buffer may be larger).
+    total: u64,
 }
 
 /// Where a read back's time went, in ms: waiting for the device (`poll`), then for the mapping's
@@ -283,6 +337,17 @@ pub struct ReadTimes {
 }
 
 impl PendingRead {
+    /// Asks for the mapping, after the submission that holds the copies (a buffer waiting to be
+    /// mapped cannot be used by a later submission).
+    pub fn submitted(mut self) -> PendingRead {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.staging.map_async(wgpu::MapMode::Read, ..self.total, move |r| {
+            let _ = tx.send(r);
+        });
+        self.rx = Some(rx);
+        self
+    }
+
     /// Waits for the copies and returns each part's bytes.
     pub fn finish(self, gpu: &Gpu) -> Result<Vec<Vec<u8>>> {
         Ok(self.finish_timed(gpu)?.0)
@@ -296,6 +361,8 @@ impl PendingRead {
         let wait = ms(t);
         let t = std::time::Instant::now();
         self.rx
+            .as_ref()
+            .ok_or_else(|| Error::runtime("reading back", "the read back was never submitted"))?
             .recv()
             .map_err(|e| Error::runtime("reading back", e))?
             .map_err(|e| Error::runtime("reading back", e))?;
@@ -303,7 +370,7 @@ impl PendingRead {
         let t = std::time::Instant::now();
         let view = self
             .staging
-            .get_mapped_range(..)
+            .get_mapped_range(..self.total)
             .map_err(|e| Error::runtime("reading back", e))?;
         let mut out = Vec::with_capacity(self.parts.len());
         let mut at = 0usize;
@@ -313,6 +380,7 @@ impl PendingRead {
         }
         drop(view);
         self.staging.unmap();
+        gpu.return_staging(self.staging);
         Ok((
             out,
             ReadTimes {

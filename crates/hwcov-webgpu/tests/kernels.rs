@@ -229,3 +229,58 @@ fn the_expected_next_plan_is_made_during_the_run_before() {
         assert_eq!(made, expected, "plans made during the run of {m} rows");
     }
 }
+
+/// Reads a kept output back by running the `matmul` graph on it times the identity.
+fn read_kept(s: &mut hwcov_webgpu::Session, kept: &hwcov_webgpu::exec::DeviceTensor) -> Vec<f64> {
+    let n = *kept.ty.shape.last().unwrap();
+    let mut eye = vec![0f32; n * n];
+    for i in 0..n {
+        eye[i * n + i] = 1.0;
+    }
+    let mut given = NamedTensors::new();
+    given.insert("B".into(), HostTensor::f32(vec![n, n], eye).unwrap());
+    let resident = std::collections::BTreeMap::from([("A".to_string(), kept.clone())]);
+    let (host, _) = s
+        .run_resident(&given, &resident, &|_| hwcov_onnx::handler::Fate::Host)
+        .unwrap();
+    host["Y"].to_f64_vec()
+}
+
+/// Outputs kept on the device share buffers only once the caller lets go of them: a buffer still
+/// held keeps its values while later runs keep theirs, and a released one takes the next output.
+#[test]
+fn kept_outputs_reuse_only_released_buffers() {
+    let Some(mut s) = session("matmul") else { return };
+    let (m, k) = (6, 8);
+    let w = random(k * k, 3);
+    let keep = |s: &mut hwcov_webgpu::Session, seed: u64| {
+        let mut given = NamedTensors::new();
+        given.insert("A".into(), HostTensor::f32(vec![1, m, k], random(m * k, seed)).unwrap());
+        given.insert("B".into(), HostTensor::f32(vec![k, k], w.clone()).unwrap());
+        let (host, mut kept) = s
+            .run_resident(&given, &Default::default(), &|_| hwcov_onnx::handler::Fate::Keep)
+            .unwrap();
+        assert!(host.is_empty(), "a kept output came back to the host");
+        let d = kept.remove("Y").expect("Y kept");
+        let want = s.run(&given).unwrap()["Y"].to_f64_vec();
+        (d, want)
+    };
+    let (first, first_want) = keep(&mut s, 11);
+    let (second, second_want) = keep(&mut s, 12);
+    assert!(
+        !std::sync::Arc::ptr_eq(&first.buffer, &second.buffer),
+        "a held buffer was reused"
+    );
+    assert_eq!(read_kept(&mut s, &first), first_want);
+    assert_eq!(read_kept(&mut s, &second), second_want);
+    let released = std::sync::Arc::as_ptr(&first.buffer);
+    drop(first);
+    let (third, third_want) = keep(&mut s, 13);
+    assert_eq!(
+        std::sync::Arc::as_ptr(&third.buffer),
+        released,
+        "a released buffer was not reused"
+    );
+    assert_eq!(read_kept(&mut s, &second), second_want, "a held output changed");
+    assert_eq!(read_kept(&mut s, &third), third_want);
+}
