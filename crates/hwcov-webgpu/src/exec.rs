@@ -408,15 +408,20 @@ impl Session {
         if let Some(growth) = self.growth.take() {
             let t = std::time::Instant::now();
             let next = grown(&types, &growth);
+            let mut how = String::new();
             if self.cached(&next, &values).is_none() {
                 let program = self.program.clone();
                 if let Ok(mut spec) = program.specializer_with_values(&next, &values)
                     && let Ok(Progress::Done) = spec.advance()
                 {
-                    let _ = self.cache_plan(spec.finish(), &next, &values, t, &mut String::new());
+                    let _ = self.cache_plan(spec.finish(), &next, &values, t, &mut how);
                 }
             }
-            ahead = format!(", next plan {:.2} ms of that", t.elapsed().as_secs_f64() * 1e3);
+            ahead = format!(
+                ", next plan {:.2} ms of that ({})",
+                t.elapsed().as_secs_f64() * 1e3,
+                how.trim_end_matches(", ")
+            );
         }
         let (out, read) = self.collect_finish(collecting)?;
         if profile {

@@ -10,8 +10,8 @@
 use std::sync::Arc;
 
 use hwcov_core::Result;
-use hwcov_onnx::Plan;
 use hwcov_onnx::ir::ValueType;
+use hwcov_onnx::{Operand, Plan};
 
 use super::{Compiled, Session, device_bytes, fused_kernels, step_io};
 use crate::fuse;
@@ -41,6 +41,27 @@ pub(super) fn same_structure(a: &Plan, b: &Plan) -> bool {
             .iter()
             .zip(&b.constants)
             .all(|(x, y)| x.initializer == y.initializer)
+}
+
+/// Whether step `s` has the same op (attributes included) on operands of the same types and the
+/// same constants in plans `a` and `b` of one structure: then it lowers to the same kernels.
+fn same_step(a: &Plan, b: &Plan, s: usize) -> bool {
+    let (x, y) = (&a.steps[s], &b.steps[s]);
+    x.op == y.op
+        && x.inputs.iter().zip(&y.inputs).all(|(&i, &j)| {
+            a.ty(i) == b.ty(j)
+                && match (i, j) {
+                    (Operand::Const(i), Operand::Const(j)) => {
+                        let (p, q) = (&a.constants[i].tensor, &b.constants[j].tensor);
+                        Arc::ptr_eq(p, q) || p == q
+                    }
+                    _ => true,
+                }
+        })
+        && x.outputs
+            .iter()
+            .zip(&y.outputs)
+            .all(|(&v, &w)| a.values[v] == b.values[w])
 }
 
 /// The bytes to give value `v`: its size, and where `previous` (the value types of the last plan of
@@ -155,10 +176,33 @@ impl Session {
             return Ok(None);
         }
         let groups = fuse::groups(plan, self.max_fused_inputs());
+        // Steps that read and make what they did in the latest plan of this structure keep its
+        // kernels: in a decoding step only the attention over the grown cache changes shape, and
+        // lowering every step again took most of the patch.
+        let unchanged: Vec<Option<Arc<Kernels>>> = match self
+            .cache
+            .iter()
+            .find(|e| e.compiled.params.is_some() && same_structure(&e.compiled.plan, plan))
+        {
+            Some(e) if e.compiled.groups == groups => (0..plan.steps.len())
+                .map(|s| {
+                    let same = match groups.members.get(&s) {
+                        Some(members) => members.iter().all(|&m| same_step(&e.compiled.plan, plan, m)),
+                        None => same_step(&e.compiled.plan, plan, s),
+                    };
+                    e.compiled.steps[s].as_ref().filter(|_| same).map(|d| d.kernels.clone())
+                })
+                .collect(),
+            _ => vec![None; plan.steps.len()],
+        };
         let mut lowered = Vec::with_capacity(plan.steps.len());
         for (s, step) in plan.steps.iter().enumerate() {
             if groups.absorbed_into[s].is_some() {
                 lowered.push(None);
+                continue;
+            }
+            if let Some(k) = &unchanged[s] {
+                lowered.push(Some(k.clone()));
                 continue;
             }
             let io = step_io(plan, s, step, self.weights_f16);
@@ -167,6 +211,7 @@ impl Session {
                 None => self.memo_kernels(&io)?,
             }));
         }
+        drop(unchanged);
         for i in 0..self.cache.len() {
             let old = &self.cache[i].compiled;
             if !same_structure(&old.plan, plan) {
