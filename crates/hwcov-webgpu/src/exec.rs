@@ -35,6 +35,29 @@ const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
 /// Plans kept compiled per graph (the most recent input shapes).
 const CACHED_PLANS: usize = 4;
 
+/// Dispatches recorded before a run's first part is submitted (`HWCOV_WEBGPU_SUBMIT_EVERY` sets
+/// another count, for tuning): enough that a submission's fixed cost stays small beside the work.
+const DISPATCHES_PER_SUBMISSION: usize = 256;
+
+fn dispatches_per_submission() -> usize {
+    static EVERY: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *EVERY.get_or_init(|| {
+        let Ok(v) = std::env::var("HWCOV_WEBGPU_SUBMIT_EVERY") else {
+            return DISPATCHES_PER_SUBMISSION;
+        };
+        match v.parse::<usize>() {
+            Ok(n) if n > 0 => n,
+            _ => {
+                eprintln!(
+                    "webgpu: HWCOV_WEBGPU_SUBMIT_EVERY={v} is not a positive count; \
+                     {DISPATCHES_PER_SUBMISSION} dispatches a submission"
+                );
+                DISPATCHES_PER_SUBMISSION
+            }
+        }
+    })
+}
+
 /// Buffers of kept outputs before released ones that fit no output are let go.
 const KEPT_BUFFERS: usize = 256;
 
@@ -164,6 +187,8 @@ pub struct Session {
     kept: Vec<Arc<wgpu::Buffer>>,
     /// Dispatches of the last run.
     pub last_dispatches: usize,
+    /// A run of more dispatches is submitted in parts of this many (`record`).
+    pub dispatches_per_submission: usize,
     /// Dispatches since the session opened.
     pub total_dispatches: u64,
     /// What the caller expects of the next run (`expect_growth`).
@@ -320,6 +345,7 @@ impl Session {
             kernel_memo: HashMap::new(),
             pool: Vec::new(),
             kept: Vec::new(),
+            dispatches_per_submission: dispatches_per_submission(),
             last_dispatches: 0,
             total_dispatches: 0,
             growth: None,
@@ -1023,12 +1049,26 @@ impl Session {
                 Some(k.record(&self.gpu, &mut enc, &dispatches)?)
             }
             None => {
-                let mut pass = enc.begin_compute_pass(&Default::default());
-                for d in &c.prepared[range.clone()] {
-                    let [x, y, z] = d.name.groups;
-                    pass.set_pipeline(&d.pipeline);
-                    pass.set_bind_group(0, &d.bind, &[]);
-                    pass.dispatch_workgroups(x, y, z);
+                // A long run goes to the device in parts, each submitted as soon as it is recorded,
+                // so that the device starts on the first while the host encodes the rest; the last
+                // part stays in `enc` for the read back's copies.
+                let every = self.dispatches_per_submission.max(1);
+                let parts: Vec<&[Prepared]> = c.prepared[range.clone()].chunks(every).collect();
+                for (i, part) in parts.iter().enumerate() {
+                    {
+                        let mut pass = enc.begin_compute_pass(&Default::default());
+                        for d in part.iter() {
+                            let [x, y, z] = d.name.groups;
+                            pass.set_pipeline(&d.pipeline);
+                            pass.set_bind_group(0, &d.bind, &[]);
+                            pass.dispatch_workgroups(x, y, z);
+                        }
+                    }
+                    if i + 1 < parts.len() {
+                        let done =
+                            std::mem::replace(&mut enc, self.gpu.device.create_command_encoder(&Default::default()));
+                        self.gpu.queue.submit([done.finish()]);
+                    }
                 }
                 None
             }

@@ -2,6 +2,8 @@
 //! read f16 weights and sum in f32. On BERT (embedding tables, products) and ViT (the patch
 //! convolution, products) fixtures, the outputs move off the f32 run's (the f16 path ran) by no
 //! more than f16 rounding of the weights explains.
+//!
+//! The last test splits a run into several submissions, as long runs are: the outputs must not move.
 
 use std::path::{Path, PathBuf};
 
@@ -85,4 +87,45 @@ fn vit_with_f16_weights_stays_near_f32() {
         HostTensor::f32(vec![2, 3, 30, 30], pixels).unwrap(),
     );
     compare("vit", &inputs, 5e-3);
+}
+
+/// A run submitted in parts (three dispatches a submission) computes what one submission does, to
+/// the bit: the parts run in order on the same buffers.
+#[test]
+fn a_run_submitted_in_parts_gives_the_same_outputs() {
+    let g = match hwcov_webgpu::gpu::gpu() {
+        Ok(g) => g,
+        Err(e) => {
+            let required = std::env::var("HWCOV_REQUIRE_PLATFORMS").unwrap_or_default();
+            assert!(!required.split(',').any(|p| p == "webgpu"), "{e}");
+            eprintln!("skipped: {e}");
+            return;
+        }
+    };
+    let mut whole = hwcov_webgpu::Session::open(g.clone(), &graph("bert")).expect("opens");
+    whole.dispatches_per_submission = usize::MAX;
+    let mut parts = hwcov_webgpu::Session::open(g, &graph("bert")).expect("opens");
+    parts.dispatches_per_submission = 3;
+    let (b, l) = (2, 9);
+    let ids: Vec<i64> = (0..b * l).map(|i| (i * 37 % 128) as i64).collect();
+    let mut inputs = NamedTensors::new();
+    inputs.insert("input_ids".into(), HostTensor::i64(vec![b, l], ids).unwrap());
+    inputs.insert(
+        "attention_mask".into(),
+        HostTensor::i64(vec![b, l], vec![1; b * l]).unwrap(),
+    );
+    inputs.insert(
+        "token_type_ids".into(),
+        HostTensor::i64(vec![b, l], vec![0; b * l]).unwrap(),
+    );
+    let want = whole.run(&inputs).expect("one submission");
+    let got = parts.run(&inputs).expect("in parts");
+    assert!(
+        parts.last_dispatches > 3,
+        "{} dispatches: not split",
+        parts.last_dispatches
+    );
+    for (name, w) in &want {
+        assert_eq!(w.to_f64_vec(), got[name].to_f64_vec(), "{name}");
+    }
 }
