@@ -21,6 +21,9 @@ pub fn run(root: &Path) -> Result<()> {
     if let Err(e) = crate::setup::setup_webgpu(root) {
         eprintln!("warning: WebGPU could not be set up ({e:#}); its cells will say why");
     }
+    if let Err(e) = crate::setup::setup_webnn(root) {
+        eprintln!("warning: WebNN could not be set up ({e:#}); its cells will say why");
+    }
     let here = hwcov::coverage::run_all(root, &specs);
     for c in here.cells.iter().filter(|c| c.status != hwcov::Status::NotImplemented) {
         println!(

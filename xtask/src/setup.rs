@@ -319,6 +319,51 @@ pub fn setup_webgpu(root: &Path) -> Result<()> {
     }
 }
 
+/// The Chromium with a WebNN backend (npm `@sparticuz/chromium`, pinned in tools/webnn/package.json;
+/// Debian's chromium has none) unpacked into .hwcov/webnn/chromium, where hwcov-webnn looks for it.
+pub fn setup_webnn(root: &Path) -> Result<PathBuf> {
+    let dir = root.join(".hwcov/webnn");
+    let binary = dir.join("chromium/chromium");
+    let pin = std::fs::read_to_string(root.join("tools/webnn/package.json"))?;
+    let stamp = dir.join("installed-package.json");
+    if !binary.is_file() || std::fs::read_to_string(&stamp).unwrap_or_default() != pin {
+        install_webnn_browser(&dir, &binary)?;
+        std::fs::write(&stamp, pin)?;
+    }
+    let platform = hwcov::platforms::get(hwcov::PlatformId::Webnn)?;
+    match platform.probe() {
+        hwcov::Availability::Available { device } => println!("WebNN ready: {device}"),
+        hwcov::Availability::Unavailable { reason } => bail!("no WebNN after setup: {reason}"),
+    }
+    Ok(binary)
+}
+
+fn install_webnn_browser(dir: &Path, binary: &Path) -> Result<()> {
+    let root = dir
+        .ancestors()
+        .nth(2)
+        .context("the .hwcov/webnn folder has no project root")?;
+    println!("installing Chromium with WebNN (npm @sparticuz/chromium) into .hwcov/webnn");
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir.join("chromium"))?;
+    std::fs::copy(root.join("tools/webnn/package.json"), dir.join("package.json"))?;
+    run(Command::new("npm")
+        .current_dir(dir)
+        .args(["install", "--no-audit", "--no-fund", "--loglevel=error"]))?;
+    // executablePath() unpacks the binary and its SwiftShader libraries into os.tmpdir().
+    run(Command::new("node")
+        .current_dir(dir)
+        .args([
+            "-e",
+            "require('@sparticuz/chromium').default.executablePath().then(p => console.log('unpacked', p))",
+        ])
+        .env("TMPDIR", dir.join("chromium")))?;
+    if !binary.is_file() {
+        bail!("npm's @sparticuz/chromium did not unpack {}", binary.display());
+    }
+    Ok(())
+}
+
 /// The ONNX backend node tests of the pinned onnx package, written to .hwcov/onnx-node-tests
 /// (tools/conformance/onnx_node_tests.py, with onnx installed into .hwcov/python).
 pub fn setup_node_tests(root: &Path) -> Result<PathBuf> {
@@ -372,7 +417,7 @@ pub fn setup_hub_peer(root: &Path) -> Result<()> {
 fn platform_arg(args: &[String]) -> Result<&str> {
     match args {
         [flag, p] if flag == "--platform" => Ok(p.as_str()),
-        _ => bail!("usage: cargo xtask setup|build --platform <cpu|cuda|openvino|rocm|webgpu>"),
+        _ => bail!("usage: cargo xtask setup|build --platform <cpu|cuda|openvino|rocm|webgpu|webnn>"),
     }
 }
 
@@ -382,11 +427,12 @@ pub fn setup(root: &Path, args: &[String]) -> Result<()> {
         "openvino" => setup_openvino(root),
         "rocm" => setup_rocm(root),
         "webgpu" => setup_webgpu(root),
+        "webnn" => setup_webnn(root).map(|_| ()),
         "cpu" => {
             println!("the CPU platform needs nothing beyond the Rust toolchain");
             Ok(())
         }
-        other => bail!("no setup for platform `{other}` (cpu, cuda, openvino, rocm, webgpu)"),
+        other => bail!("no setup for platform `{other}` (cpu, cuda, openvino, rocm, webgpu, webnn)"),
     }
 }
 
@@ -398,8 +444,9 @@ pub fn build(root: &Path, args: &[String]) -> Result<()> {
 }
 
 /// The platforms `cargo xtask test` and `coverage` set up and require on this machine: the CPU,
-/// OpenVINO (a pip wheel) and WebGPU (a Vulkan driver; lavapipe where there is no GPU).
-pub const LOCAL_PLATFORMS: &str = "cpu,openvino,webgpu";
+/// OpenVINO (a pip wheel), WebGPU (a Vulkan driver; lavapipe where there is no GPU) and WebNN (a
+/// Chromium with WebNN, from npm).
+pub const LOCAL_PLATFORMS: &str = "cpu,openvino,webgpu,webnn";
 
 /// `cargo xtask test`: installs the runtimes of the local platforms, the ONNX node tests and Python's
 /// huggingface_hub (the Hub cache's other user), then
@@ -409,6 +456,7 @@ pub fn test(root: &Path, args: &[String]) -> Result<()> {
     setup_openvino(root)?;
     setup_rocm(root)?;
     setup_webgpu(root)?;
+    setup_webnn(root)?;
     setup_node_tests(root)?;
     setup_hub_peer(root)?;
     run(Command::new("cargo")

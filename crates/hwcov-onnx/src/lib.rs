@@ -8,6 +8,7 @@
 //!   is left is a list of steps in the ops of `ir`, the tensor work a device runs.
 
 pub mod eval;
+pub mod feed;
 pub mod handler;
 pub mod host_session;
 pub mod ir;
@@ -15,6 +16,7 @@ mod lower;
 pub mod model;
 pub mod plan;
 pub mod proto;
+pub mod resize;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

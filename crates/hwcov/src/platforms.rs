@@ -39,7 +39,10 @@ pub fn build(id: PlatformId) -> Build {
         PlatformId::Rocm => Build::Compiled(Box::new(hwcov_rocm::RocmPlatform)),
         #[cfg(not(feature = "rocm"))]
         PlatformId::Rocm => Build::NotCompiled { feature: "rocm" },
-        PlatformId::Webnn => Build::NoCrate,
+        #[cfg(feature = "webnn")]
+        PlatformId::Webnn => Build::Compiled(Box::new(hwcov_webnn::WebNnPlatform)),
+        #[cfg(not(feature = "webnn"))]
+        PlatformId::Webnn => Build::NotCompiled { feature: "webnn" },
     }
 }
 

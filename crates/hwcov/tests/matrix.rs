@@ -53,6 +53,12 @@ fn bert_on_rocm() {
     check("bert", PlatformId::Rocm);
 }
 
+#[cfg(feature = "webnn")]
+#[test]
+fn bert_on_webnn() {
+    check("bert", PlatformId::Webnn);
+}
+
 #[cfg(feature = "webgpu")]
 #[test]
 fn bert_on_webgpu() {
@@ -87,6 +93,12 @@ fn t5_on_mps() {
 #[test]
 fn t5_on_rocm() {
     check("t5", PlatformId::Rocm);
+}
+
+#[cfg(feature = "webnn")]
+#[test]
+fn t5_on_webnn() {
+    check("t5", PlatformId::Webnn);
 }
 
 #[cfg(feature = "webgpu")]
@@ -125,6 +137,12 @@ fn opt_on_rocm() {
     check("opt", PlatformId::Rocm);
 }
 
+#[cfg(feature = "webnn")]
+#[test]
+fn opt_on_webnn() {
+    check("opt", PlatformId::Webnn);
+}
+
 #[cfg(feature = "webgpu")]
 #[test]
 fn opt_on_webgpu() {
@@ -159,6 +177,12 @@ fn llama_on_mps() {
 #[test]
 fn llama_on_rocm() {
     check("llama", PlatformId::Rocm);
+}
+
+#[cfg(feature = "webnn")]
+#[test]
+fn llama_on_webnn() {
+    check("llama", PlatformId::Webnn);
 }
 
 #[cfg(feature = "webgpu")]
@@ -197,6 +221,12 @@ fn clip_on_rocm() {
     check("clip", PlatformId::Rocm);
 }
 
+#[cfg(feature = "webnn")]
+#[test]
+fn clip_on_webnn() {
+    check("clip", PlatformId::Webnn);
+}
+
 #[cfg(feature = "webgpu")]
 #[test]
 fn clip_on_webgpu() {
@@ -231,6 +261,12 @@ fn vit_on_mps() {
 #[test]
 fn vit_on_rocm() {
     check("vit", PlatformId::Rocm);
+}
+
+#[cfg(feature = "webnn")]
+#[test]
+fn vit_on_webnn() {
+    check("vit", PlatformId::Webnn);
 }
 
 #[cfg(feature = "webgpu")]
@@ -269,6 +305,12 @@ fn clap_on_rocm() {
     check("clap", PlatformId::Rocm);
 }
 
+#[cfg(feature = "webnn")]
+#[test]
+fn clap_on_webnn() {
+    check("clap", PlatformId::Webnn);
+}
+
 #[cfg(feature = "webgpu")]
 #[test]
 fn clap_on_webgpu() {
@@ -303,6 +345,12 @@ fn whisper_on_mps() {
 #[test]
 fn whisper_on_rocm() {
     check("whisper", PlatformId::Rocm);
+}
+
+#[cfg(feature = "webnn")]
+#[test]
+fn whisper_on_webnn() {
+    check("whisper", PlatformId::Webnn);
 }
 
 #[cfg(feature = "webgpu")]
@@ -341,6 +389,12 @@ fn wav2vec2_on_rocm() {
     check("wav2vec2", PlatformId::Rocm);
 }
 
+#[cfg(feature = "webnn")]
+#[test]
+fn wav2vec2_on_webnn() {
+    check("wav2vec2", PlatformId::Webnn);
+}
+
 #[cfg(feature = "webgpu")]
 #[test]
 fn wav2vec2_on_webgpu() {
@@ -375,6 +429,12 @@ fn llava_on_mps() {
 #[test]
 fn llava_on_rocm() {
     check("llava", PlatformId::Rocm);
+}
+
+#[cfg(feature = "webnn")]
+#[test]
+fn llava_on_webnn() {
+    check("llava", PlatformId::Webnn);
 }
 
 #[cfg(feature = "webgpu")]
@@ -413,6 +473,12 @@ fn llava_next_on_rocm() {
     check("llava-next", PlatformId::Rocm);
 }
 
+#[cfg(feature = "webnn")]
+#[test]
+fn llava_next_on_webnn() {
+    check("llava-next", PlatformId::Webnn);
+}
+
 #[cfg(feature = "webgpu")]
 #[test]
 fn llava_next_on_webgpu() {
@@ -447,6 +513,12 @@ fn qwen2_on_mps() {
 #[test]
 fn qwen2_on_rocm() {
     check("qwen2", PlatformId::Rocm);
+}
+
+#[cfg(feature = "webnn")]
+#[test]
+fn qwen2_on_webnn() {
+    check("qwen2", PlatformId::Webnn);
 }
 
 #[cfg(feature = "webgpu")]
@@ -485,6 +557,12 @@ fn qwen3_on_rocm() {
     check("qwen3", PlatformId::Rocm);
 }
 
+#[cfg(feature = "webnn")]
+#[test]
+fn qwen3_on_webnn() {
+    check("qwen3", PlatformId::Webnn);
+}
+
 #[cfg(feature = "webgpu")]
 #[test]
 fn qwen3_on_webgpu() {
@@ -521,6 +599,12 @@ fn detr_on_rocm() {
     check("detr", PlatformId::Rocm);
 }
 
+#[cfg(feature = "webnn")]
+#[test]
+fn detr_on_webnn() {
+    check("detr", PlatformId::Webnn);
+}
+
 #[cfg(feature = "webgpu")]
 #[test]
 fn detr_on_webgpu() {
@@ -555,6 +639,12 @@ fn xclip_on_mps() {
 #[test]
 fn xclip_on_rocm() {
     check("xclip", PlatformId::Rocm);
+}
+
+#[cfg(feature = "webnn")]
+#[test]
+fn xclip_on_webnn() {
+    check("xclip", PlatformId::Webnn);
 }
 
 #[cfg(feature = "webgpu")]
