@@ -6,7 +6,7 @@
 //!   models.toml, and measured results that contradict models.toml.
 //! - `coverage` runs every cell this machine can run, merges the runs other machines left in
 //!   docs/coverage/runs/, and writes docs/coverage.{md,json,svg}.
-//! - `node-tests` runs the ONNX backend node tests of the ops WebGPU claims and writes their counts.
+//! - `node-tests` runs the ONNX backend node tests of the ops WebGPU and WebNN claim and writes their counts.
 //! - `setup` / `build` install a platform's toolchain or runtime into `.hwcov/` and build for it.
 
 mod coverage;
@@ -27,7 +27,7 @@ const USAGE: &str =
   gen        write crates/hwcov/tests/matrix.rs from models.toml
   validate   check generated files, fixtures and measured results against models.toml
   coverage   run the matrix here, merge docs/coverage/runs/*.json, write docs/coverage.{md,json,svg}
-  node-tests run the ONNX backend node tests of the ops WebGPU claims, write docs/platforms/webgpu-node-tests.{md,json}
+  node-tests run the ONNX backend node tests of the ops WebGPU and WebNN claim, write docs/platforms/{webgpu,webnn}-node-tests.{md,json}
   setup      install what platform P needs (cuda: the CUDA 13.0 toolchain wheels into .hwcov/; openvino: its
              runtime wheel into .hwcov/; webgpu: a Vulkan driver and loader, from apt where there is none)
   build      build the hwcov binary for platform P (cuda: target/cuda/release/hwcov)";

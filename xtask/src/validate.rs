@@ -220,33 +220,27 @@ pub fn run(root: &Path) -> Result<()> {
             }
         }
     }
-    // The node-test page renders its JSON, and claims exactly the ops hwcov-webgpu claims.
-    match std::fs::read_to_string(root.join(crate::node_tests::REPORT_JSON)) {
-        Err(e) => problems.push(format!(
-            "{}: {e}: run `cargo xtask node-tests`",
-            crate::node_tests::REPORT_JSON
-        )),
-        Ok(json) => {
-            let report: serde_json::Value = serde_json::from_str(&json)?;
-            let want = crate::node_tests::markdown(&report);
-            if std::fs::read_to_string(root.join(crate::node_tests::REPORT_MD))
-                .ok()
-                .as_deref()
-                != Some(want.as_str())
-            {
-                problems.push(format!(
-                    "{} does not match {} and the claimed ops: run `cargo xtask node-tests`",
-                    crate::node_tests::REPORT_MD,
-                    crate::node_tests::REPORT_JSON
-                ));
-            }
-            if report["cases"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|c| c["result"] == "failed")
-            {
-                problems.push(format!("{} records failed cases", crate::node_tests::REPORT_JSON));
+    // Each node-test page renders its JSON, and claims exactly the ops its platform claims.
+    for suite in crate::node_tests::SUITES {
+        let (json_path, md_path) = (suite.json(), suite.md());
+        match std::fs::read_to_string(root.join(&json_path)) {
+            Err(e) => problems.push(format!("{json_path}: {e}: run `cargo xtask node-tests`")),
+            Ok(json) => {
+                let report: serde_json::Value = serde_json::from_str(&json)?;
+                let want = crate::node_tests::markdown(suite, &report);
+                if std::fs::read_to_string(root.join(&md_path)).ok().as_deref() != Some(want.as_str()) {
+                    problems.push(format!(
+                        "{md_path} does not match {json_path} and the claimed ops: run `cargo xtask node-tests`"
+                    ));
+                }
+                if report["cases"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["result"] == "failed")
+                {
+                    problems.push(format!("{json_path} records failed cases"));
+                }
             }
         }
     }

@@ -69,7 +69,9 @@ impl Browser {
         ));
         let _ = std::fs::remove_dir_all(&profile);
         std::fs::create_dir_all(&profile).map_err(|e| Error::io(&profile, e))?;
-        let mut child = Command::new(binary)
+        let mut command = Command::new(binary);
+        own_group(&mut command);
+        let mut child = command
             .args(flags)
             .arg(format!("--user-data-dir={}", profile.display()))
             .arg("--remote-debugging-port=0")
@@ -82,6 +84,7 @@ impl Browser {
                 platform: "browser".into(),
                 reason: format!("cannot start {}: {e}", binary.display()),
             })?;
+        started(child.id());
         // The DevTools address comes on stderr; the rest of stderr is kept for errors.
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -184,9 +187,13 @@ impl Browser {
             deadline,
         )?;
         if let Some(ex) = r.get("exceptionDetails") {
+            // The first line: the message without the page's stack (whose address changes).
             let message = ex["exception"]["description"]
                 .as_str()
                 .or_else(|| ex["text"].as_str())
+                .unwrap_or("an exception")
+                .lines()
+                .next()
                 .unwrap_or("an exception")
                 .to_string();
             return Err(Error::runtime(format!("in {}", self.binary.display()), message));
@@ -232,6 +239,11 @@ impl Browser {
         let _ = self.child.wait();
     }
 
+    /// The browser's process id (its processes' group).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// An error if the browser has exited.
     fn check_alive(&mut self, doing: &str) -> Result<()> {
         match self.child.try_wait() {
@@ -256,8 +268,44 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        stop(self.child.id());
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+/// Browsers started and not yet stopped, by process group: the ones a process still holds when it
+/// exits (a browser kept in a static is never dropped) are killed at exit.
+static RUNNING: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// Chromium starts zygote, GPU, network and renderer processes that outlive a killed parent: the
+/// browser gets a process group of its own, so that one signal stops them all.
+fn own_group(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    command.process_group(0);
+}
+
+fn started(pid: u32) {
+    static AT_EXIT: std::sync::Once = std::sync::Once::new();
+    // SAFETY: registers a plain function with no state of its own to run at exit.
+    AT_EXIT.call_once(|| unsafe {
+        libc::atexit(stop_all);
+    });
+    RUNNING.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+}
+
+/// Kills a browser's process group.
+fn stop(pid: u32) {
+    RUNNING.lock().unwrap_or_else(|e| e.into_inner()).retain(|&p| p != pid);
+    // SAFETY: a signal to the group this crate made for the browser (`own_group`).
+    unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+}
+
+extern "C" fn stop_all() {
+    let pids = std::mem::take(&mut *RUNNING.lock().unwrap_or_else(|e| e.into_inner()));
+    for pid in pids {
+        // SAFETY: as in `stop`.
+        unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
     }
 }

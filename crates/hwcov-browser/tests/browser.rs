@@ -124,3 +124,69 @@ fn a_real_browser_that_hangs_or_dies_gives_an_error() {
     let e = b.eval("1", Duration::from_secs(10)).unwrap_err().to_string();
     assert!(e.contains(&bin.display().to_string()), "{e}");
 }
+
+/// The processes of a process group (a browser's, with its zygote, GPU and renderer processes).
+fn group_members(pgid: u32) -> Vec<u32> {
+    let mut members = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the command's closing parenthesis: state, ppid, pgrp.
+        let rest: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r)
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        if rest.first() != Some(&"Z") && rest.get(2) == Some(&pgid.to_string().as_str()) {
+            members.push(pid);
+        }
+    }
+    members
+}
+
+#[test]
+fn a_dropped_browser_leaves_no_process() {
+    let Some(bin) = chromium() else { return };
+    let b = Browser::launch(&bin, FLAGS, page(), Duration::from_secs(60)).expect("starts");
+    let pid = b.pid();
+    assert!(group_members(pid).len() > 1, "Chromium runs several processes");
+    drop(b);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(group_members(pid), Vec::<u32>::new(), "processes left behind");
+}
+
+/// Not a test of its own: started by the next one as a process that keeps a browser in a static
+/// (never dropped), writes its process id and exits.
+#[test]
+#[ignore]
+fn keeps_a_browser_until_exit() {
+    static KEPT: std::sync::Mutex<Option<Browser>> = std::sync::Mutex::new(None);
+    let (Some(bin), Ok(out)) = (chromium(), std::env::var("HWCOV_BROWSER_PID_FILE")) else {
+        return;
+    };
+    let b = Browser::launch(&bin, FLAGS, page(), Duration::from_secs(60)).expect("starts");
+    std::fs::write(out, b.pid().to_string()).unwrap();
+    *KEPT.lock().unwrap() = Some(b);
+}
+
+#[test]
+fn a_browser_never_dropped_is_stopped_when_the_process_exits() {
+    if chromium().is_none() {
+        return;
+    }
+    let file = std::env::temp_dir().join(format!("hwcov-browser-kept-{}.pid", std::process::id()));
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "keeps_a_browser_until_exit", "--ignored", "--quiet"])
+        .env("HWCOV_BROWSER_PID_FILE", &file)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let pid: u32 = std::fs::read_to_string(&file).unwrap().trim().parse().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(group_members(pid), Vec::<u32>::new(), "processes left behind");
+}

@@ -7,6 +7,7 @@
 //!   per op and opset), constant folding of the shape arithmetic (`eval`), dead-node removal. What
 //!   is left is a list of steps in the ops of `ir`, the tensor work a device runs.
 
+pub mod conformance;
 pub mod eval;
 pub mod feed;
 pub mod handler;

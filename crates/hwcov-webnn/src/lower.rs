@@ -89,6 +89,10 @@ pub fn lower(plan: &Plan) -> Result<Lowered> {
     for (name, o) in &plan.outputs {
         let Operand::Value(v) = o else { continue };
         let ty = &plan.values[*v];
+        if ty.numel() == 0 {
+            // Nothing to compute: the caller makes the empty tensor (`empty_outputs`).
+            continue;
+        }
         let dt = data_type(ty.dtype).ok_or_else(|| Error::Unsupported {
             platform: "webnn".into(),
             what: format!("graph output `{name}`"),
@@ -106,6 +110,10 @@ pub fn lower(plan: &Plan) -> Result<Lowered> {
             json!({ "name": name, "id": id, "dataType": dt, "shape": ty.shape, "bool": ty.dtype == DType::Bool }),
         );
     }
+    // WebNN drops inputs no op reads (an input that only decided a shape or an attribute, such
+    // as Clip's bounds), and then refuses a dispatch that feeds them: declare only those read.
+    let read = serde_json::Value::Array(ops.clone()).to_string();
+    inputs.retain(|i| read.contains(&format!("{{\"$\":\"{}\"}}", i["id"].as_str().unwrap_or_default())));
     let mut constants = Vec::new();
     let mut listed = Vec::new();
     for (c, k) in plan.constants.iter().enumerate().filter(|(c, _)| used[*c]) {
@@ -147,6 +155,16 @@ fn empty(plan: &Plan, o: Operand) -> bool {
 fn lower_step(plan: &Plan, step: &Step, made: &mut Made) -> Result<Vec<Value>> {
     if step.outputs.iter().all(|&v| plan.values[v].numel() == 0) {
         return Ok(Vec::new());
+    }
+    if step.outputs.len() > 1 && !matches!(step.op, Op::Split { .. }) {
+        return Err(unsupported(
+            step,
+            format!(
+                "its {} outputs (WebNN's {} gives one)",
+                step.outputs.len(),
+                step.op.name()
+            ),
+        ));
     }
     if !matches!(step.op, Op::Concat { .. }) && step.inputs.iter().any(|&o| empty(plan, o)) {
         return Err(unsupported(
@@ -194,7 +212,7 @@ fn lower_step(plan: &Plan, step: &Step, made: &mut Made) -> Result<Vec<Value>> {
                 let zero = tmp(0);
                 let src = data_type(in_ty(0).dtype).unwrap_or("float32");
                 Ok(vec![
-                    json!({ "call": "constant", "args": [{"dataType": src, "shape": []}, {"zeros": src}], "outs": [zero] }),
+                    json!({ "call": "constant", "args": [{"dataType": src, "shape": []}, 0], "outs": [zero] }),
                     call("notEqual", vec![x(0), json!({ "$": zero })], &outs),
                 ])
             } else {
@@ -402,7 +420,8 @@ fn lower_step(plan: &Plan, step: &Step, made: &mut Made) -> Result<Vec<Value>> {
             vec![
                 x(0),
                 json!({ "windowDimensions": kernel, "strides": strides, "dilations": dilations,
-                        "padding": [pads[0].0, pads[0].1, pads[1].0, pads[1].1] }),
+                        "padding": [pads[0].0, pads[0].1, pads[1].0, pads[1].1],
+                        "outputSizes": &out_ty(0).shape[2..] }),
             ],
         ),
         Op::AveragePool {
@@ -411,13 +430,25 @@ fn lower_step(plan: &Plan, step: &Step, made: &mut Made) -> Result<Vec<Value>> {
             pads,
             dilations,
             ..
-        } if kernel.len() == 2 && pads.iter().all(|&(b, e)| b == 0 && e == 0) => one(
-            "averagePool2d",
-            vec![
-                x(0),
-                json!({ "windowDimensions": kernel, "strides": strides, "dilations": dilations }),
-            ],
-        ),
+        } if kernel.len() == 2
+            && pads.iter().all(|&(b, e)| b == 0 && e == 0)
+            && (0..2).all(|a| {
+                // Windows of ceil mode that pass the input's end: WebNN averages them over the
+                // whole window, ONNX over the part inside.
+                let reach = dilations[a] * (kernel[a] - 1) + 1;
+                let floor = (in_ty(0).shape[2 + a].saturating_sub(reach)) / strides[a] + 1;
+                out_ty(0).shape[2 + a] == floor
+            }) =>
+        {
+            one(
+                "averagePool2d",
+                vec![
+                    x(0),
+                    json!({ "windowDimensions": kernel, "strides": strides, "dilations": dilations,
+                        "outputSizes": &out_ty(0).shape[2..] }),
+                ],
+            )
+        }
         Op::Resize(r) => lower_resize(step, r, &in_ty(0), &out_ty(0), made),
         Op::Einsum { inputs, output } => lower_einsum(plan, step, inputs, output),
         other => Err(unsupported(step, format!("no WebNN lowering of {}", other.name()))),

@@ -21,8 +21,11 @@ function typed(dataType, buffer) {
   }
 }
 
-function zeros(dataType) {
-  return typed(dataType, new ArrayBuffer(dataType === 'int64' ? 8 : dataType === 'float16' ? 2 : dataType === 'uint8' ? 1 : 4));
+// A scalar of `dataType` holding `value` (a constant the lowering makes: Softplus's one, a zero).
+function scalar(dataType, value) {
+  const a = typed(dataType, new ArrayBuffer(dataType === 'int64' ? 8 : dataType === 'float16' ? 2 : dataType === 'uint8' ? 1 : 4));
+  a[0] = dataType === 'int64' ? BigInt(value) : value;
+  return a;
 }
 
 window.hwcov = {
@@ -60,7 +63,7 @@ window.hwcov = {
     for (const op of program.ops) {
       let r;
       try {
-        if (op.call === 'constant') r = b.constant(op.args[0], zeros(op.args[1].zeros));
+        if (op.call === 'constant') r = b.constant(op.args[0], scalar(op.args[0].dataType, op.args[1]));
         else r = b[op.call](...op.args.map(resolve));
       } catch (e) {
         throw new Error(op.call + ' making ' + op.outs.join(', ') + ': ' + e.message);
@@ -69,7 +72,10 @@ window.hwcov = {
       else vals.set(op.outs[0], r);
     }
     const outs = {};
-    for (const o of program.outputs) outs[o.name] = vals.get(o.id);
+    for (const o of program.outputs) {
+      outs[o.name] = vals.get(o.id);
+      if (outs[o.name] === undefined) throw new Error('output ' + o.name + ' (' + o.id + ') was not made');
+    }
     const graph = await b.build(outs);
     state.graphs.set(key, { graph, program });
     return program.ops.length;

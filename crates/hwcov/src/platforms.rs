@@ -83,3 +83,15 @@ pub fn webgpu_ops() -> &'static [&'static str] {
         &[]
     }
 }
+
+/// The ONNX ops the WebNN platform claims (empty in a build without it).
+pub fn webnn_ops() -> &'static [&'static str] {
+    #[cfg(feature = "webnn")]
+    {
+        hwcov_webnn::OPS
+    }
+    #[cfg(not(feature = "webnn"))]
+    {
+        &[]
+    }
+}
