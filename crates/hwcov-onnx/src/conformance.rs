@@ -115,6 +115,32 @@ pub fn suite_dir(root: &Path) -> PathBuf {
         .unwrap_or_else(|| root.join(".hwcov/onnx-node-tests"))
 }
 
+/// Whether `platform` must run here (`HWCOV_REQUIRE_PLATFORMS` names it).
+pub fn required(platform: &str) -> bool {
+    std::env::var("HWCOV_REQUIRE_PLATFORMS").is_ok_and(|r| r.split(',').any(|p| p == platform))
+}
+
+/// The suite's folder and manifest, or `None` (skipped, said on stderr) where it was never
+/// written and `platform` is not required here; panics where it is.
+pub fn suite(root: &Path, platform: &str) -> Option<(PathBuf, String)> {
+    let dir = suite_dir(root);
+    match std::fs::read_to_string(dir.join("manifest.json")) {
+        Ok(m) => Some((dir, m)),
+        Err(e) => {
+            assert!(
+                !required(platform),
+                "{}: {e} (run `cargo xtask node-tests` first)",
+                dir.display()
+            );
+            eprintln!(
+                "skipped: no node tests at {} (cargo xtask node-tests writes them)",
+                dir.display()
+            );
+            None
+        }
+    }
+}
+
 /// Every case of the suite in `dir` whose ops are all in `claimed`, run with `run`; the report
 /// (HWCOV_NODE_TESTS_REPORT) names `device`. Panics (a test failure) if any case failed.
 pub fn run_suite(dir: &Path, manifest: &str, claimed: &[&str], device: &str, run: &mut RunGraph) -> Vec<Outcome> {

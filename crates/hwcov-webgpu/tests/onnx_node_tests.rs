@@ -3,27 +3,18 @@
 
 use std::path::Path;
 
+use hwcov_onnx::conformance;
+
 #[test]
 fn onnx_backend_node_tests() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let dir = hwcov_onnx::conformance::suite_dir(&root);
-    let required = std::env::var("HWCOV_REQUIRE_PLATFORMS").unwrap_or_default();
-    let required = required.split(',').any(|p| p == "webgpu");
-    let manifest = match std::fs::read_to_string(dir.join("manifest.json")) {
-        Ok(m) => m,
-        Err(e) => {
-            assert!(!required, "{}: {e} (run `cargo xtask node-tests` first)", dir.display());
-            eprintln!(
-                "skipped: no node tests at {} (cargo xtask node-tests writes them)",
-                dir.display()
-            );
-            return;
-        }
+    let Some((dir, manifest)) = conformance::suite(&root, "webgpu") else {
+        return;
     };
     let gpu = match hwcov_webgpu::gpu::gpu() {
         Ok(g) => g,
         Err(e) => {
-            assert!(!required, "{e}");
+            assert!(!conformance::required("webgpu"), "{e}");
             eprintln!("skipped: {e}");
             return;
         }
@@ -32,5 +23,5 @@ fn onnx_backend_node_tests() {
         let mut session = hwcov_webgpu::Session::open(gpu.clone(), graph)?;
         sets.iter().map(|feed| session.run(feed)).collect()
     };
-    hwcov_onnx::conformance::run_suite(&dir, &manifest, hwcov_webgpu::OPS, &gpu.describe(), &mut run);
+    conformance::run_suite(&dir, &manifest, hwcov_webgpu::OPS, &gpu.describe(), &mut run);
 }

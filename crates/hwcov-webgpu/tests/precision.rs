@@ -60,8 +60,8 @@ fn compare(fixture: &str, inputs: &NamedTensors, rel: f64) {
     }
 }
 
-#[test]
-fn bert_with_f16_weights_stays_near_f32() {
+/// Two rows of nine tokens for the BERT fixture.
+fn bert_inputs() -> NamedTensors {
     let (b, l) = (2, 9);
     let ids: Vec<i64> = (0..b * l).map(|i| (i * 37 % 128) as i64).collect();
     let mut inputs = NamedTensors::new();
@@ -74,6 +74,12 @@ fn bert_with_f16_weights_stays_near_f32() {
         "token_type_ids".into(),
         HostTensor::i64(vec![b, l], vec![0; b * l]).unwrap(),
     );
+    inputs
+}
+
+#[test]
+fn bert_with_f16_weights_stays_near_f32() {
+    let inputs = bert_inputs();
     compare("bert", &inputs, 5e-3);
 }
 
@@ -106,18 +112,7 @@ fn a_run_submitted_in_parts_gives_the_same_outputs() {
     whole.dispatches_per_submission = usize::MAX;
     let mut parts = hwcov_webgpu::Session::open(g, &graph("bert")).expect("opens");
     parts.dispatches_per_submission = 3;
-    let (b, l) = (2, 9);
-    let ids: Vec<i64> = (0..b * l).map(|i| (i * 37 % 128) as i64).collect();
-    let mut inputs = NamedTensors::new();
-    inputs.insert("input_ids".into(), HostTensor::i64(vec![b, l], ids).unwrap());
-    inputs.insert(
-        "attention_mask".into(),
-        HostTensor::i64(vec![b, l], vec![1; b * l]).unwrap(),
-    );
-    inputs.insert(
-        "token_type_ids".into(),
-        HostTensor::i64(vec![b, l], vec![0; b * l]).unwrap(),
-    );
+    let inputs = bert_inputs();
     let want = whole.run(&inputs).expect("one submission");
     let got = parts.run(&inputs).expect("in parts");
     assert!(
