@@ -79,6 +79,7 @@ pub const OPS: &[&str] = &[
     "Min",
     "Mul",
     "Neg",
+    "NonZero",
     "Not",
     "Or",
     "Pad",
@@ -230,6 +231,9 @@ impl Platform for WebNnPlatform {
 /// A plan built in the page: its key there, what it was made for, and its outputs.
 struct Built {
     key: u64,
+    /// Whether its shapes came from a NonZero's count, which depends on the inputs' values: then
+    /// it serves one run.
+    counted: bool,
     /// Whether the page holds a graph for it (not where every output is a constant or empty).
     computed: bool,
     types: Vec<ValueType>,
@@ -281,17 +285,23 @@ impl Graph {
             None => self.build(&types, &feeds)?,
         };
         let built = &self.built[i];
-        let (key, plan) = (built.key, built.plan.clone());
+        let (key, plan, counted) = (built.key, built.plan.clone(), built.counted);
         if !built.computed {
             return constant_outputs(&plan);
         }
         let path = self.path().to_path_buf();
-        with_browser(|b| run_built(b, key, &plan, &feeds, &path))
+        let out = with_browser(|b| run_built(b, key, &plan, &feeds, &path));
+        if counted {
+            self.built.remove(i);
+            let _ = with_browser(|b| b.eval(&format!("hwcov.forget({key})"), WORK));
+        }
+        out
     }
 
     fn find(&self, types: &[(String, ValueType)], feeds: &NamedTensors) -> Option<usize> {
         self.built.iter().position(|b| {
-            b.types.len() == types.len()
+            !b.counted
+                && b.types.len() == types.len()
                 && b.types.iter().zip(types).all(|(a, (_, t))| a == t)
                 && b.values.iter().all(|(n, v)| feeds.get(n) == Some(v))
         })
@@ -300,14 +310,13 @@ impl Graph {
     /// Specializes, lowers and builds the plan for these inputs; its index in `built`.
     fn build(&mut self, types: &[(String, ValueType)], feeds: &NamedTensors) -> Result<usize> {
         let mut spec = self.program.specializer_with_values(types, feeds).map_err(as_webnn)?;
-        if let Progress::NeedsCount { step } = spec.advance().map_err(as_webnn)? {
-            let s = &spec.plan().steps[step];
-            return Err(Error::Unsupported {
-                platform: "webnn".into(),
-                what: format!("op NonZero (node {})", s.node),
-                reason: "its output's shape depends on the data, and a WebNN graph's shapes are fixed when it is built"
-                    .into(),
-            });
+        // A NonZero's count decides the shapes after it: the steps before it, and the count, run
+        // first in a graph of their own; the plan built then holds for these inputs' values only.
+        let mut counted = false;
+        while let Progress::NeedsCount { step } = spec.advance().map_err(as_webnn)? {
+            let count = self.count(spec.plan(), step, feeds)?;
+            spec.resolve(count);
+            counted = true;
         }
         let plan = Arc::new(spec.finish());
         let lowered = lower::lower(&plan)?;
@@ -315,40 +324,9 @@ impl Graph {
         let path = self.path().to_path_buf();
         // Outputs that are all constants or empty need no graph in the page.
         let computed = lowered.program["outputs"].as_array().is_some_and(|o| !o.is_empty());
-        with_browser(|b| {
-            if !computed {
-                return Ok(serde_json::Value::Null);
-            }
-            let program = b.server.blob(lowered.program.to_string().into_bytes());
-            let mut blobs = Vec::new();
-            for c in &lowered.constants {
-                let bytes = match c {
-                    lower::ConstantData::Plan(c) => {
-                        let k = &plan.constants[*c];
-                        let name = k.initializer.clone().unwrap_or_else(|| format!("constant {c}"));
-                        bytes_of(&name, &k.tensor)?
-                    }
-                    lower::ConstantData::Made(bytes) => bytes.clone(),
-                };
-                blobs.push(b.server.blob(bytes));
-            }
-            let r = b.eval(
-                &format!("hwcov.build({key}, {program}, {})", serde_json::json!(blobs)),
-                WORK,
-            );
-            b.server.forget(program);
-            for id in blobs {
-                b.server.forget(id);
-            }
-            r.map_err(|e| match e {
-                Error::Runtime { message, .. } => Error::Unsupported {
-                    platform: "webnn".into(),
-                    what: format!("the graph {}", path.display()),
-                    reason: format!("WebNN refused to build it: {message}"),
-                },
-                other => other,
-            })
-        })?;
+        if computed {
+            with_browser(|b| build_in_page(b, key, &lowered, &plan, &path))?;
+        }
         let used = plan
             .shape_inputs
             .iter()
@@ -363,12 +341,88 @@ impl Graph {
         self.built.push(Built {
             key,
             computed,
+            counted,
             types: types.iter().map(|(_, t)| t.clone()).collect(),
             values: used,
             plan,
         });
         Ok(self.built.len() - 1)
     }
+}
+
+impl Graph {
+    /// The count of non-zero elements NonZero step `step` of the paused `plan` finds, computed in
+    /// WebNN by the steps before it (`lower::lower_count`).
+    fn count(&self, plan: &Plan, step: usize, feeds: &NamedTensors) -> Result<usize> {
+        let lowered = lower::lower_count(plan, step)?;
+        let key = NEXT_KEY.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let path = self.path().to_path_buf();
+        with_browser(|b| {
+            build_in_page(b, key, &lowered, plan, &path)?;
+            let mut inputs = serde_json::Map::new();
+            let mut blobs = Vec::new();
+            for i in lowered.program["inputs"].as_array().into_iter().flatten() {
+                let name = i["name"].as_str().unwrap_or_default();
+                let t = feeds.get(name).ok_or_else(|| Error::tensor(name, "missing input"))?;
+                let id = b.server.blob(bytes_of(name, t)?);
+                blobs.push(id);
+                inputs.insert(name.to_string(), id.into());
+            }
+            let back = b.server.upload_id();
+            let r = b.eval(
+                &format!(
+                    "hwcov.run({key}, {}, {{\"count\": {back}}})",
+                    serde_json::Value::Object(inputs)
+                ),
+                WORK,
+            );
+            for id in blobs {
+                b.server.forget(id);
+            }
+            let _ = b.eval(&format!("hwcov.forget({key})"), WORK);
+            r.map_err(|e| Error::runtime(format!("counting for NonZero in {} in WebNN", path.display()), e))?;
+            let bytes = b
+                .server
+                .take_upload(back)
+                .ok_or_else(|| Error::runtime("NonZero", "the page sent no count"))?;
+            let count = tensor_of("count", &ValueType::new(DType::F32, vec![]), &bytes)?.to_f64_vec()[0];
+            Ok(count as usize)
+        })
+    }
+}
+
+/// Builds `lowered` (a program of `plan`) in the page as graph `key`: the program and its
+/// constants sent as blobs. A graph WebNN refuses is unsupported, with WebNN's reason.
+fn build_in_page(b: &mut Browser, key: u64, lowered: &lower::Lowered, plan: &Plan, path: &Path) -> Result<()> {
+    let program = b.server.blob(lowered.program.to_string().into_bytes());
+    let mut blobs = Vec::new();
+    for c in &lowered.constants {
+        let bytes = match c {
+            lower::ConstantData::Plan(c) => {
+                let k = &plan.constants[*c];
+                let name = k.initializer.clone().unwrap_or_else(|| format!("constant {c}"));
+                bytes_of(&name, &k.tensor)?
+            }
+            lower::ConstantData::Made(bytes) => bytes.clone(),
+        };
+        blobs.push(b.server.blob(bytes));
+    }
+    let r = b.eval(
+        &format!("hwcov.build({key}, {program}, {})", serde_json::json!(blobs)),
+        WORK,
+    );
+    b.server.forget(program);
+    for id in blobs {
+        b.server.forget(id);
+    }
+    r.map(|_| ()).map_err(|e| match e {
+        Error::Runtime { message, .. } => Error::Unsupported {
+            platform: "webnn".into(),
+            what: format!("the graph {}", path.display()),
+            reason: format!("WebNN refused to build it: {message}"),
+        },
+        other => other,
+    })
 }
 
 /// The outputs of a plan that computes nothing: its constants, and its empty tensors.

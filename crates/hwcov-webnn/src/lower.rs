@@ -60,6 +60,17 @@ fn unsupported(step: &Step, reason: impl Into<String>) -> Error {
 
 /// Lowers `plan`; `path` names the graph in errors.
 pub fn lower(plan: &Plan) -> Result<Lowered> {
+    lower_upto(plan, plan.steps.len(), None)
+}
+
+/// The program that counts the non-zero elements NonZero step `step` reads: the steps before it,
+/// and the count (a float32 scalar, exact below 2^24) as its one output, `count`. A plan that
+/// paused on NonZero learns its shapes from it (`Specializer::resolve`).
+pub fn lower_count(plan: &Plan, step: usize) -> Result<Lowered> {
+    lower_upto(plan, step, Some(step))
+}
+
+fn lower_upto(plan: &Plan, upto: usize, count_for: Option<usize>) -> Result<Lowered> {
     let mut inputs = Vec::new();
     for (name, v) in &plan.inputs {
         let ty = &plan.values[*v];
@@ -77,7 +88,7 @@ pub fn lower(plan: &Plan) -> Result<Lowered> {
     let mut used = vec![false; plan.constants.len()];
     let mut ops = Vec::new();
     let mut made = Made::new();
-    for step in &plan.steps {
+    for step in &plan.steps[..upto] {
         for o in &step.inputs {
             if let Operand::Const(c) = o {
                 used[*c] = true;
@@ -86,7 +97,43 @@ pub fn lower(plan: &Plan) -> Result<Lowered> {
         ops.extend(lower_step(plan, step, &mut made)?);
     }
     let mut outputs = Vec::new();
-    for (name, o) in &plan.outputs {
+    if let Some(s) = count_for {
+        let step = &plan.steps[s];
+        let x = plan.ty(step.inputs[0]);
+        let n = x.numel();
+        let [xf, xc, m, mf] = ["count_x", "count_xf", "count_m", "count_mf"].map(String::from);
+        let zero = "count_zero".to_string();
+        data_type(x.dtype).ok_or_else(|| unsupported(step, format!("NonZero of {}", x.dtype)))?;
+        // Compared as float32 (WebNN's notEqual takes no uint8): a non-zero stays non-zero.
+        ops.push(json!({ "call": "constant", "args": [{"dataType": "float32", "shape": []}, 0], "outs": [zero] }));
+        ops.push(call(
+            "reshape",
+            vec![operand(step.inputs[0]), json!([n])],
+            std::slice::from_ref(&xf),
+        ));
+        ops.push(call(
+            "cast",
+            vec![json!({ "$": xf }), json!("float32")],
+            std::slice::from_ref(&xc),
+        ));
+        ops.push(call(
+            "notEqual",
+            vec![json!({ "$": xc }), json!({ "$": zero })],
+            std::slice::from_ref(&m),
+        ));
+        ops.push(call(
+            "cast",
+            vec![json!({ "$": m }), json!("float32")],
+            std::slice::from_ref(&mf),
+        ));
+        ops.push(call(
+            "reduceSum",
+            vec![json!({ "$": mf }), json!({ "axes": [0], "keepDimensions": false })],
+            &["count".to_string()],
+        ));
+        outputs.push(json!({ "name": "count", "id": "count", "dataType": "float32", "shape": [], "bool": false }));
+    }
+    for (name, o) in plan.outputs.iter().filter(|_| count_for.is_none()) {
         let Operand::Value(v) = o else { continue };
         let ty = &plan.values[*v];
         if ty.numel() == 0 {
@@ -110,13 +157,20 @@ pub fn lower(plan: &Plan) -> Result<Lowered> {
             json!({ "name": name, "id": id, "dataType": dt, "shape": ty.shape, "bool": ty.dtype == DType::Bool }),
         );
     }
-    // WebNN drops inputs no op reads (an input that only decided a shape or an attribute, such
-    // as Clip's bounds), and then refuses a dispatch that feeds them: declare only those read.
-    let read = serde_json::Value::Array(ops.clone()).to_string();
-    inputs.retain(|i| read.contains(&format!("{{\"$\":\"{}\"}}", i["id"].as_str().unwrap_or_default())));
+    // WebNN drops inputs no output depends on (one that only decided a shape or an attribute,
+    // such as Clip's bounds; or one only dead steps read, as LLaVA's pixels before its NonZero's
+    // count), and then refuses a dispatch that feeds them: only what the outputs need is kept.
+    let live = live_operands(&mut ops, &outputs);
+    inputs.retain(|i| live.contains(i["id"].as_str().unwrap_or_default()));
+    made.retain(|(name, _, _)| live.contains(name.as_str()));
     let mut constants = Vec::new();
     let mut listed = Vec::new();
-    for (c, k) in plan.constants.iter().enumerate().filter(|(c, _)| used[*c]) {
+    for (c, k) in plan
+        .constants
+        .iter()
+        .enumerate()
+        .filter(|(c, _)| used[*c] && live.contains(format!("c{c}").as_str()))
+    {
         let t = &k.tensor;
         let dt = data_type(t.dtype()).ok_or_else(|| Error::Unsupported {
             platform: "webnn".into(),
@@ -135,6 +189,40 @@ pub fn lower(plan: &Plan) -> Result<Lowered> {
         program: json!({ "inputs": inputs, "constants": listed, "ops": ops, "outputs": outputs }),
         constants,
     })
+}
+
+/// The operands the outputs depend on; the ops nothing of them needs are removed.
+fn live_operands(ops: &mut Vec<Value>, outputs: &[Value]) -> std::collections::HashSet<String> {
+    fn refs(v: &Value, into: &mut std::collections::HashSet<String>) {
+        match v {
+            Value::Object(o) => match o.get("$").and_then(Value::as_str) {
+                Some(name) => {
+                    into.insert(name.to_string());
+                }
+                None => o.values().for_each(|x| refs(x, into)),
+            },
+            Value::Array(a) => a.iter().for_each(|x| refs(x, into)),
+            _ => {}
+        }
+    }
+    let mut live: std::collections::HashSet<String> = outputs
+        .iter()
+        .filter_map(|o| o["id"].as_str().map(String::from))
+        .collect();
+    let mut keep = vec![false; ops.len()];
+    for (i, op) in ops.iter().enumerate().rev() {
+        let makes = op["outs"].as_array().into_iter().flatten().filter_map(Value::as_str);
+        if makes.into_iter().any(|n| live.contains(n)) {
+            keep[i] = true;
+            refs(&op["args"], &mut live);
+        }
+    }
+    let mut i = 0;
+    ops.retain(|_| {
+        i += 1;
+        keep[i - 1]
+    });
+    live
 }
 
 /// One call `method(args...)` whose result is `outs`.
@@ -279,13 +367,25 @@ fn lower_step(plan: &Plan, step: &Step, made: &mut Made) -> Result<Vec<Value>> {
         Op::Gather { axis } => one("gather", vec![x(0), x(1), json!({ "axis": axis })]),
         Op::GatherElements { axis } => lower_gather_elements(step, &in_ty(0), &in_ty(1), *axis, made),
         Op::GatherND { batch_dims: 0 } => one("gatherND", vec![x(0), x(1)]),
+        // Chromium's WebNN takes scatter indices as int32 only: int64 ones are cast (indices past
+        // 2^31 would address more elements than a tensor here holds).
         Op::ScatterND {
             reduction: ScatterReduction::None,
-        } => one("scatterND", vec![x(0), x(1), x(2)]),
+        } => Ok(vec![
+            call("cast", vec![x(1), json!("int32")], &[tmp(0)]),
+            call("scatterND", vec![x(0), json!({ "$": tmp(0) }), x(2)], &outs),
+        ]),
         Op::ScatterElements {
             axis,
             reduction: ScatterReduction::None,
-        } => one("scatterElements", vec![x(0), x(1), x(2), json!({ "axis": axis })]),
+        } => Ok(vec![
+            call("cast", vec![x(1), json!("int32")], &[tmp(0)]),
+            call(
+                "scatterElements",
+                vec![x(0), json!({ "$": tmp(0) }), x(2), json!({ "axis": axis })],
+                &outs,
+            ),
+        ]),
         Op::CumSum {
             axis,
             exclusive,
@@ -451,8 +551,103 @@ fn lower_step(plan: &Plan, step: &Step, made: &mut Made) -> Result<Vec<Value>> {
         }
         Op::Resize(r) => lower_resize(step, r, &in_ty(0), &out_ty(0), made),
         Op::Einsum { inputs, output } => lower_einsum(plan, step, inputs, output),
+        Op::NonZero => lower_nonzero(step, &in_ty(0), &out_ty(0), made),
         other => Err(unsupported(step, format!("no WebNN lowering of {}", other.name()))),
     }
+}
+
+/// NonZero once its count c is known (`lower_count`): the k-th non-zero element is the first
+/// position whose running count of non-zeros reaches k + 1, found for every k at once by a binary
+/// search over the running counts (gathers, no scatter: Chromium's WebNN refuses scatterND here),
+/// then split into coordinates. Positions and counts are float32, exact below 2^24 elements.
+fn lower_nonzero(step: &Step, x: &ValueType, out: &ValueType, made: &mut Made) -> Result<Vec<Value>> {
+    let (n, c, rank) = (x.numel(), out.shape[1], x.shape.len());
+    if n >= 1 << 24 {
+        return Err(unsupported(
+            step,
+            format!("NonZero over {n} elements (2^24 at most here)"),
+        ));
+    }
+    data_type(x.dtype).ok_or_else(|| unsupported(step, format!("NonZero of {}", x.dtype)))?;
+    let id = step.outputs[0];
+    let t = |k: &str| format!("t{id}_{k}");
+    let r = |n: &str| json!({ "$": n });
+    let scalar = |dt: &str, v: f64, name: String| json!({ "call": "constant", "args": [{"dataType": dt, "shape": []}, v], "outs": [name] });
+    let vector = |made: &mut Made, name: String, v: Vec<f32>| {
+        made.push((
+            name,
+            json!({ "dataType": "float32", "shape": [v.len()] }),
+            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ));
+    };
+    vector(made, t("target"), (1..=c).map(|k| k as f32).collect());
+    vector(made, t("lo0"), vec![0.0; c]);
+    vector(made, t("hi0"), vec![n as f32; c]);
+    let mut ops = vec![
+        scalar("float32", 0.0, t("zero")),
+        scalar("float32", 0.5, t("half")),
+        scalar("float32", 1.0, t("one")),
+        scalar("float32", (n - 1) as f64, t("last")),
+        call("reshape", vec![operand(step.inputs[0]), json!([n])], &[t("flat")]),
+        // Compared as float32 (WebNN's notEqual takes no uint8): a non-zero stays non-zero.
+        call("cast", vec![r(&t("flat")), json!("float32")], &[t("flatf")]),
+        call("notEqual", vec![r(&t("flatf")), r(&t("zero"))], &[t("m")]),
+        call("cast", vec![r(&t("m")), json!("float32")], &[t("mf")]),
+        call("cumulativeSum", vec![r(&t("mf")), json!(0)], &[t("running")]),
+    ];
+    // lower_bound(running, k + 1) for every k: while lo < hi, mid = (lo + hi) / 2.
+    let (mut lo, mut hi) = (t("lo0"), t("hi0"));
+    let steps = usize::BITS - n.leading_zeros() + 1;
+    for i in 0..steps {
+        let k = |s: &str| t(&format!("{s}{i}"));
+        ops.extend([
+            call("lesser", vec![r(&lo), r(&hi)], &[k("active")]),
+            call("add", vec![r(&lo), r(&hi)], &[k("sum")]),
+            call("mul", vec![r(&k("sum")), r(&t("half"))], &[k("halved")]),
+            call("floor", vec![r(&k("halved"))], &[k("mid")]),
+            call("min", vec![r(&k("mid")), r(&t("last"))], &[k("midc")]),
+            call("cast", vec![r(&k("midc")), json!("int32")], &[k("at")]),
+            call(
+                "gather",
+                vec![r(&t("running")), r(&k("at")), json!({ "axis": 0 })],
+                &[k("seen")],
+            ),
+            call("lesser", vec![r(&k("seen")), r(&t("target"))], &[k("below")]),
+            call("add", vec![r(&k("mid")), r(&t("one"))], &[k("up")]),
+            call("where", vec![r(&k("below")), r(&k("up")), r(&lo)], &[k("lo_next")]),
+            call("where", vec![r(&k("below")), r(&hi), r(&k("mid"))], &[k("hi_next")]),
+            call("where", vec![r(&k("active")), r(&k("lo_next")), r(&lo)], &[k("lo")]),
+            call("where", vec![r(&k("active")), r(&k("hi_next")), r(&hi)], &[k("hi")]),
+        ]);
+        (lo, hi) = (k("lo"), k("hi"));
+    }
+    // The flat positions as coordinates, one row an axis.
+    let mut stride = 1usize;
+    let mut rows = vec![String::new(); rank];
+    for a in (0..rank).rev() {
+        let k = |s: &str| t(&format!("{s}_axis{a}"));
+        ops.extend([
+            scalar("float32", stride as f64, k("stride")),
+            scalar("float32", x.shape[a] as f64, k("dim")),
+            call("div", vec![r(&lo), r(&k("stride"))], &[k("q0")]),
+            call("floor", vec![r(&k("q0"))], &[k("q")]),
+            call("div", vec![r(&k("q")), r(&k("dim"))], &[k("w0")]),
+            call("floor", vec![r(&k("w0"))], &[k("w")]),
+            call("mul", vec![r(&k("w")), r(&k("dim"))], &[k("wd")]),
+            call("sub", vec![r(&k("q")), r(&k("wd"))], &[k("coord")]),
+            call("reshape", vec![r(&k("coord")), json!([1, c])], &[k("row")]),
+            call("cast", vec![r(&k("row")), json!("int64")], &[k("int")]),
+        ]);
+        rows[a] = k("int");
+        stride *= x.shape[a];
+    }
+    let parts: Vec<Value> = rows.iter().map(|n| r(n)).collect();
+    if rank == 1 {
+        ops.push(call("identity", parts, &names(step)));
+    } else {
+        ops.push(call("concat", vec![json!(parts), json!(0)], &names(step)));
+    }
+    Ok(ops)
 }
 
 /// Einsum of one or two operands as transposes, sums and one batched matmul: indices of both
@@ -855,5 +1050,29 @@ fn lower_conv(
             step,
             format!("a convolution of rank {r} (WebNN has conv2d)"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only what the outputs need survives: a step feeding nothing, and the input it alone read,
+    /// are dropped (WebNN would drop that input and then refuse the dispatch feeding it).
+    #[test]
+    fn steps_and_inputs_no_output_needs_are_dropped() {
+        let mut ops = vec![
+            call("relu", vec![json!({ "$": "v0" })], &["v2".to_string()]),
+            call("exp", vec![json!({ "$": "v1" })], &["v3".to_string()]),
+            call("add", vec![json!({ "$": "v2" }), json!({ "$": "c0" })], &["v4".to_string()]),
+        ];
+        let outputs = vec![json!({ "id": "v4" })];
+        let live = live_operands(&mut ops, &outputs);
+        assert_eq!(ops.len(), 2);
+        assert_eq!(ops[1]["call"], "add");
+        for kept in ["v0", "v2", "c0", "v4"] {
+            assert!(live.contains(kept), "{kept}");
+        }
+        assert!(!live.contains("v1") && !live.contains("v3"));
     }
 }
