@@ -16,16 +16,21 @@ fn graph(fixture: &str) -> PathBuf {
         .join("model.onnx")
 }
 
-fn sessions(fixture: &str) -> Option<(hwcov_webgpu::Session, hwcov_webgpu::Session)> {
-    let g = match hwcov_webgpu::gpu::gpu() {
-        Ok(g) => g,
+/// The device, or `None` (skipped, said on stderr) where there is none and webgpu is not required.
+fn gpu() -> Option<std::sync::Arc<hwcov_webgpu::gpu::Gpu>> {
+    match hwcov_webgpu::gpu::gpu() {
+        Ok(g) => Some(g),
         Err(e) => {
             let required = std::env::var("HWCOV_REQUIRE_PLATFORMS").unwrap_or_default();
             assert!(!required.split(',').any(|p| p == "webgpu"), "{e}");
             eprintln!("skipped: {e}");
-            return None;
+            None
         }
-    };
+    }
+}
+
+fn sessions(fixture: &str) -> Option<(hwcov_webgpu::Session, hwcov_webgpu::Session)> {
+    let g = gpu()?;
     if !g.features.contains(wgpu::Features::SHADER_F16) {
         eprintln!("skipped: {} has no shader-f16", g.info.name);
         return None;
@@ -99,15 +104,7 @@ fn vit_with_f16_weights_stays_near_f32() {
 /// the bit: the parts run in order on the same buffers.
 #[test]
 fn a_run_submitted_in_parts_gives_the_same_outputs() {
-    let g = match hwcov_webgpu::gpu::gpu() {
-        Ok(g) => g,
-        Err(e) => {
-            let required = std::env::var("HWCOV_REQUIRE_PLATFORMS").unwrap_or_default();
-            assert!(!required.split(',').any(|p| p == "webgpu"), "{e}");
-            eprintln!("skipped: {e}");
-            return;
-        }
-    };
+    let Some(g) = gpu() else { return };
     let mut whole = hwcov_webgpu::Session::open(g.clone(), &graph("bert")).expect("opens");
     whole.dispatches_per_submission = usize::MAX;
     let mut parts = hwcov_webgpu::Session::open(g, &graph("bert")).expect("opens");
