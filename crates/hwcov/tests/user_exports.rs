@@ -1,8 +1,8 @@
 //! ONNX exports made as a new user makes them (fixtures/user-exports, by tools/fixtures/user_exports.py:
 //! torch.onnx.export with its defaults: the dynamo exporter, opset 20, external data) verify on the
-//! graph platforms against transformers' outputs, as the fixtures' own exports do.
+//! graph platforms (WebGPU, OpenVINO, WebNN) against transformers' outputs, as the fixtures' own exports do.
 
-#![cfg(any(feature = "webgpu", feature = "openvino"))]
+#![cfg(any(feature = "webgpu", feature = "openvino", feature = "webnn"))]
 
 use std::path::Path;
 
@@ -38,4 +38,10 @@ fn user_exports_verify_on_webgpu() {
 #[test]
 fn user_exports_verify_on_openvino() {
     check(PlatformId::Openvino);
+}
+
+#[cfg(feature = "webnn")]
+#[test]
+fn user_exports_verify_on_webnn() {
+    check(PlatformId::Webnn);
 }
