@@ -84,7 +84,7 @@ impl Browser {
                 platform: "browser".into(),
                 reason: format!("cannot start {}: {e}", binary.display()),
             })?;
-        started(child.id());
+        started(child.id(), &profile);
         // The DevTools address comes on stderr; the rest of stderr is kept for errors.
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -244,6 +244,11 @@ impl Browser {
         self.child.id()
     }
 
+    /// The profile folder it was started with (removed with it).
+    pub fn profile(&self) -> &Path {
+        &self.profile
+    }
+
     /// An error if the browser has exited.
     fn check_alive(&mut self, doing: &str) -> Result<()> {
         match self.child.try_wait() {
@@ -277,7 +282,7 @@ impl Drop for Browser {
 
 /// Browsers started and not yet stopped, by process group: the ones a process still holds when it
 /// exits (a browser kept in a static is never dropped) are killed at exit.
-static RUNNING: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+static RUNNING: Mutex<Vec<(u32, PathBuf)>> = Mutex::new(Vec::new());
 
 /// Chromium starts zygote, GPU, network and renderer processes that outlive a killed parent: the
 /// browser gets a process group of its own, so that one signal stops them all.
@@ -286,26 +291,33 @@ fn own_group(command: &mut Command) {
     command.process_group(0);
 }
 
-fn started(pid: u32) {
+fn started(pid: u32, profile: &Path) {
     static AT_EXIT: std::sync::Once = std::sync::Once::new();
     // SAFETY: registers a plain function with no state of its own to run at exit.
     AT_EXIT.call_once(|| unsafe {
         libc::atexit(stop_all);
     });
-    RUNNING.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+    RUNNING
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((pid, profile.to_path_buf()));
 }
 
 /// Kills a browser's process group.
 fn stop(pid: u32) {
-    RUNNING.lock().unwrap_or_else(|e| e.into_inner()).retain(|&p| p != pid);
+    RUNNING
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|(p, _)| *p != pid);
     // SAFETY: a signal to the group this crate made for the browser (`own_group`).
     unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
 }
 
 extern "C" fn stop_all() {
-    let pids = std::mem::take(&mut *RUNNING.lock().unwrap_or_else(|e| e.into_inner()));
-    for pid in pids {
+    let running = std::mem::take(&mut *RUNNING.lock().unwrap_or_else(|e| e.into_inner()));
+    for (pid, profile) in running {
         // SAFETY: as in `stop`.
         unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+        let _ = std::fs::remove_dir_all(profile);
     }
 }

@@ -59,6 +59,7 @@ fn a_browser_that_never_answers_is_stopped_within_the_limit() {
     assert!(t.elapsed() < Duration::from_secs(10), "took {:?}", t.elapsed());
     assert!(e.contains(&bin.display().to_string()) && e.contains("DevTools"), "{e}");
     let pid = std::fs::read_to_string(&pid_file).unwrap();
+    let _ = std::fs::remove_file(&pid_file);
     assert!(
         !Path::new(&format!("/proc/{}", pid.trim())).exists()
             || std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()))
@@ -154,10 +155,12 @@ fn a_dropped_browser_leaves_no_process() {
     let Some(bin) = chromium() else { return };
     let b = Browser::launch(&bin, FLAGS, page(), Duration::from_secs(60)).expect("starts");
     let pid = b.pid();
+    let profile = b.profile().to_path_buf();
     assert!(group_members(pid).len() > 1, "Chromium runs several processes");
     drop(b);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(group_members(pid), Vec::<u32>::new(), "processes left behind");
+    assert!(!profile.exists(), "profile {} left behind", profile.display());
 }
 
 /// Not a test of its own: started by the next one as a process that keeps a browser in a static
@@ -170,7 +173,7 @@ fn keeps_a_browser_until_exit() {
         return;
     };
     let b = Browser::launch(&bin, FLAGS, page(), Duration::from_secs(60)).expect("starts");
-    std::fs::write(out, b.pid().to_string()).unwrap();
+    std::fs::write(out, format!("{}\n{}", b.pid(), b.profile().display())).unwrap();
     *KEPT.lock().unwrap() = Some(b);
 }
 
@@ -186,7 +189,11 @@ fn a_browser_never_dropped_is_stopped_when_the_process_exits() {
         .status()
         .unwrap();
     assert!(status.success());
-    let pid: u32 = std::fs::read_to_string(&file).unwrap().trim().parse().unwrap();
+    let written = std::fs::read_to_string(&file).unwrap();
+    let _ = std::fs::remove_file(&file);
+    let (pid, profile) = written.split_once('\n').unwrap();
+    let pid: u32 = pid.parse().unwrap();
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(group_members(pid), Vec::<u32>::new(), "processes left behind");
+    assert!(!Path::new(profile).exists(), "profile {profile} left behind");
 }
