@@ -135,6 +135,19 @@ impl Gpu {
             .min(self.limits.max_buffer_size)
     }
 
+    /// Every WGSL source compiled so far (each kernel of every plan run in this process).
+    pub fn sources(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .pipelines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        v.sort();
+        v
+    }
+
     /// The compute pipeline of a WGSL source (entry point `main`), compiled once.
     pub fn pipeline(&self, source: &str) -> Result<Arc<wgpu::ComputePipeline>> {
         if let Some(p) = self.pipelines.lock().unwrap_or_else(|e| e.into_inner()).get(source) {

@@ -1064,7 +1064,11 @@ mod tests {
         let mut ops = vec![
             call("relu", vec![json!({ "$": "v0" })], &["v2".to_string()]),
             call("exp", vec![json!({ "$": "v1" })], &["v3".to_string()]),
-            call("add", vec![json!({ "$": "v2" }), json!({ "$": "c0" })], &["v4".to_string()]),
+            call(
+                "add",
+                vec![json!({ "$": "v2" }), json!({ "$": "c0" })],
+                &["v4".to_string()],
+            ),
         ];
         let outputs = vec![json!({ "id": "v4" })];
         let live = live_operands(&mut ops, &outputs);

@@ -306,7 +306,7 @@ pub fn pool(io: &StepIo) -> Result<Kernels> {
     match avg {
         None => {
             let lowest = if sc == Scalar::F32 {
-                "bitcast<f32>(0xff800000u)"
+                "-inf_f()"
             } else {
                 "-2147483647 - 1"
             };

@@ -199,8 +199,16 @@ fn output(io: &StepIo, i: usize) -> Result<Operand> {
 
 /// A float literal WGSL reads back to the same f32.
 pub fn flit(v: f64) -> String {
-    // By its bits: exact, and infinities and NaN (which WGSL has no literal for) included.
-    format!("bitcast<f32>({}u)", (v as f32).to_bits())
+    // By its bits: exact. Infinities and NaN (which WGSL has no literal for, and which Chromium's
+    // Tint refuses as constants) come from the prelude's functions.
+    let x = v as f32;
+    if x.is_nan() {
+        "nan_f()".to_string()
+    } else if x.is_infinite() {
+        if x > 0.0 { "inf_f()" } else { "-inf_f()" }.to_string()
+    } else {
+        format!("bitcast<f32>({}u)", x.to_bits())
+    }
 }
 
 fn unary_expr(u: Unary, s: Scalar) -> Option<String> {

@@ -92,11 +92,11 @@ const FUNCTIONS: &[(&str, &str)] = &[
     let odd = abs(b) < 16777216.0 && fract(b * 0.5) != 0.0 && fract(b) == 0.0;
     let whole = fract(b) == 0.0;
     if (a < 0.0) {
-        if (!whole) { return bitcast<f32>(0x7fc00000u); }
+        if (!whole) { return nan_f(); }
         let m = exp2(b * log2(-a));
         return select(m, -m, odd);
     }
-    if (a == 0.0) { return select(0.0, bitcast<f32>(0x7f800000u), b < 0.0); }
+    if (a == 0.0) { return select(0.0, inf_f(), b < 0.0); }
     return exp2(b * log2(a));
 }
 ",
@@ -130,7 +130,7 @@ const FUNCTIONS: &[(&str, &str)] = &[
     (
         "mod_f",
         "fn mod_f(a: f32, b: f32) -> f32 {
-    let nan = bitcast<f32>(0x7fc00000u);
+    let nan = nan_f();
     if (b == 0.0 || is_nan_f(a) || is_nan_f(b) || is_inf_f(a)) { return nan; }
     var r = a;
     if (!is_inf_f(b)) { r = a - b * trunc(a / b); }

@@ -202,13 +202,20 @@ pub fn grid(n: usize) -> [u32; 3] {
 }
 
 /// The WGSL that every kernel starts with: the parameter block and its accessors.
+/// The parameter block every kernel reads, and `inf_f()` and `nan_f()`: infinity and NaN read from
+/// private variables, since a constant one (`bitcast<f32>(0x7f800000u)`) is a compile error in
+/// Chromium's Tint.
 pub fn prelude() -> String {
     format!(
         "struct Params {{ v: array<vec4<u32>, {} > }}\n\
          @group(0) @binding(0) var<uniform> P: Params;\n\
          fn p(i: u32) -> u32 {{ return P.v[i >> 2u][i & 3u]; }}\n\
          fn pi(i: u32) -> i32 {{ return bitcast<i32>(p(i)); }}\n\
-         fn pf(i: u32) -> f32 {{ return bitcast<f32>(p(i)); }}\n",
+         fn pf(i: u32) -> f32 {{ return bitcast<f32>(p(i)); }}\n\
+         var<private> INF_BITS: u32 = 0x7f800000u;\n\
+         var<private> NAN_BITS: u32 = 0x7fc00000u;\n\
+         fn inf_f() -> f32 {{ return bitcast<f32>(INF_BITS); }}\n\
+         fn nan_f() -> f32 {{ return bitcast<f32>(NAN_BITS); }}\n",
         PARAM_WORDS / 4
     )
 }

@@ -68,7 +68,7 @@ pub fn softmax(io: &StepIo) -> Result<Kernels> {
     s.push_str("var<workgroup> red: array<f32, 256>;\nvar<workgroup> at: array<u32, 256>;\n");
     s.push_str(ENTRY_ROW);
     s.push_str(
-        "    let len = p(1u);\n    let inner = p(2u);\n    let base = (row / inner) * len * inner + row % inner;\n    var m = bitcast<f32>(0xff800000u);\n    var mi = 0xffffffffu;\n    for (var k = lid; k < len; k = k + 256u) { let x = in0[base + k * inner]; if (x > m || mi == 0xffffffffu) { m = x; mi = k; } }\n    red[lid] = m;\n    at[lid] = mi;\n    workgroupBarrier();\n",
+        "    let len = p(1u);\n    let inner = p(2u);\n    let base = (row / inner) * len * inner + row % inner;\n    var m = -inf_f();\n    var mi = 0xffffffffu;\n    for (var k = lid; k < len; k = k + 256u) { let x = in0[base + k * inner]; if (x > m || mi == 0xffffffffu) { m = x; mi = k; } }\n    red[lid] = m;\n    at[lid] = mi;\n    workgroupBarrier();\n",
     );
     if last.is_empty() {
         // Hardmax: the first index of the maximum.
@@ -226,12 +226,12 @@ pub fn reduce(io: &StepIo) -> Result<Kernels> {
         (ReduceKind::Sum, _) => (zero.to_string(), "v", "a + b", "r"),
         (ReduceKind::Mean, Scalar::F32) => (zero.to_string(), "v", "a + b", "r / f32(p(1u))"),
         (ReduceKind::Mean, Scalar::I32) => (zero.to_string(), "v", "a + b", "r / i32(p(1u))"),
-        (ReduceKind::Max, Scalar::F32) => ("bitcast<f32>(0xff800000u)".into(), "v", "max(a, b)", "r"),
+        (ReduceKind::Max, Scalar::F32) => ("-inf_f()".into(), "v", "max(a, b)", "r"),
         // The maximum of nothing is the lowest value (false for bool).
         (ReduceKind::Max, Scalar::I32) if io.ins[0].dtype == DType::Bool => ("0".into(), "v", "max(a, b)", "r"),
         (ReduceKind::Min, Scalar::I32) if io.ins[0].dtype == DType::Bool => ("1".into(), "v", "min(a, b)", "r"),
         (ReduceKind::Max, Scalar::I32) => ("-2147483647 - 1".into(), "v", "max(a, b)", "r"),
-        (ReduceKind::Min, Scalar::F32) => ("bitcast<f32>(0x7f800000u)".into(), "v", "min(a, b)", "r"),
+        (ReduceKind::Min, Scalar::F32) => ("inf_f()".into(), "v", "min(a, b)", "r"),
         (ReduceKind::Min, Scalar::I32) => ("2147483647".into(), "v", "min(a, b)", "r"),
         (ReduceKind::Prod, Scalar::F32) => ("1.0".into(), "v", "a * b", "r"),
         (ReduceKind::Prod, Scalar::I32) => ("1".into(), "v", "a * b", "r"),
