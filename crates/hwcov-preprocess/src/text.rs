@@ -437,6 +437,11 @@ fn split_whitespace_control(inner: &str) -> (&str, &str, &str) {
     (open, &inner[..inner.len() - close.len()], close)
 }
 
+/// The most instructions a chat template may run for one rendering (minijinja's fuel). Real
+/// templates take a few hundred a message; a template that never ends (or nests loops over huge
+/// ranges) is stopped with an error instead of holding hwcov forever.
+pub const CHAT_TEMPLATE_FUEL: u64 = 5_000_000;
+
 /// Renders a chat template with the settings of transformers' `_compile_jinja_template`.
 fn render_chat_template(template: &str, ctx: serde_json::Value) -> std::result::Result<String, String> {
     let template = rewrite_generation_blocks(template);
@@ -447,6 +452,7 @@ fn render_chat_template(template: &str, ctx: serde_json::Value) -> std::result::
         .build()
         .map_err(|e| e.to_string())?;
     env.set_syntax(syntax);
+    env.set_fuel(Some(CHAT_TEMPLATE_FUEL));
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
     env.add_function(
         "raise_exception",

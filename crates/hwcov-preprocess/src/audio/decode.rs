@@ -14,6 +14,30 @@ use symphonia::core::io::MediaSourceStream;
 use symphonia::core::meta::MetadataOptions;
 use symphonia::core::probe::Hint;
 
+/// The longest audio hwcov decodes, in seconds (10 minutes). The feature extractors take 30 s
+/// (Whisper) or 10 s (CLAP) windows, or the whole clip (Wav2Vec2); ten minutes covers each with room
+/// and bounds what one file can make hwcov hold (10 minutes of 48 kHz stereo: 440 MiB of f64).
+pub const MAX_AUDIO_SECONDS: u64 = 600;
+
+/// The most samples (all channels together) hwcov decodes of one file, whatever its sample rate or
+/// channel count claims: 2^26 f64, 512 MiB.
+pub const MAX_AUDIO_SAMPLES: usize = 1 << 26;
+
+/// Refuses audio of `frames` frames at `rate` Hz longer than [`MAX_AUDIO_SECONDS`]; `what` says
+/// whether the header declares it or the decoded samples reached it.
+fn check_duration(path: &Path, what: &str, frames: u64, rate: u32) -> Result<()> {
+    if rate > 0 && frames > MAX_AUDIO_SECONDS * u64::from(rate) {
+        return Err(Error::format(
+            path,
+            format!(
+                "{what} {frames} frames at {rate} Hz ({} s), longer than the {MAX_AUDIO_SECONDS} s hwcov decodes",
+                frames / u64::from(rate)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A decoded file: interleaved samples as f64.
 #[derive(Debug, Clone)]
 pub struct Decoded {
@@ -83,6 +107,10 @@ pub fn decode_file(path: &Path) -> Result<Decoded> {
     let track_id = track.id;
     let params = track.codec_params.clone();
     let expected_frames = params.n_frames;
+    // A header that declares too long a stream is refused before anything is decoded.
+    if let (Some(n), Some(rate)) = (expected_frames, params.sample_rate) {
+        check_duration(path, "the header declares", n, rate)?;
+    }
     let mut decoder = symphonia::default::get_codecs()
         .make(&params, &DecoderOptions::default())
         .map_err(|e| format_error(path, "cannot decode the audio track", e))?;
@@ -137,7 +165,19 @@ pub fn decode_file(path: &Path) -> Result<Decoded> {
             _ => buf.insert(SampleBuffer::<f64>::new(decoded.capacity() as u64, spec)),
         };
         b.copy_interleaved_ref(decoded);
+        if interleaved.len().saturating_add(b.samples().len()) > MAX_AUDIO_SAMPLES {
+            return Err(Error::format(
+                path,
+                format!(
+                    "holds more than {MAX_AUDIO_SAMPLES} samples ({} channels at {} Hz), more than hwcov decodes of one file",
+                    spec.channels.count(),
+                    spec.rate
+                ),
+            ));
+        }
         interleaved.extend_from_slice(b.samples());
+        let frames = interleaved.len() / spec.channels.count().max(1);
+        check_duration(path, "decodes to at least", frames as u64, spec.rate)?;
     }
     let sample_rate = sample_rate.ok_or_else(|| Error::format(path, "the audio track names no sample rate"))?;
     let channels = channels.ok_or_else(|| Error::format(path, "the audio track names no channel layout"))?;
@@ -172,4 +212,25 @@ pub fn decode_file(path: &Path) -> Result<Decoded> {
 
 fn is_mp3(params: &symphonia::core::codecs::CodecParameters) -> bool {
     params.codec == symphonia::core::codecs::CODEC_TYPE_MP3
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_duration_limit_is_exact_and_names_the_file() {
+        let p = Path::new("talk.flac");
+        assert!(check_duration(p, "decodes to at least", MAX_AUDIO_SECONDS * 48_000, 48_000).is_ok());
+        let err = check_duration(p, "decodes to at least", MAX_AUDIO_SECONDS * 48_000 + 1, 48_000)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("talk.flac") && err.contains("longer than the 600 s"),
+            "{err}"
+        );
+        // Frame counts near u64::MAX do not overflow.
+        assert!(check_duration(p, "the header declares", u64::MAX, u32::MAX).is_err());
+        assert!(check_duration(p, "the header declares", u64::MAX, 0).is_ok());
+    }
 }
