@@ -75,7 +75,8 @@ fn write(root: &Path, path: &str, content: &str) -> anyhow::Result<()> {
     if let Some(dir) = full.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(&full, content).map_err(|e| anyhow::anyhow!("{}: {e}", full.display()))?;
+    // Through a rename: a run killed mid-way leaves the previous file, never a truncated one.
+    hwcov::file::write_atomic(&full, content.as_bytes())?;
     println!("wrote {path}");
     Ok(())
 }
