@@ -354,7 +354,11 @@ pub(super) fn slice(cx: Cx, node: &Node) -> Result<()> {
         if steps[i] == 0 {
             return Err(cx.node_error(node, "a step of 0"));
         }
-        let (s, n) = slice_axis(t.shape[a], starts[i], ends[i], steps[i]);
+        // Without `axes`, starts run over the leading axes: there may be more than the input has.
+        let Some(&dim) = t.shape.get(a) else {
+            return Err(cx.node_error(node, format!("slices axis {a} of an input of rank {}", t.rank())));
+        };
+        let (s, n) = slice_axis(dim, starts[i], ends[i], steps[i]);
         first[a] = s;
         step_of[a] = steps[i];
         shape[a] = n;
