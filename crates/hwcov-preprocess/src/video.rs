@@ -271,6 +271,18 @@ mod tests {
         assert!(check_video_bytes(p, usize::MAX, usize::MAX, 2).is_err());
     }
 
+    /// `--num-frames 18446744073709551615`: more frames than any video has, refused by name.
+    #[test]
+    fn a_frame_count_near_usize_max_is_refused() {
+        let err = sample_indices(Path::new("v.gif"), 10, usize::MAX)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("fewer than the 18446744073709551615") && err.contains("num_frames"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn sampling_follows_numpy_integer_arange() {
         let p = Path::new("v.gif");
