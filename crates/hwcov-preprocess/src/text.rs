@@ -45,7 +45,7 @@ impl TextTokenizer {
                 std::io::Error::new(std::io::ErrorKind::NotFound, "the model folder has no tokenizer.json"),
             ));
         }
-        let mut inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| Error::format(&path, e))?;
+        let mut inner = load_tokenizer(&path)?;
         // transformers ignores the truncation and padding saved in tokenizer.json unless asked.
         inner.with_truncation(None).map_err(|e| Error::format(&path, e))?;
         inner.with_padding(None);
@@ -395,6 +395,55 @@ fn read_chat_template(dir: &Path, config: Option<&serde_json::Value>, config_pat
     Ok(None)
 }
 
+/// tokenizer.json through the tokenizers crate, which panics on some malformed files instead of
+/// returning an error: a JSON syntax error inside `decoder` (its streaming parse `expect`s the
+/// decoder), a `Precompiled` normalizer whose data does not parse. The JSON is parsed first and
+/// those normalizers checked here; any other panic of the crate is caught and reported as the
+/// file's error (the panic message is still printed by Rust's hook).
+fn load_tokenizer(path: &Path) -> Result<tokenizers::Tokenizer> {
+    let json = read_json(path)?;
+    check_precompiled(path, json.get("normalizer"))?;
+    let loaded = std::panic::catch_unwind(|| serde_json::from_value::<tokenizers::Tokenizer>(json));
+    match loaded {
+        Ok(Ok(t)) => Ok(t),
+        Ok(Err(e)) => Err(Error::format(path, e)),
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(Error::format(
+                path,
+                format!("the tokenizers library cannot read it ({why})"),
+            ))
+        }
+    }
+}
+
+/// Refuses a `Precompiled` normalizer (alone or in a `Sequence`) that does not parse.
+fn check_precompiled(path: &Path, normalizer: Option<&serde_json::Value>) -> Result<()> {
+    let Some(n) = normalizer else { return Ok(()) };
+    match n.get("type").and_then(|t| t.as_str()) {
+        Some("Precompiled") => serde_json::from_value::<tokenizers::normalizers::Precompiled>(n.clone())
+            .map(|_| ())
+            .map_err(|e| {
+                Error::config(
+                    path,
+                    "normalizer",
+                    format!("a Precompiled normalizer that does not parse: {e}"),
+                )
+            }),
+        Some("Sequence") => n
+            .get("normalizers")
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+            .try_for_each(|m| check_precompiled(path, Some(m))),
+        _ => Ok(()),
+    }
+}
+
 /// transformers' `{% generation %}` ... `{% endgeneration %}` blocks (which only mark the assistant's
 /// tokens) render their body as it is: they become `{% if true %}` ... `{% endif %}`, keeping any
 /// whitespace control of the tags.
@@ -404,7 +453,8 @@ fn rewrite_generation_blocks(template: &str) -> String {
     while let Some(start) = rest.find("{%") {
         out.push_str(&rest[..start]);
         let tag = &rest[start..];
-        let Some(end) = tag.find("%}") else {
+        // The closing `%}` after the opening `{%`: in `{%}` the two overlap.
+        let Some(end) = tag[2..].find("%}").map(|e| e + 2) else {
             out.push_str(tag);
             return out;
         };
