@@ -89,3 +89,37 @@ fn slice_with_more_starts_than_axes_names_the_node() {
         "{msg}"
     );
 }
+
+/// Add of x (2^32 x 1) and y (1 x 2^32): the broadcast output's element count, 2^64, overflowed
+/// where the planner sums the outputs' sizes for its folding limit.
+#[test]
+fn an_output_whose_element_count_overflows_names_the_node() {
+    let node = message(&[
+        F::Bytes(1, b"x"),
+        F::Bytes(1, b"w"),
+        F::Bytes(2, b"y"),
+        F::Bytes(3, b"the_add"),
+        F::Bytes(4, b"Add"),
+    ]);
+    let big = 1u64 << 32;
+    let (x, w, y) = (
+        float_value("x", &[big, 1]),
+        float_value("w", &[1, big]),
+        float_value("y", &[]),
+    );
+    let graph = message(&[F::Bytes(1, &node), F::Bytes(11, &x), F::Bytes(11, &w), F::Bytes(12, &y)]);
+    let opset = message(&[F::Int(2, 17)]);
+    let bytes = message(&[F::Int(1, 8), F::Bytes(7, &graph), F::Bytes(8, &opset)]);
+    let model = Model::from_bytes(Path::new("fuzzed/model.onnx"), bytes).expect("the file itself reads");
+    let program = Program::new(model).expect("the graph loads");
+    let n = 1usize << 32;
+    let inputs = vec![
+        ("x".to_string(), ValueType::new(DType::F32, vec![n, 1])),
+        ("w".to_string(), ValueType::new(DType::F32, vec![1, n])),
+    ];
+    let msg = program.plan(&inputs).expect_err("must be refused").to_string();
+    assert!(
+        msg.contains("the_add") && msg.contains("more elements than can be counted"),
+        "{msg}"
+    );
+}

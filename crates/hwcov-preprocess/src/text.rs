@@ -403,6 +403,7 @@ fn read_chat_template(dir: &Path, config: Option<&serde_json::Value>, config_pat
 fn load_tokenizer(path: &Path) -> Result<tokenizers::Tokenizer> {
     let json = read_json(path)?;
     check_precompiled(path, json.get("normalizer"))?;
+    check_template_processing(path, json.get("post_processor"))?;
     let loaded = std::panic::catch_unwind(|| serde_json::from_value::<tokenizers::Tokenizer>(json));
     match loaded {
         Ok(Ok(t)) => Ok(t),
@@ -440,6 +441,51 @@ fn check_precompiled(path: &Path, normalizer: Option<&serde_json::Value>) -> Res
             .into_iter()
             .flatten()
             .try_for_each(|m| check_precompiled(path, Some(m))),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses a `TemplateProcessing` post-processor (alone or in a `Sequence`) whose templates name a
+/// special token it does not define, or whose special tokens' ids and tokens differ in length: the
+/// crate indexes its map with the template's names, and panicked at the first encoding.
+fn check_template_processing(path: &Path, processor: Option<&serde_json::Value>) -> Result<()> {
+    let Some(p) = processor else { return Ok(()) };
+    let bad = |m: String| Error::config(path, "post_processor", m);
+    match p.get("type").and_then(|t| t.as_str()) {
+        Some("TemplateProcessing") => {
+            let tokens = p.get("special_tokens").and_then(|t| t.as_object());
+            for (name, t) in tokens.into_iter().flatten() {
+                let len = |k: &str| t.get(k).and_then(|v| v.as_array()).map(Vec::len);
+                if len("ids") != len("tokens") {
+                    return Err(bad(format!(
+                        "special token `{name}` has ids and tokens of different lengths"
+                    )));
+                }
+            }
+            let pieces = ["single", "pair"]
+                .into_iter()
+                .filter_map(|k| p.get(k).and_then(|v| v.as_array()))
+                .flatten();
+            for piece in pieces {
+                if let Some(id) = piece
+                    .get("SpecialToken")
+                    .and_then(|s| s.get("id"))
+                    .and_then(|i| i.as_str())
+                    && !tokens.is_some_and(|t| t.contains_key(id))
+                {
+                    return Err(bad(format!(
+                        "the template names special token `{id}`, which special_tokens does not define"
+                    )));
+                }
+            }
+            Ok(())
+        }
+        Some("Sequence") => p
+            .get("processors")
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+            .try_for_each(|q| check_template_processing(path, Some(q))),
         _ => Ok(()),
     }
 }

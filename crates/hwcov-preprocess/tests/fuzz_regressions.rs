@@ -70,3 +70,19 @@ fn a_tag_whose_close_overlaps_its_open_is_a_template_error() {
     assert!(err.contains("syntax error"), "{err}");
     assert!(tokenizer.render_chat_template("{%}", messages, true).is_err());
 }
+
+/// A TemplateProcessing post-processor whose template names `[CLS] ` (with a space), which its
+/// special_tokens do not define: the crate panicked at the first encoding.
+#[test]
+fn a_template_naming_an_undefined_special_token_is_refused_at_load() {
+    let bytes = std::fs::read(regression("tokenizer-template-unknown-special-token.json")).unwrap();
+    let dir = tokenizer_folder(&bytes);
+    let err = TextTokenizer::from_dir(dir.path())
+        .err()
+        .expect("must be refused")
+        .to_string();
+    assert!(
+        err.contains("tokenizer.json") && err.contains("post_processor") && err.contains("`[CLS] `"),
+        "{err}"
+    );
+}
