@@ -86,3 +86,16 @@ fn a_template_naming_an_undefined_special_token_is_refused_at_load() {
         "{err}"
     );
 }
+
+/// A FLAC file of 4 KiB whose Vorbis comment declares 3.3 GB: symphonia allocated it before reading.
+#[test]
+fn a_flac_comment_longer_than_its_block_is_refused_before_allocating() {
+    let path = regression("flac-huge-vorbis-comment.flac");
+    let err = hwcov_preprocess::audio::decode::decode_file(&path)
+        .expect_err("must be refused")
+        .to_string();
+    assert!(
+        err.contains("flac-huge-vorbis-comment.flac") && err.contains("a Vorbis comment of 3323285500 bytes"),
+        "{err}"
+    );
+}

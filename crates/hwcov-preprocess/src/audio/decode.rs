@@ -2,7 +2,6 @@
 //! float), FLAC and MP3. Integer samples are scaled to [-1, 1) as libsndfile (soundfile) and
 //! librosa scale them: divided by 2^(bits-1).
 
-use std::fs::File;
 use std::path::Path;
 
 use hwcov_core::{Error, Result};
@@ -34,6 +33,79 @@ fn check_duration(path: &Path, what: &str, frames: u64, rate: u32) -> Result<()>
                 frames / u64::from(rate)
             ),
         ));
+    }
+    Ok(())
+}
+
+/// symphonia 0.5 allocates a FLAC Vorbis comment, or a picture's media type, description or data,
+/// at the length the file declares before reading it: up to 4 GiB each, from a file of a few bytes.
+/// Every FLAC stream marker of the file is followed (symphonia's probe finds one anywhere near the
+/// start) and its metadata blocks checked: a length declared inside a block must fit in that block.
+fn check_flac_metadata(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut from = 0;
+    while let Some(i) = bytes[from..].windows(4).position(|w| w == b"fLaC") {
+        from += i + 4;
+        check_flac_blocks(path, &bytes[from..])?;
+    }
+    Ok(())
+}
+
+fn check_flac_blocks(path: &Path, mut rest: &[u8]) -> Result<()> {
+    let be = |b: &[u8], at: usize| {
+        b.get(at..at + 4)
+            .map(|x| u32::from_be_bytes([x[0], x[1], x[2], x[3]]) as usize)
+    };
+    let le = |b: &[u8], at: usize| {
+        b.get(at..at + 4)
+            .map(|x| u32::from_le_bytes([x[0], x[1], x[2], x[3]]) as usize)
+    };
+    for k in 0.. {
+        let Some(&[flags, a, b, c]) = rest.get(..4) else {
+            return Ok(());
+        };
+        let len = u32::from_be_bytes([0, a, b, c]) as usize;
+        let block = &rest[4..];
+        // A length at `at` (read by `read`) must fit in what the block's length leaves after it.
+        let fits = |at: usize, read: &dyn Fn(&[u8], usize) -> Option<usize>, what: &str| -> Result<Option<usize>> {
+            let Some(n) = read(block, at) else { return Ok(None) };
+            let left = len.saturating_sub(at + 4);
+            if n > left {
+                return Err(Error::format(
+                    path,
+                    format!("FLAC metadata block {k}: {what} of {n} bytes where the block holds {left}"),
+                ));
+            }
+            Ok(Some(at + 4 + n))
+        };
+        match flags & 0x7f {
+            // Vorbis comment: vendor string (skipped), then counted comments.
+            4 => {
+                if let Some(at) = le(block, 0).map(|v| 4 + v)
+                    && let Some(count) = le(block, at)
+                {
+                    let mut at = at + 4;
+                    for _ in 0..count {
+                        match fits(at, &le, "a Vorbis comment")? {
+                            Some(next) => at = next,
+                            None => break,
+                        }
+                    }
+                }
+            }
+            // Picture: type, media type, description, four numbers, data.
+            6 => {
+                if let Some(at) = fits(4, &be, "a picture's media type")?
+                    && let Some(at) = fits(at, &be, "a picture's description")?
+                {
+                    fits(at + 16, &be, "a picture's data")?;
+                }
+            }
+            _ => {}
+        }
+        if flags & 0x80 != 0 || block.len() < len {
+            return Ok(());
+        }
+        rest = &block[len..];
     }
     Ok(())
 }
@@ -78,8 +150,9 @@ fn format_error(path: &Path, what: &str, e: SymphoniaError) -> Error {
 
 /// Decodes the first audio track of a file.
 pub fn decode_file(path: &Path) -> Result<Decoded> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let mss = MediaSourceStream::new(Box::new(file), Default::default());
+    let bytes = hwcov_core::error::read_file(path)?;
+    check_flac_metadata(path, &bytes)?;
+    let mss = MediaSourceStream::new(Box::new(std::io::Cursor::new(bytes)), Default::default());
     let mut hint = Hint::new();
     if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
         hint.with_extension(ext);
