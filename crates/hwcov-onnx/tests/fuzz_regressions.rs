@@ -123,3 +123,15 @@ fn an_output_whose_element_count_overflows_names_the_node() {
         "{msg}"
     );
 }
+
+/// An int attribute (AttributeProto: name 1, i 3, type 20 = INT).
+fn int_attribute(name: &str, value: i64) -> Vec<u8> {
+    message(&[F::Bytes(1, name.as_bytes()), F::Int(20, 2), F::Int(3, value as u64)])
+}
+
+/// Concat (axis 0) of a scalar: axis 0 of rank 0 passed the axis check and indexed an empty shape.
+#[test]
+fn concat_of_scalars_names_the_node() {
+    let msg = plan_error(one_node_model("Concat", &[int_attribute("axis", 0)], &[], 13), &[]);
+    assert!(msg.contains("the_node") && msg.contains("cannot join scalars"), "{msg}");
+}

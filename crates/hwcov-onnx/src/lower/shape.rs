@@ -207,6 +207,10 @@ pub(super) fn concat(cx: Cx, node: &Node) -> Result<()> {
         .collect::<Result<_>>()?;
     let types: Vec<ValueType> = vals.iter().map(|v| cx.ty(v)).collect();
     let first = types.first().ok_or_else(|| cx.node_error(node, "has no inputs"))?;
+    // norm_axis lets axis 0 through for rank 0, which has no axis to join on.
+    if first.rank() == 0 {
+        return Err(cx.node_error(node, "cannot join scalars: its inputs need rank 1 or more"));
+    }
     let axis = norm_axis(
         cx,
         node,
