@@ -135,3 +135,13 @@ fn concat_of_scalars_names_the_node() {
     let msg = plan_error(one_node_model("Concat", &[int_attribute("axis", 0)], &[], 13), &[]);
     assert!(msg.contains("the_node") && msg.contains("cannot join scalars"), "{msg}");
 }
+
+/// Split of a scalar, for the same reason.
+#[test]
+fn split_of_a_scalar_names_the_node() {
+    let msg = plan_error(one_node_model("Split", &[], &[], 13), &[]);
+    assert!(
+        msg.contains("the_node") && msg.contains("cannot split a scalar"),
+        "{msg}"
+    );
+}

@@ -254,7 +254,11 @@ pub(super) fn split(cx: Cx, node: &Node) -> Result<()> {
     let t = cx.ty(&x);
     let axis = norm_axis(cx, node, node.int("axis").unwrap_or(0), t.rank())?;
     let n = node.outputs.len();
-    let len = t.shape[axis];
+    // norm_axis lets axis 0 through for rank 0, which has no axis to split.
+    let len = *t
+        .shape
+        .get(axis)
+        .ok_or_else(|| cx.node_error(node, "cannot split a scalar: its input needs rank 1 or more"))?;
     let given: Option<Vec<i64>> = if cx.opset() < 13 {
         node.ints("split").map(<[i64]>::to_vec)
     } else {
