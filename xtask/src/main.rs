@@ -7,7 +7,7 @@
 //! - `coverage` runs every cell this machine can run, merges the runs other machines left in
 //!   docs/coverage/runs/, and writes docs/coverage.{md,json,svg}.
 //! - `node-tests` runs the ONNX backend node tests of the ops WebGPU claims and writes their counts.
-//! - `fuzz` runs the cargo-fuzz targets of fuzz/ on nightly (`--smoke`: each for 30 s, as CI does).
+//! - `fuzz` runs the cargo-fuzz targets of fuzz/ on nightly (`--smoke`: each for 25 s, as CI does).
 //! - `setup` / `build` install a platform's toolchain or runtime into `.hwcov/` and build for it.
 
 mod coverage;
@@ -30,7 +30,7 @@ const USAGE: &str =
   validate   check generated files, fixtures and measured results against models.toml
   coverage   run the matrix here, merge docs/coverage/runs/*.json, write docs/coverage.{md,json,svg}
   node-tests run the ONNX backend node tests of the ops WebGPU claims, write docs/platforms/webgpu-node-tests.{md,json}
-  fuzz       run the cargo-fuzz targets of fuzz/ on nightly: --smoke (each for 30 s, fails on a crash), or one
+  fuzz       run the cargo-fuzz targets of fuzz/ on nightly: --smoke (each for 25 s, fails on a crash), or one
              target for longer (`fuzz <target> [--seconds N]`, new inputs kept in fuzz/corpus/<target>)
   setup      install what platform P needs (cuda: the CUDA 13.0 toolchain wheels into .hwcov/; openvino: its
              runtime wheel into .hwcov/; webgpu: a Vulkan driver and loader, from apt where there is none)
