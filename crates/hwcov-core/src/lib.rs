@@ -8,12 +8,14 @@
 //! - [`spec`]: the schema of `models.toml`.
 //! - [`report`]: statuses and results.
 //! - [`error`]: one error type that names the file, field or tensor at fault.
+//! - [`file`]: output files written whole (a temporary beside the target, then a rename).
 //! - [`library`]: finding a runtime library loaded at run time.
 
 pub mod anyres;
 pub mod class;
 pub mod compare;
 pub mod error;
+pub mod file;
 pub mod library;
 pub mod platform;
 pub mod report;

@@ -178,6 +178,17 @@ pub trait Platform: Send + Sync {
     }
 }
 
+/// A loaded model. `Send`, so a handler moves to another thread; not `Sync`: `forward` takes
+/// `&mut self` (caches, pooled buffers), so threads that share one hold it behind a `Mutex`, and
+/// sharing it any other way is refused at compile time:
+///
+/// ```compile_fail
+/// fn share(h: &dyn hwcov_core::Handler) {
+///     std::thread::scope(|s| {
+///         s.spawn(|| h.input_names());
+///     });
+/// }
+/// ```
 pub trait Handler: Send {
     /// Named tensors in (transformers `forward()` argument names), named tensors out (transformers
     /// output field names).
@@ -218,5 +229,54 @@ pub trait Decoder {
     /// (a learned position table); `None` where it has none.
     fn max_positions(&self) -> Option<usize> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// A handler that counts its passes and echoes its input.
+    struct Counting(usize);
+
+    impl Handler for Counting {
+        fn forward(&mut self, inputs: &NamedTensors) -> Result<NamedTensors> {
+            self.0 += 1;
+            let mut out = inputs.clone();
+            out.insert("passes".into(), HostTensor::i64(vec![1], vec![self.0 as i64])?);
+            Ok(out)
+        }
+        fn input_names(&self) -> Vec<String> {
+            vec!["x".into()]
+        }
+        fn output_names(&self) -> Vec<String> {
+            vec!["x".into(), "passes".into()]
+        }
+    }
+
+    /// One handler used from several threads behind a Mutex: every pass runs once, whole.
+    #[test]
+    fn a_handler_behind_a_mutex_serves_several_threads() {
+        let handler: Arc<Mutex<Box<dyn Handler>>> = Arc::new(Mutex::new(Box::new(Counting(0))));
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let handler = Arc::clone(&handler);
+                std::thread::spawn(move || {
+                    for i in 0..25 {
+                        let mut inputs = NamedTensors::new();
+                        inputs.insert("x".into(), HostTensor::i64(vec![2], vec![t, i]).unwrap());
+                        let out = handler.lock().unwrap().forward(&inputs).unwrap();
+                        assert_eq!(out["x"], inputs["x"]);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let last = handler.lock().unwrap().forward(&NamedTensors::new()).unwrap();
+        assert_eq!(last["passes"].to_i64_vec(), Some(vec![101]));
     }
 }

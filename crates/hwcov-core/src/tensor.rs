@@ -226,8 +226,15 @@ pub fn shard_names(index: &Path) -> Result<Vec<String>> {
 /// Reads every tensor of a safetensors file.
 pub fn read_safetensors(path: &Path) -> Result<NamedTensors> {
     let bytes = read_file(path)?;
-    let st = SafeTensors::deserialize(&bytes)
-        .map_err(|e| Error::format(path, format!("not a valid safetensors file: {e}")))?;
+    // The safetensors crate refuses headers over the format's 100 MB, offsets that leave gaps,
+    // overlap or run past the end, and shapes whose element count overflows.
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| {
+        let culprit = overflowing_tensor(&bytes)
+            .filter(|_| matches!(e, safetensors::SafeTensorError::ValidationOverflow))
+            .map(|(name, shape)| format!(" (tensor `{name}`: shape {shape} has more elements than can be counted)"))
+            .unwrap_or_default();
+        Error::format(path, format!("not a valid safetensors file: {e}{culprit}"))
+    })?;
     st.tensors()
         .into_iter()
         .map(|(name, view)| {
@@ -237,7 +244,23 @@ pub fn read_safetensors(path: &Path) -> Result<NamedTensors> {
         .collect()
 }
 
-/// Writes tensors to a safetensors file.
+/// The first tensor of a safetensors header whose element count overflows, to name it: the crate's
+/// own error does not. (name, shape as written).
+fn overflowing_tensor(bytes: &[u8]) -> Option<(String, String)> {
+    let n = usize::try_from(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?)).ok()?;
+    let header: serde_json::Value = serde_json::from_slice(bytes.get(8..8usize.checked_add(n)?)?).ok()?;
+    header.as_object()?.iter().find_map(|(name, info)| {
+        let shape = info.get("shape")?.as_array()?;
+        let overflows = shape
+            .iter()
+            .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
+            .try_fold(1usize, |a, d| a.checked_mul(d?))
+            .is_none();
+        overflows.then(|| (name.clone(), serde_json::Value::Array(shape.clone()).to_string()))
+    })
+}
+
+/// Writes tensors to a safetensors file (whole or not at all, see [`crate::file`]).
 pub fn write_safetensors(path: &Path, tensors: &NamedTensors) -> Result<()> {
     let encoded: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = tensors
         .iter()
@@ -255,7 +278,7 @@ pub fn write_safetensors(path: &Path, tensors: &NamedTensors) -> Result<()> {
         })
         .collect::<Result<Vec<_>>>()?;
     let out = safetensors::serialize(views, None).map_err(|e| Error::format(path, e))?;
-    std::fs::write(path, out).map_err(|e| Error::io(path, e))
+    crate::file::write_atomic(path, &out)
 }
 
 /// An io file of a fixture: `in_<arg>` inputs and `out_<field>` reference outputs, with the prefixes
@@ -334,5 +357,54 @@ mod tests {
             "{err}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A file of a header (the 8-byte length, then the JSON) and `data` bytes.
+    fn safetensors_file(name: &str, header: &str, data: &[u8]) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("hwcov-core-limits-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend_from_slice(data);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    fn refusal(path: &Path) -> String {
+        let err = read_safetensors(path).unwrap_err().to_string();
+        let name = path.file_name().unwrap().to_str().unwrap();
+        assert!(err.contains(name), "the error names no file: {err}");
+        err
+    }
+
+    #[test]
+    fn a_header_over_the_formats_100_mb_is_refused_unread() {
+        let path = safetensors_file("huge-header.safetensors", "", b"");
+        // Only the length says 100 MB and one byte; nothing that large is read or allocated.
+        std::fs::write(&path, 100_000_001u64.to_le_bytes()).unwrap();
+        let err = refusal(&path);
+        assert!(err.contains("header too large"), "{err}");
+    }
+
+    #[test]
+    fn offsets_past_the_end_are_refused() {
+        let header = r#"{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#;
+        let err = refusal(&safetensors_file("short.safetensors", header, &[0; 8]));
+        assert!(err.contains("incomplete metadata"), "{err}");
+    }
+
+    #[test]
+    fn overlapping_offsets_are_refused_naming_the_tensor() {
+        let header = r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#;
+        let err = refusal(&safetensors_file("overlap.safetensors", header, &[0; 12]));
+        assert!(err.contains("invalid offset for tensor `b`"), "{err}");
+    }
+
+    #[test]
+    fn an_element_count_that_overflows_is_refused_naming_the_tensor() {
+        let header = r#"{"big":{"dtype":"F32","shape":[4294967296,4294967296,2],"data_offsets":[0,0]}}"#;
+        let err = refusal(&safetensors_file("overflow.safetensors", header, b""));
+        assert!(err.contains("overflow") && err.contains("tensor `big`"), "{err}");
     }
 }

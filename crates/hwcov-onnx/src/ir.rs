@@ -17,8 +17,15 @@ impl ValueType {
         ValueType { dtype, shape }
     }
 
+    /// The element count, saturating at usize::MAX (the planner refuses values whose count
+    /// overflows, see [`ValueType::checked_numel`]).
     pub fn numel(&self) -> usize {
-        self.shape.iter().product()
+        self.shape.iter().fold(1usize, |a, &d| a.saturating_mul(d))
+    }
+
+    /// The element count, `None` where it overflows usize.
+    pub fn checked_numel(&self) -> Option<usize> {
+        self.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
     }
 
     pub fn rank(&self) -> usize {

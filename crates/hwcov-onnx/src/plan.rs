@@ -515,8 +515,13 @@ impl<'p> Specializer<'p> {
     /// Applies `op` to `operands`: on the host where every operand is a constant and the op can be
     /// evaluated there (within the fold limit), else as a device step.
     pub(crate) fn emit(&mut self, node: &Node, op: Op, operands: &[Val], outputs: Vec<ValueType>) -> Result<Vec<Val>> {
+        // Shapes come from the file's attributes and constants: one can claim more elements than
+        // any machine could count, let alone hold.
+        if let Some(t) = outputs.iter().find(|t| t.checked_numel().is_none()) {
+            return Err(self.node_error(node, format!("its output {t} has more elements than can be counted")));
+        }
         let all_const = operands.iter().all(|v| matches!(v, Val::Const(_)));
-        let small = outputs.iter().map(ValueType::numel).sum::<usize>() <= FOLD_LIMIT;
+        let small = outputs.iter().map(ValueType::numel).fold(0usize, usize::saturating_add) <= FOLD_LIMIT;
         if all_const && small && !matches!(op, Op::NonZero) {
             let hosts: Vec<&HostTensor> = operands
                 .iter()

@@ -30,11 +30,33 @@ pub struct Reader<'a> {
     pos: usize,
     /// Offset of `buf` in the whole file, for error messages and payload ranges.
     base: usize,
+    /// How many messages this one is nested in (subgraphs recurse: graph, node, attribute, graph).
+    depth: usize,
 }
+
+/// The deepest a message may be nested: 3 levels a subgraph (node, attribute, graph), so about 60
+/// nested If / Loop bodies, far more than exports have, and shallow enough that a file nesting
+/// subgraphs without end is refused instead of overflowing the stack of the recursive parse.
+pub const MAX_NESTING: usize = 180;
 
 impl<'a> Reader<'a> {
     pub fn new(buf: &'a [u8], base: usize) -> Self {
-        Reader { buf, pos: 0, base }
+        Reader {
+            buf,
+            pos: 0,
+            base,
+            depth: 0,
+        }
+    }
+
+    /// The same message, read again from its start.
+    fn restart(&self) -> Reader<'a> {
+        Reader {
+            buf: self.buf,
+            pos: 0,
+            base: self.base,
+            depth: self.depth,
+        }
     }
 
     fn err(&self, message: impl Into<String>) -> DecodeError {
@@ -101,7 +123,10 @@ impl<'a> Reader<'a> {
 
     /// A reader over a nested message.
     fn sub(&self, bytes: &'a [u8]) -> Reader<'a> {
-        Reader::new(bytes, self.offset_of(bytes))
+        Reader {
+            depth: self.depth + 1,
+            ..Reader::new(bytes, self.offset_of(bytes))
+        }
     }
 }
 
@@ -211,7 +236,12 @@ pub fn parse_model(buf: &[u8]) -> Result<ModelProto> {
 
 /// Parses GraphProto (the top graph or a subgraph of If, Loop, Scan).
 pub fn parse_graph(r: &Reader) -> Result<Graph> {
-    let mut r = Reader::new(r.buf, r.base);
+    let mut r = r.restart();
+    if r.depth > MAX_NESTING {
+        return Err(r.err(format!(
+            "subgraphs are nested more than {MAX_NESTING} messages deep (graph, node, attribute, graph, ...)"
+        )));
+    }
     let mut g = Graph::default();
     let mut inputs = Vec::new();
     while let Some((field, v)) = r.next_field()? {
@@ -240,7 +270,7 @@ pub fn parse_graph(r: &Reader) -> Result<Graph> {
 }
 
 fn parse_node(r: &Reader) -> Result<Node> {
-    let mut r = Reader::new(r.buf, r.base);
+    let mut r = r.restart();
     let mut n = Node::default();
     while let Some((field, v)) = r.next_field()? {
         match field {
@@ -263,7 +293,7 @@ fn parse_node(r: &Reader) -> Result<Node> {
 }
 
 fn parse_attribute(r: &Reader) -> Result<(String, Attribute)> {
-    let mut r = Reader::new(r.buf, r.base);
+    let mut r = r.restart();
     let mut name = String::new();
     let mut kind = 0u64;
     let (mut f, mut i, mut s, mut t, mut g) = (None, None, None, None, None);
@@ -340,7 +370,7 @@ fn parse_attribute(r: &Reader) -> Result<(String, Attribute)> {
 
 /// TensorProto: name, type and shape, and where its elements are.
 pub fn parse_tensor(r: &Reader) -> Result<TensorRef> {
-    let mut r = Reader::new(r.buf, r.base);
+    let mut r = r.restart();
     let mut name = String::new();
     let mut elem_type = 0i32;
     let mut dims = Vec::new();
@@ -425,7 +455,7 @@ pub fn parse_tensor(r: &Reader) -> Result<TensorRef> {
 }
 
 fn parse_value_info(r: &Reader) -> Result<ValueInfo> {
-    let mut r = Reader::new(r.buf, r.base);
+    let mut r = r.restart();
     let mut vi = ValueInfo {
         name: String::new(),
         elem_type: 0,

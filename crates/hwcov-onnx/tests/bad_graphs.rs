@@ -1,7 +1,7 @@
 //! Bad graphs (fixtures/bad-graphs, made by tools/fixtures/bad_graphs.py) are refused with an error
 //! that names the node or file at fault: an unknown op, external data that is missing, short, or
 //! outside the model's folder (by `..`, an absolute path or a symbolic link), a shape that depends
-//! on the values of the input, a cycle.
+//! on the values of the input, a cycle, subgraphs nested without end, an attribute longer than the file.
 
 use std::path::{Path, PathBuf};
 
@@ -91,6 +91,58 @@ fn a_cycle_names_the_node() {
     let msg = plan_error("cycle").to_string();
     assert!(
         msg.contains("first") && msg.contains("produced by no node before it"),
+        "{msg}"
+    );
+}
+
+/// A protobuf length-delimited field: key, length, bytes.
+fn field(number: u64, bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for mut x in [(number << 3) | 2, bytes.len() as u64] {
+        while x >= 0x80 {
+            out.push((x as u8) | 0x80);
+            x >>= 7;
+        }
+        out.push(x as u8);
+    }
+    out.extend_from_slice(bytes);
+    out
+}
+
+fn from_bytes_error(bytes: Vec<u8>) -> String {
+    Model::from_bytes(Path::new("nested/model.onnx"), bytes)
+        .expect_err("must be refused")
+        .to_string()
+}
+
+/// Subgraphs (an If's branch holding an If, ...) nested without end are refused by depth instead of
+/// overflowing the stack of the recursive parse.
+#[test]
+fn subgraphs_nested_without_end_are_refused() {
+    let mut graph = Vec::new();
+    // 2000 subgraphs deep: far over the limit.
+    for _ in 0..2000 {
+        let attribute = field(6, &graph);
+        let node = field(5, &attribute);
+        graph = field(1, &node);
+    }
+    let msg = from_bytes_error(field(7, &graph));
+    assert!(
+        msg.contains("nested/model.onnx") && msg.contains("nested more than"),
+        "{msg}"
+    );
+}
+
+/// An attribute whose length says more than the file holds (here 2^40 bytes) is refused at the byte
+/// that says so, without reading or allocating it.
+#[test]
+fn an_attribute_longer_than_the_file_is_refused() {
+    let mut attribute = vec![0x42, 0x80, 0x80, 0x80, 0x80, 0x80, 0x20];
+    attribute.extend_from_slice(&[1, 2, 3]);
+    let node = [field(4, b"Relu"), field(5, &attribute)].concat();
+    let msg = from_bytes_error(field(7, &field(1, &node)));
+    assert!(
+        msg.contains("nested/model.onnx") && msg.contains("runs past the end"),
         "{msg}"
     );
 }

@@ -62,6 +62,26 @@ impl RgbImage {
     }
 }
 
+/// The most pixels an image may declare. PIL refuses an image of more than twice its
+/// `MAX_IMAGE_PIXELS` (89,478,485) as a decompression bomb (`DecompressionBombError`), so
+/// transformers' `load_image` never reads one; hwcov refuses it from the header, before decoding.
+pub const MAX_PIXELS: u64 = 2 * 89_478_485;
+
+/// Refuses dimensions of more than [`MAX_PIXELS`] pixels, naming the file.
+pub fn check_pixels(path: &Path, width: u64, height: u64) -> Result<()> {
+    let pixels = width.saturating_mul(height);
+    if pixels > MAX_PIXELS {
+        return Err(Error::format(
+            path,
+            format!(
+                "the image declares {width}x{height} = {pixels} pixels, more than the {MAX_PIXELS} hwcov \
+                 decodes (PIL's decompression bomb limit)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Reads an image file as transformers' `load_image` does (see the module documentation).
 pub fn load_image(path: &Path) -> Result<RgbImage> {
     let bytes = hwcov_core::error::read_file(path)?;
@@ -94,6 +114,7 @@ pub fn decode_image(path: &Path, bytes: &[u8]) -> Result<RgbImage> {
     if w == 0 || h == 0 {
         return Err(Error::format(path, format!("the image is empty ({w}x{h} pixels)")));
     }
+    check_pixels(path, w.into(), h.into())?;
     let rgb = if format == Some(::image::ImageFormat::Jpeg) {
         // libjpeg-exact pixels; the image crate's decoder only reads the orientation.
         let img = jpeg::decode(path, bytes)?;

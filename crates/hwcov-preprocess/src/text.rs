@@ -45,7 +45,7 @@ impl TextTokenizer {
                 std::io::Error::new(std::io::ErrorKind::NotFound, "the model folder has no tokenizer.json"),
             ));
         }
-        let mut inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| Error::format(&path, e))?;
+        let mut inner = load_tokenizer(&path)?;
         // transformers ignores the truncation and padding saved in tokenizer.json unless asked.
         inner.with_truncation(None).map_err(|e| Error::format(&path, e))?;
         inner.with_padding(None);
@@ -395,6 +395,101 @@ fn read_chat_template(dir: &Path, config: Option<&serde_json::Value>, config_pat
     Ok(None)
 }
 
+/// tokenizer.json through the tokenizers crate, which panics on some malformed files instead of
+/// returning an error: a JSON syntax error inside `decoder` (its streaming parse `expect`s the
+/// decoder), a `Precompiled` normalizer whose data does not parse. The JSON is parsed first and
+/// those normalizers checked here; any other panic of the crate is caught and reported as the
+/// file's error (the panic message is still printed by Rust's hook).
+fn load_tokenizer(path: &Path) -> Result<tokenizers::Tokenizer> {
+    let json = read_json(path)?;
+    check_precompiled(path, json.get("normalizer"))?;
+    check_template_processing(path, json.get("post_processor"))?;
+    let loaded = std::panic::catch_unwind(|| serde_json::from_value::<tokenizers::Tokenizer>(json));
+    match loaded {
+        Ok(Ok(t)) => Ok(t),
+        Ok(Err(e)) => Err(Error::format(path, e)),
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(Error::format(
+                path,
+                format!("the tokenizers library cannot read it ({why})"),
+            ))
+        }
+    }
+}
+
+/// Refuses a `Precompiled` normalizer (alone or in a `Sequence`) that does not parse.
+fn check_precompiled(path: &Path, normalizer: Option<&serde_json::Value>) -> Result<()> {
+    let Some(n) = normalizer else { return Ok(()) };
+    match n.get("type").and_then(|t| t.as_str()) {
+        Some("Precompiled") => serde_json::from_value::<tokenizers::normalizers::Precompiled>(n.clone())
+            .map(|_| ())
+            .map_err(|e| {
+                Error::config(
+                    path,
+                    "normalizer",
+                    format!("a Precompiled normalizer that does not parse: {e}"),
+                )
+            }),
+        Some("Sequence") => n
+            .get("normalizers")
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+            .try_for_each(|m| check_precompiled(path, Some(m))),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses a `TemplateProcessing` post-processor (alone or in a `Sequence`) whose templates name a
+/// special token it does not define, or whose special tokens' ids and tokens differ in length: the
+/// crate indexes its map with the template's names, and panicked at the first encoding.
+fn check_template_processing(path: &Path, processor: Option<&serde_json::Value>) -> Result<()> {
+    let Some(p) = processor else { return Ok(()) };
+    let bad = |m: String| Error::config(path, "post_processor", m);
+    match p.get("type").and_then(|t| t.as_str()) {
+        Some("TemplateProcessing") => {
+            let tokens = p.get("special_tokens").and_then(|t| t.as_object());
+            for (name, t) in tokens.into_iter().flatten() {
+                let len = |k: &str| t.get(k).and_then(|v| v.as_array()).map(Vec::len);
+                if len("ids") != len("tokens") {
+                    return Err(bad(format!(
+                        "special token `{name}` has ids and tokens of different lengths"
+                    )));
+                }
+            }
+            let pieces = ["single", "pair"]
+                .into_iter()
+                .filter_map(|k| p.get(k).and_then(|v| v.as_array()))
+                .flatten();
+            for piece in pieces {
+                if let Some(id) = piece
+                    .get("SpecialToken")
+                    .and_then(|s| s.get("id"))
+                    .and_then(|i| i.as_str())
+                    && !tokens.is_some_and(|t| t.contains_key(id))
+                {
+                    return Err(bad(format!(
+                        "the template names special token `{id}`, which special_tokens does not define"
+                    )));
+                }
+            }
+            Ok(())
+        }
+        Some("Sequence") => p
+            .get("processors")
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+            .try_for_each(|q| check_template_processing(path, Some(q))),
+        _ => Ok(()),
+    }
+}
+
 /// transformers' `{% generation %}` ... `{% endgeneration %}` blocks (which only mark the assistant's
 /// tokens) render their body as it is: they become `{% if true %}` ... `{% endif %}`, keeping any
 /// whitespace control of the tags.
@@ -404,7 +499,8 @@ fn rewrite_generation_blocks(template: &str) -> String {
     while let Some(start) = rest.find("{%") {
         out.push_str(&rest[..start]);
         let tag = &rest[start..];
-        let Some(end) = tag.find("%}") else {
+        // The closing `%}` after the opening `{%`: in `{%}` the two overlap.
+        let Some(end) = tag[2..].find("%}").map(|e| e + 2) else {
             out.push_str(tag);
             return out;
         };
@@ -437,6 +533,11 @@ fn split_whitespace_control(inner: &str) -> (&str, &str, &str) {
     (open, &inner[..inner.len() - close.len()], close)
 }
 
+/// The most instructions a chat template may run for one rendering (minijinja's fuel). Real
+/// templates take a few hundred a message; a template that never ends (or nests loops over huge
+/// ranges) is stopped with an error instead of holding hwcov forever.
+pub const CHAT_TEMPLATE_FUEL: u64 = 5_000_000;
+
 /// Renders a chat template with the settings of transformers' `_compile_jinja_template`.
 fn render_chat_template(template: &str, ctx: serde_json::Value) -> std::result::Result<String, String> {
     let template = rewrite_generation_blocks(template);
@@ -447,6 +548,7 @@ fn render_chat_template(template: &str, ctx: serde_json::Value) -> std::result::
         .build()
         .map_err(|e| e.to_string())?;
     env.set_syntax(syntax);
+    env.set_fuel(Some(CHAT_TEMPLATE_FUEL));
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
     env.add_function(
         "raise_exception",

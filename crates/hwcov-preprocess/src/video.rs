@@ -7,12 +7,49 @@ use std::path::{Path, PathBuf};
 
 use hwcov_core::{Error, Result};
 
-use crate::image::{RgbImage, load_image};
+use crate::image::{RgbImage, check_pixels, load_image};
+
+/// The most bytes a video's decoded frames may take together (8-bit RGB): every frame is kept until
+/// sampling, so a long video, or a GIF of many frames on a large screen, is refused at the frame that
+/// passes this instead of exhausting memory. 1 GiB holds 30 s of 640x480 at 25 frames a second.
+pub const MAX_VIDEO_BYTES: usize = 1 << 30;
+
+/// Refuses a video once `frames` frames of `width` x `height` pass [`MAX_VIDEO_BYTES`].
+fn check_video_bytes(path: &Path, frames: usize, width: usize, height: usize) -> Result<()> {
+    let bytes = frames.saturating_mul(width).saturating_mul(height).saturating_mul(3);
+    if bytes > MAX_VIDEO_BYTES {
+        return Err(Error::format(
+            path,
+            format!(
+                "{frames} frames of {width}x{height} take {bytes} bytes decoded, more than the {MAX_VIDEO_BYTES} \
+                 hwcov holds of one video"
+            ),
+        ));
+    }
+    Ok(())
+}
 
 /// Every frame of a video: a folder of images or an animated GIF.
 pub fn load_frames(path: &Path) -> Result<Vec<RgbImage>> {
     if path.is_dir() {
-        return frame_files(path)?.iter().map(|f| load_image(f)).collect();
+        let mut frames: Vec<RgbImage> = Vec::new();
+        let mut bytes = 0usize;
+        for f in frame_files(path)? {
+            let img = load_image(&f)?;
+            bytes = bytes.saturating_add(img.data.len());
+            if bytes > MAX_VIDEO_BYTES {
+                return Err(Error::format(
+                    path,
+                    format!(
+                        "its first {} frames take {bytes} bytes decoded, more than the {MAX_VIDEO_BYTES} hwcov \
+                         holds of one video",
+                        frames.len() + 1
+                    ),
+                ));
+            }
+            frames.push(img);
+        }
+        return Ok(frames);
     }
     let bytes = hwcov_core::error::read_file(path)?;
     if !bytes.starts_with(b"GIF8") {
@@ -65,6 +102,9 @@ fn read_gif(path: &Path, bytes: &[u8]) -> Result<Vec<RgbImage>> {
     if w == 0 || h == 0 {
         return Err(err(format!("the GIF is empty ({w}x{h} pixels)")));
     }
+    // The screen's size, before a canvas of it is made.
+    check_pixels(path, w as u64, h as u64)?;
+    check_video_bytes(path, 1, w, h)?;
     let global = dec.global_palette().map(|p| p.to_vec());
     // PIL reads the background index only where the screen has a global palette.
     let background = if bytes.get(10).is_some_and(|f| f & 0x80 != 0) {
@@ -111,6 +151,7 @@ fn read_gif(path: &Path, bytes: &[u8]) -> Result<Vec<RgbImage>> {
                 frames.len()
             )));
         }
+        check_video_bytes(path, frames.len() + 1, w, h)?;
         let t = frame.transparent;
         let d = frame.dispose as u8;
         if d != 0 {
@@ -212,6 +253,35 @@ pub fn load_video(path: &Path, num_frames: Option<usize>) -> Result<Vec<RgbImage
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Frames are counted against the limit as they are decoded: the first frame that passes it is
+    /// refused, naming the video, the count and the size.
+    #[test]
+    fn frames_past_the_video_limit_are_refused() {
+        let p = Path::new("long.gif");
+        assert!(check_video_bytes(p, 1, 640, 480).is_ok());
+        // 3 frames of 8192 x 8192 RGB: 576 MiB; 6 of them: 1152 MiB, over 1 GiB.
+        assert!(check_video_bytes(p, 3, 8192, 8192).is_ok());
+        let err = check_video_bytes(p, 6, 8192, 8192).unwrap_err().to_string();
+        assert!(
+            err.contains("long.gif") && err.contains("6 frames of 8192x8192"),
+            "{err}"
+        );
+        // Counts near usize::MAX saturate instead of wrapping around to a small size.
+        assert!(check_video_bytes(p, usize::MAX, usize::MAX, 2).is_err());
+    }
+
+    /// `--num-frames 18446744073709551615`: more frames than any video has, refused by name.
+    #[test]
+    fn a_frame_count_near_usize_max_is_refused() {
+        let err = sample_indices(Path::new("v.gif"), 10, usize::MAX)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("fewer than the 18446744073709551615") && err.contains("num_frames"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn sampling_follows_numpy_integer_arange() {

@@ -493,7 +493,8 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                     println!("{:<12} {:<9} {}", c.model, c.platform, c.status);
                 }
             }
-            std::fs::write(&out, to_json(&run)? + "\n").map_err(|e| Error::io(&out, e))?;
+            // Whole or not at all: a run killed mid-way, or two at once, leave no half-written file.
+            hwcov::file::write_atomic(&out, (to_json(&run)? + "\n").as_bytes())?;
             println!("wrote {}", out.display());
             Ok(ExitCode::SUCCESS)
         }

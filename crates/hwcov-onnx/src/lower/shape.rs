@@ -207,6 +207,10 @@ pub(super) fn concat(cx: Cx, node: &Node) -> Result<()> {
         .collect::<Result<_>>()?;
     let types: Vec<ValueType> = vals.iter().map(|v| cx.ty(v)).collect();
     let first = types.first().ok_or_else(|| cx.node_error(node, "has no inputs"))?;
+    // norm_axis lets axis 0 through for rank 0, which has no axis to join on.
+    if first.rank() == 0 {
+        return Err(cx.node_error(node, "cannot join scalars: its inputs need rank 1 or more"));
+    }
     let axis = norm_axis(
         cx,
         node,
@@ -250,7 +254,11 @@ pub(super) fn split(cx: Cx, node: &Node) -> Result<()> {
     let t = cx.ty(&x);
     let axis = norm_axis(cx, node, node.int("axis").unwrap_or(0), t.rank())?;
     let n = node.outputs.len();
-    let len = t.shape[axis];
+    // norm_axis lets axis 0 through for rank 0, which has no axis to split.
+    let len = *t
+        .shape
+        .get(axis)
+        .ok_or_else(|| cx.node_error(node, "cannot split a scalar: its input needs rank 1 or more"))?;
     let given: Option<Vec<i64>> = if cx.opset() < 13 {
         node.ints("split").map(<[i64]>::to_vec)
     } else {
@@ -354,7 +362,11 @@ pub(super) fn slice(cx: Cx, node: &Node) -> Result<()> {
         if steps[i] == 0 {
             return Err(cx.node_error(node, "a step of 0"));
         }
-        let (s, n) = slice_axis(t.shape[a], starts[i], ends[i], steps[i]);
+        // Without `axes`, starts run over the leading axes: there may be more than the input has.
+        let Some(&dim) = t.shape.get(a) else {
+            return Err(cx.node_error(node, format!("slices axis {a} of an input of rank {}", t.rank())));
+        };
+        let (s, n) = slice_axis(dim, starts[i], ends[i], steps[i]);
         first[a] = s;
         step_of[a] = steps[i];
         shape[a] = n;

@@ -369,6 +369,15 @@ fn read_frame(seg: &[u8], progressive: bool) -> std::result::Result<Frame, Strin
     if width == 0 || height == 0 {
         return Err(format!("the image is empty ({width}x{height} pixels)"));
     }
+    // The header the image crate read first may not be the frame decoded (a file can hold two).
+    let pixels = (width as u64) * (height as u64);
+    if pixels > super::MAX_PIXELS {
+        return Err(format!(
+            "the frame header declares {width}x{height} = {pixels} pixels, more than the {} hwcov decodes \
+             (PIL's decompression bomb limit)",
+            super::MAX_PIXELS
+        ));
+    }
     if n != 1 && n != 3 {
         return Err(format!(
             "{n} colour components (CMYK or other) are not supported; 1 (grayscale) or 3 (RGB) are"
@@ -1006,5 +1015,25 @@ impl YccTables {
             clamp(y + ((self.cb_g[cb] + self.cr_g[cr]) >> 16) as i32),
             clamp(y + self.cb_b[cb]),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// hwcov's own decoder refuses a frame header over the pixel limit before it allocates the
+    /// coefficients (here 65535 x 65535: 8 GiB of them), whatever header was read before.
+    #[test]
+    fn a_frame_over_the_pixel_limit_is_refused_before_allocating() {
+        let mut jpeg = vec![
+            0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x0B, 8, 0xFF, 0xFF, 0xFF, 0xFF, 1, 1, 0x11, 0,
+        ];
+        jpeg.extend_from_slice(&[0xFF, 0xD9]);
+        let err = decode(Path::new("bomb.jpg"), &jpeg).unwrap_err().to_string();
+        assert!(
+            err.contains("bomb.jpg") && err.contains("65535x65535") && err.contains("decompression bomb"),
+            "{err}"
+        );
     }
 }
