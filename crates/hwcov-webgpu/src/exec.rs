@@ -1194,7 +1194,7 @@ impl Session {
             pending,
             nodes,
         } = c;
-        let (bytes, mut times) = read.finish_timed(&self.gpu)?;
+        let (bytes, mut times) = read.finish(&self.gpu)?;
         let mut bytes = bytes.into_iter();
         let status = bytes.next().unwrap_or_default();
         let code = u32::from_le_bytes([status[0], status[1], status[2], status[3]]);

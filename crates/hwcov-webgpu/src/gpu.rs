@@ -14,7 +14,7 @@ pub struct Gpu {
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
     pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
-    /// Read-back staging buffers between read backs (`start_read`), the smallest first: making and
+    /// Read-back staging buffers between read backs (`record_read`), the smallest first: making and
     /// mapping a host-visible buffer for every run cost more than the copy through it.
     staging: Mutex<Vec<wgpu::Buffer>>,
 }
@@ -249,22 +249,10 @@ impl Gpu {
     /// and one wait.
     pub fn read_many(&self, parts: &[(std::sync::Arc<wgpu::Buffer>, u64)]) -> Result<Vec<Vec<u8>>> {
         let ranges: Vec<_> = parts.iter().map(|(b, n)| (b.clone(), 0, *n)).collect();
-        self.read_ranges(&ranges)
-    }
-
-    /// Copies byte ranges (buffer, offset, length; offsets multiples of 4) back to the host, as
-    /// `read_many` does.
-    pub fn read_ranges(&self, parts: &[(std::sync::Arc<wgpu::Buffer>, u64, u64)]) -> Result<Vec<Vec<u8>>> {
-        self.start_read(parts)?.finish(self)
-    }
-
-    /// Submits the copies of a read back (as `read_ranges`) without waiting for them: the host
-    /// can do other work while the device finishes; `PendingRead::finish` waits and reads.
-    pub fn start_read(&self, parts: &[(std::sync::Arc<wgpu::Buffer>, u64, u64)]) -> Result<PendingRead> {
         let mut enc = self.device.create_command_encoder(&Default::default());
-        let read = self.record_read(&mut enc, parts)?;
+        let read = self.record_read(&mut enc, &ranges)?;
         self.queue.submit([enc.finish()]);
-        Ok(read.submitted())
+        Ok(read.submitted().finish(self)?.0)
     }
 
     /// Records the copies of a read back into `enc`; once it is submitted, `PendingRead::submitted`
@@ -327,7 +315,7 @@ impl Gpu {
     }
 }
 
-/// A read back submitted and not yet waited for (`Gpu::start_read`).
+/// A read back recorded (`Gpu::record_read`), then submitted and not yet waited for.
 pub struct PendingRead {
     staging: wgpu::Buffer,
     /// The mapping's outcome, once asked for (`submitted`).
@@ -361,13 +349,8 @@ impl PendingRead {
         self
     }
 
-    /// Waits for the copies and returns each part's bytes.
-    pub fn finish(self, gpu: &Gpu) -> Result<Vec<Vec<u8>>> {
-        Ok(self.finish_timed(gpu)?.0)
-    }
-
-    /// As `finish`, with where the time went.
-    pub fn finish_timed(self, gpu: &Gpu) -> Result<(Vec<Vec<u8>>, ReadTimes)> {
+    /// Waits for the copies and returns each part's bytes, with where the time went.
+    pub fn finish(self, gpu: &Gpu) -> Result<(Vec<Vec<u8>>, ReadTimes)> {
         let ms = |t: std::time::Instant| t.elapsed().as_secs_f64() * 1e3;
         let t = std::time::Instant::now();
         gpu.wait()?;
