@@ -236,6 +236,8 @@ struct Built {
     counted: bool,
     /// Whether the page holds a graph for it (not where every output is a constant or empty).
     computed: bool,
+    /// The graph inputs the page's graph takes (those it reads and that are not empty).
+    inputs: Vec<String>,
     types: Vec<ValueType>,
     values: Vec<(String, HostTensor)>,
     plan: Arc<Plan>,
@@ -286,16 +288,33 @@ impl Graph {
         };
         let built = &self.built[i];
         let (key, plan, counted) = (built.key, built.plan.clone(), built.counted);
-        if !built.computed {
-            return constant_outputs(&plan);
+        let mut out = NamedTensors::new();
+        let mut computed = Vec::new();
+        for (name, o) in &plan.outputs {
+            match host_output(&plan, name, *o) {
+                Some(t) => {
+                    out.insert(name.clone(), t?);
+                }
+                None => computed.push((name.clone(), plan.ty(*o))),
+            }
         }
-        let path = self.path().to_path_buf();
-        let out = with_browser(|b| run_built(b, key, &plan, &feeds, &path));
+        let in_page = built.computed;
+        let ran = if in_page {
+            let inputs = built.inputs.clone();
+            let what = format!("running {} in WebNN", self.path().display());
+            with_browser(|b| dispatch(b, key, &inputs, &feeds, &computed, &what))
+        } else {
+            Ok(NamedTensors::new())
+        };
+        // A plan made for one NonZero count serves one run.
         if counted {
             self.built.remove(i);
-            let _ = with_browser(|b| b.eval(&format!("hwcov.forget({key})"), WORK));
+            if in_page {
+                let _ = with_browser(|b| b.eval(&format!("hwcov.forget({key})"), WORK));
+            }
         }
-        out
+        out.extend(ran?);
+        Ok(out)
     }
 
     fn find(&self, types: &[(String, ValueType)], feeds: &NamedTensors) -> Option<usize> {
@@ -341,6 +360,7 @@ impl Graph {
         self.built.push(Built {
             key,
             computed,
+            inputs: lowered.input_names(),
             counted,
             types: types.iter().map(|(_, t)| t.clone()).collect(),
             values: used,
@@ -348,46 +368,22 @@ impl Graph {
         });
         Ok(self.built.len() - 1)
     }
-}
 
-impl Graph {
     /// The count of non-zero elements NonZero step `step` of the paused `plan` finds, computed in
     /// WebNN by the steps before it (`lower::lower_count`).
     fn count(&self, plan: &Plan, step: usize, feeds: &NamedTensors) -> Result<usize> {
         let lowered = lower::lower_count(plan, step)?;
         let key = NEXT_KEY.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let path = self.path().to_path_buf();
-        with_browser(|b| {
+        let what = format!("counting for NonZero in {} in WebNN", path.display());
+        let count = ValueType::new(DType::F32, vec![]);
+        let out = with_browser(|b| {
             build_in_page(b, key, &lowered, plan, &path)?;
-            let mut inputs = serde_json::Map::new();
-            let mut blobs = Vec::new();
-            for i in lowered.program["inputs"].as_array().into_iter().flatten() {
-                let name = i["name"].as_str().unwrap_or_default();
-                let t = feeds.get(name).ok_or_else(|| Error::tensor(name, "missing input"))?;
-                let id = b.server.blob(bytes_of(name, t)?);
-                blobs.push(id);
-                inputs.insert(name.to_string(), id.into());
-            }
-            let back = b.server.upload_id();
-            let r = b.eval(
-                &format!(
-                    "hwcov.run({key}, {}, {{\"count\": {back}}})",
-                    serde_json::Value::Object(inputs)
-                ),
-                WORK,
-            );
-            for id in blobs {
-                b.server.forget(id);
-            }
+            let out = dispatch(b, key, &lowered.input_names(), feeds, &[("count".into(), count)], &what);
             let _ = b.eval(&format!("hwcov.forget({key})"), WORK);
-            r.map_err(|e| Error::runtime(format!("counting for NonZero in {} in WebNN", path.display()), e))?;
-            let bytes = b
-                .server
-                .take_upload(back)
-                .ok_or_else(|| Error::runtime("NonZero", "the page sent no count"))?;
-            let count = tensor_of("count", &ValueType::new(DType::F32, vec![]), &bytes)?.to_f64_vec()[0];
-            Ok(count as usize)
-        })
+            out
+        })?;
+        Ok(out["count"].to_f64_vec()[0] as usize)
     }
 }
 
@@ -425,55 +421,48 @@ fn build_in_page(b: &mut Browser, key: u64, lowered: &lower::Lowered, plan: &Pla
     })
 }
 
-/// The outputs of a plan that computes nothing: its constants, and its empty tensors.
-fn constant_outputs(plan: &Plan) -> Result<NamedTensors> {
-    let mut out = NamedTensors::new();
-    for (name, o) in &plan.outputs {
-        let t = match o {
-            Operand::Const(c) => (*plan.constants[*c].tensor).clone(),
-            Operand::Value(v) => tensor_of(name, &plan.values[*v], &[])?,
-        };
-        out.insert(name.clone(), t);
+/// An output the page does not compute: a constant, or a tensor with no elements.
+fn host_output(plan: &Plan, name: &str, o: Operand) -> Option<Result<HostTensor>> {
+    match o {
+        Operand::Const(c) => Some(Ok((*plan.constants[c].tensor).clone())),
+        Operand::Value(v) if plan.values[v].numel() == 0 => Some(tensor_of(name, &plan.values[v], &[])),
+        Operand::Value(_) => None,
     }
-    Ok(out)
 }
 
-/// Sends the inputs, runs graph `key` in the page and takes its outputs back.
-fn run_built(b: &mut Browser, key: u64, plan: &Plan, feeds: &NamedTensors, path: &Path) -> Result<NamedTensors> {
-    let mut inputs = serde_json::Map::new();
+/// Runs graph `key` in the page: each of `inputs` sent from `feeds` as a blob, each of `outputs`
+/// taken back as bytes. `what` names the run in errors.
+fn dispatch(
+    b: &mut Browser,
+    key: u64,
+    inputs: &[String],
+    feeds: &NamedTensors,
+    outputs: &[(String, ValueType)],
+    what: &str,
+) -> Result<NamedTensors> {
+    let mut sent = serde_json::Map::new();
     let mut blobs = Vec::new();
-    for (name, v) in &plan.inputs {
-        if plan.values[*v].numel() == 0 {
-            // Not an input of the WebNN graph (`lower`).
-            continue;
-        }
-        let t = &feeds[name];
+    for name in inputs {
+        let t = feeds
+            .get(name)
+            .ok_or_else(|| Error::tensor(name, format!("missing input, {what}")))?;
         let id = b.server.blob(bytes_of(name, t)?);
         blobs.push(id);
-        inputs.insert(name.clone(), id.into());
+        sent.insert(name.clone(), id.into());
     }
     let mut uploads = serde_json::Map::new();
-    let mut wanted = Vec::new();
-    let mut out = NamedTensors::new();
-    for (name, o) in &plan.outputs {
-        match o {
-            Operand::Const(c) => {
-                out.insert(name.clone(), (*plan.constants[*c].tensor).clone());
-            }
-            Operand::Value(v) if plan.values[*v].numel() == 0 => {
-                out.insert(name.clone(), tensor_of(name, &plan.values[*v], &[])?);
-            }
-            Operand::Value(v) => {
-                let id = b.server.upload_id();
-                uploads.insert(name.clone(), id.into());
-                wanted.push((name.clone(), id, plan.values[*v].clone()));
-            }
-        }
-    }
+    let ids: Vec<u64> = outputs
+        .iter()
+        .map(|(name, _)| {
+            let id = b.server.upload_id();
+            uploads.insert(name.clone(), id.into());
+            id
+        })
+        .collect();
     let r = b.eval(
         &format!(
             "hwcov.run({key}, {}, {})",
-            serde_json::Value::Object(inputs),
+            serde_json::Value::Object(sent),
             serde_json::Value::Object(uploads)
         ),
         WORK,
@@ -481,13 +470,14 @@ fn run_built(b: &mut Browser, key: u64, plan: &Plan, feeds: &NamedTensors, path:
     for id in blobs {
         b.server.forget(id);
     }
-    r.map_err(|e| Error::runtime(format!("running {} in WebNN", path.display()), e))?;
-    for (name, id, ty) in wanted {
+    r.map_err(|e| Error::runtime(what, e))?;
+    let mut out = NamedTensors::new();
+    for ((name, ty), id) in outputs.iter().zip(ids) {
         let bytes = b
             .server
             .take_upload(id)
-            .ok_or_else(|| Error::tensor(&name, "the page sent no bytes for this output"))?;
-        out.insert(name.clone(), tensor_of(&name, &ty, &bytes)?);
+            .ok_or_else(|| Error::tensor(name, "the page sent no bytes for this output"))?;
+        out.insert(name.clone(), tensor_of(name, ty, &bytes)?);
     }
     Ok(out)
 }

@@ -20,6 +20,18 @@ pub struct Lowered {
     pub constants: Vec<ConstantData>,
 }
 
+impl Lowered {
+    /// The graph inputs the program takes, in its order.
+    pub fn input_names(&self) -> Vec<String> {
+        self.program["inputs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i["name"].as_str().map(String::from))
+            .collect()
+    }
+}
+
 /// Where a constant's bytes come from.
 pub enum ConstantData {
     /// `Plan::constants[i]`.
