@@ -4,7 +4,7 @@
 //! under a validation error scope. A kernel Chromium refuses is a failure. (f32 kernels: this
 //! adapter has no shader-f16.) The first step of running the WebGPU platform's plans in the page.
 
-#![cfg(feature = "webgpu")]
+#![cfg(all(feature = "webgpu", feature = "webnn"))]
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,21 +12,17 @@ use std::time::Duration;
 use hwcov::PlatformId;
 use hwcov::verify::{VerifyOptions, verify};
 
+/// The Chromium the webnn platform uses (`hwcov_webnn::chromium`), required where webnn is.
 fn chromium() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("HWCOV_CHROMIUM") {
-        return Some(PathBuf::from(p));
+    match hwcov_webnn::chromium() {
+        Ok(p) => Some(p),
+        Err(e) => {
+            let required = std::env::var("HWCOV_REQUIRE_PLATFORMS").unwrap_or_default();
+            assert!(!required.split(',').any(|p| p == "webnn"), "{e}");
+            eprintln!("skipped: {e}");
+            None
+        }
     }
-    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.hwcov/webnn/chromium/chromium");
-    if local.is_file() {
-        return Some(local);
-    }
-    let required = std::env::var("HWCOV_REQUIRE_PLATFORMS").unwrap_or_default();
-    assert!(
-        !required.split(',').any(|p| p == "webnn"),
-        "no Chromium: run `cargo xtask setup --platform webnn`"
-    );
-    eprintln!("skipped: no Chromium installed");
-    None
 }
 
 const PAGE: &str = r#"<!doctype html><html><body><script>
