@@ -11,11 +11,14 @@ fn regression(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// A folder holding `tokenizer` as its tokenizer.json.
-fn tokenizer_folder(tokenizer: &[u8]) -> tempfile::TempDir {
+/// The error `TextTokenizer::from_dir` gives for a folder holding `tokenizer` as tokenizer.json.
+fn refused_tokenizer(tokenizer: &[u8]) -> String {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("tokenizer.json"), tokenizer).unwrap();
-    dir
+    TextTokenizer::from_dir(dir.path())
+        .err()
+        .expect("must be refused")
+        .to_string()
 }
 
 /// A JSON syntax error inside `decoder` (`#split": true`): the tokenizers crate's streaming parse
@@ -23,11 +26,7 @@ fn tokenizer_folder(tokenizer: &[u8]) -> tempfile::TempDir {
 #[test]
 fn a_syntax_error_inside_the_decoder_names_the_file_and_line() {
     let bytes = std::fs::read(regression("tokenizer-decoder-syntax-error.json")).unwrap();
-    let dir = tokenizer_folder(&bytes);
-    let err = TextTokenizer::from_dir(dir.path())
-        .err()
-        .expect("must be refused")
-        .to_string();
+    let err = refused_tokenizer(&bytes);
     assert!(
         err.contains("tokenizer.json") && err.contains("invalid JSON") && err.contains("line 113"),
         "{err}"
@@ -43,11 +42,7 @@ fn a_precompiled_normalizer_that_does_not_parse_is_refused() {
         "type": "Sequence",
         "normalizers": [{"type": "Precompiled", "precompiled_charsmap": 5}]
     });
-    let dir = tokenizer_folder(json.to_string().as_bytes());
-    let err = TextTokenizer::from_dir(dir.path())
-        .err()
-        .expect("must be refused")
-        .to_string();
+    let err = refused_tokenizer(json.to_string().as_bytes());
     assert!(
         err.contains("tokenizer.json") && err.contains("normalizer") && err.contains("Precompiled"),
         "{err}"
@@ -76,11 +71,7 @@ fn a_tag_whose_close_overlaps_its_open_is_a_template_error() {
 #[test]
 fn a_template_naming_an_undefined_special_token_is_refused_at_load() {
     let bytes = std::fs::read(regression("tokenizer-template-unknown-special-token.json")).unwrap();
-    let dir = tokenizer_folder(&bytes);
-    let err = TextTokenizer::from_dir(dir.path())
-        .err()
-        .expect("must be refused")
-        .to_string();
+    let err = refused_tokenizer(&bytes);
     assert!(
         err.contains("tokenizer.json") && err.contains("post_processor") && err.contains("`[CLS] `"),
         "{err}"
