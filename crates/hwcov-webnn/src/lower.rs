@@ -97,15 +97,9 @@ fn lower_upto(plan: &Plan, upto: usize, count_for: Option<usize>) -> Result<Lowe
         })?;
         inputs.push(json!({ "id": format!("v{v}"), "name": name, "dataType": dt, "shape": ty.shape }));
     }
-    let mut used = vec![false; plan.constants.len()];
     let mut ops = Vec::new();
     let mut made = Made::new();
     for step in &plan.steps[..upto] {
-        for o in &step.inputs {
-            if let Operand::Const(c) = o {
-                used[*c] = true;
-            }
-        }
         ops.extend(lower_step(plan, step, &mut made)?);
     }
     let mut outputs = Vec::new();
@@ -181,7 +175,7 @@ fn lower_upto(plan: &Plan, upto: usize, count_for: Option<usize>) -> Result<Lowe
         .constants
         .iter()
         .enumerate()
-        .filter(|(c, _)| used[*c] && live.contains(format!("c{c}").as_str()))
+        .filter(|(c, _)| live.contains(format!("c{c}").as_str()))
     {
         let t = &k.tensor;
         let dt = data_type(t.dtype()).ok_or_else(|| Error::Unsupported {
